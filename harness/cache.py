@@ -1,0 +1,145 @@
+"""Content-addressed artifact cache.
+
+An artifact is a directory `<root>/<kind>/<key>/` holding files plus
+`manifest.json` (sha256 of every file). It is built in a temporary sibling
+directory and published with one atomic `rename`, under a file lock so two
+harness processes never build or publish the same key at once. A reader
+verifies the manifest before use; a corrupt artifact is removed and rebuilt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+
+from .errors import HarnessError
+
+MANIFEST = "manifest.json"
+
+
+def default_cache_root() -> Path:
+    env = os.environ.get("HARNESS_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "harness"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_parts(parts: Iterable[tuple[str, bytes | str]]) -> str:
+    """Stable hash of named parts (name and content both count)."""
+    h = hashlib.sha256()
+    for name, content in parts:
+        data = content.encode() if isinstance(content, str) else content
+        h.update(f"{name}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()[:20]
+
+
+class CorruptArtifact(HarnessError):
+    pass
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: Path
+    meta: dict
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+
+class Cache:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = (root or default_cache_root()).resolve()
+
+    def dir(self, *parts: str) -> Path:
+        d = self.root.joinpath(*parts)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    @contextlib.contextmanager
+    def lock(self, kind: str, key: str, timeout: float = 3600) -> Iterator[None]:
+        lock_path = self.dir(kind) / f".{key}.lock"
+        with FileLock(str(lock_path), timeout=timeout):
+            yield
+
+    def lookup(self, kind: str, key: str) -> Artifact | None:
+        """The verified artifact, or None. A corrupt one is deleted (and reported on stderr)."""
+        path = self.root / kind / key
+        if not path.is_dir():
+            return None
+        try:
+            return verify(path)
+        except CorruptArtifact as e:
+            print(f"harness: cache: {e}; rebuilding", flush=True)
+            shutil.rmtree(path, ignore_errors=True)
+            return None
+
+    def get_or_build(
+        self, kind: str, key: str, build: Callable[[Path], dict], *, verify_files: bool = True
+    ) -> Artifact:
+        """Return the artifact for `key`, calling `build(tmpdir) -> meta` to make it if absent.
+        The build runs under a per-key file lock; its result is published atomically."""
+        found = self.lookup(kind, key)
+        if found:
+            return found
+        with self.lock(kind, key):
+            found = self.lookup(kind, key)  # another process may have built it meanwhile
+            if found:
+                return found
+            tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=self.dir(kind)))
+            try:
+                meta = build(tmp)
+                write_manifest(tmp, meta, hash_files=verify_files)
+                final = self.root / kind / key
+                os.rename(tmp, final)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            return verify(final)
+
+
+def write_manifest(path: Path, meta: dict, *, hash_files: bool = True) -> None:
+    """Record meta and the sha256 of every file (or of none, for huge trees that
+    are trusted on the strength of the atomic publish alone)."""
+    files = {
+        str(p.relative_to(path)): sha256_file(p)
+        for p in sorted(path.rglob("*"))
+        if hash_files and p.is_file() and p.name != MANIFEST
+    }
+    doc = {"meta": meta, "files": files}
+    tmp = path / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
+    os.replace(tmp, path / MANIFEST)
+
+
+def verify(path: Path) -> Artifact:
+    manifest = path / MANIFEST
+    try:
+        doc = json.loads(manifest.read_text())
+    except (OSError, ValueError) as e:
+        raise CorruptArtifact(f"{path}: unreadable manifest ({e})") from e
+    for name, digest in doc["files"].items():
+        f = path / name
+        if not f.is_file():
+            raise CorruptArtifact(f"{path}: {name} is missing")
+        if sha256_file(f) != digest:
+            raise CorruptArtifact(f"{path}: {name} does not match its recorded sha256")
+    return Artifact(path=path, meta=doc["meta"])

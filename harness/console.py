@@ -1,0 +1,137 @@
+"""The guest's serial console: drained continuously by a thread (a full pty
+would stall the guest), written to a log file, kept as a tail, and scanned for
+the init's READY line and for kernel crash reports."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import pexpect
+
+READY_RE = re.compile(r"HARNESS-READY nics=(\S*)")
+INIT_FAILED_RE = re.compile(r"HARNESS-INIT-FAILED: (.*)")
+
+# Kernel reports that fail whatever was running, even if its own checks passed.
+CRASH_PATTERNS = (
+    re.compile(r"Kernel panic - not syncing"),
+    re.compile(r"\bBUG: "),
+    re.compile(r"\bOops(: |\b)"),
+    re.compile(r"\bWARNING: .* at "),
+    re.compile(r"\bKASAN: "),
+    re.compile(r"\bDMA-API: "),
+    re.compile(r"INFO: task .* blocked for more than"),
+    re.compile(r"rcu: INFO: rcu_\w+ (self-)?detected stall"),
+    re.compile(r"\bgeneral protection fault\b"),
+)
+
+
+@dataclass(frozen=True)
+class NicInfo:
+    name: str
+    driver: str
+    mac: str
+
+
+def parse_ready_line(nics_field: str) -> list[NicInfo]:
+    """`eth0:igb:52:54:00:12:34:01,eth1:e1000e:...` -> NicInfo list (MACs contain colons)."""
+    out = []
+    for item in filter(None, nics_field.split(",")):
+        name, driver, mac = item.split(":", 2)
+        out.append(NicInfo(name, driver, mac.lower()))
+    return out
+
+
+def strip_timestamp(line: str) -> str:
+    return re.sub(r"^\[\s*\d+\.\d+\]\s?", "", line)
+
+
+class ConsoleWatcher:
+    def __init__(self, child: pexpect.spawn, log_path: Path, tail_lines: int = 400) -> None:
+        self.child = child
+        self.log_path = log_path
+        self.tail: deque[str] = deque(maxlen=tail_lines)
+        self.crash_lines: list[str] = []
+        self.nics: list[NicInfo] | None = None
+        self.init_failure: str | None = None
+        self.ready = threading.Event()
+        self.eof = threading.Event()
+        self._lock = threading.Lock()
+        self._partial = ""
+        self._crash_marks: list[int] = []
+        self._line_no = 0
+        self.started = time.monotonic()
+        self.banner_at: float | None = None  # seconds after start: kernel's "Linux version" line
+        self.init_at: float | None = None  # seconds after start: "Run ... as init process"
+        self._thread = threading.Thread(target=self._drain, name="console-drain", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float = 5.0) -> None:
+        self._thread.join(timeout)
+
+    def _drain(self) -> None:
+        with self.log_path.open("ab", buffering=0) as log:
+            while True:
+                try:
+                    data = self.child.read_nonblocking(65536, timeout=0.2)
+                except pexpect.TIMEOUT:
+                    continue
+                except (pexpect.EOF, OSError, ValueError):
+                    break
+                log.write(data)
+                self._feed(data.decode("utf-8", errors="replace"))
+        if self._partial:
+            self._feed("\n")
+        self.eof.set()
+
+    def _feed(self, text: str) -> None:
+        text = self._partial + text.replace("\r", "")
+        *lines, self._partial = text.split("\n")
+        with self._lock:
+            for line in lines:
+                self._line_no += 1
+                self.tail.append(line)
+                self._scan(line)
+
+    def _scan(self, line: str) -> None:
+        if self.banner_at is None and "Linux version" in line:
+            self.banner_at = time.monotonic() - self.started
+        elif self.init_at is None and " as init process" in line:
+            self.init_at = time.monotonic() - self.started
+        if m := READY_RE.search(line):
+            self.nics = parse_ready_line(m.group(1))
+            self.ready.set()
+        elif m := INIT_FAILED_RE.search(line):
+            self.init_failure = m.group(1)
+        if any(p.search(line) for p in CRASH_PATTERNS):
+            self.crash_lines.append(line)
+            self._crash_marks.append(self._line_no)
+
+    def last_lines(self, n: int = 30) -> list[str]:
+        with self._lock:
+            return list(self.tail)[-n:]
+
+    def line_count(self) -> int:
+        with self._lock:
+            return self._line_no
+
+    def crashes_since(self, line_no: int) -> list[str]:
+        with self._lock:
+            pairs = zip(self.crash_lines, self._crash_marks, strict=True)
+            return [line for line, mark in pairs if mark > line_no]
+
+    def wait_ready(self, timeout: float, alive) -> bool:
+        """Wait for the READY line; stop early when the guest died (`alive()` false) or init failed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.ready.wait(0.1):
+                return True
+            if self.init_failure or not alive():
+                return False
+        return False

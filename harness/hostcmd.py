@@ -1,0 +1,121 @@
+"""Host-side commands: a tool check that names the Debian package, and a runner
+that streams a long command's output to a log file while showing progress."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .errors import BuildError, MissingToolError
+
+# The Debian package that provides each host tool the harness calls.
+TOOL_PACKAGES = {
+    "qemu-system-x86_64": "qemu-system-x86 (from bookworm-backports)",
+    "mmdebstrap": "mmdebstrap",
+    "mkfs.ext4": "e2fsprogs",
+    "make": "make",
+    "gcc": "gcc",
+    "ccache": "ccache",
+    "flex": "flex",
+    "bison": "bison",
+    "bc": "bc",
+    "pahole": "dwarves",
+    "cpio": "cpio",
+    "depmod": "kmod",
+    "xz": "xz-utils",
+    "dpkg-deb": "dpkg",
+    "apt-get": "apt",
+    "clang": "clang",
+    "llc": "llvm",
+    "objdump": "binutils",
+    "ssh-keygen": "openssh-client",
+}
+
+
+def require_tool(tool: str, why: str = "") -> str:
+    path = shutil.which(tool)
+    if not path:
+        raise MissingToolError(tool, TOOL_PACKAGES.get(tool, tool), why)
+    return path
+
+
+def run_checked(cmd: Sequence[str], *, cwd: Path | None = None, what: str = "", timeout: float = 600) -> str:
+    """Run a short host command; on failure raise with the command and its stderr."""
+    require_tool(cmd[0])
+    try:
+        proc = subprocess.run(
+            list(cmd), cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as e:
+        raise BuildError(what or cmd[0], "-", [f"timed out after {timeout:.0f}s: {' '.join(cmd)}"]) from e
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
+        raise BuildError(what or " ".join(cmd), "-", [f"$ {' '.join(cmd)}  (exit {proc.returncode})", *lines])
+    return proc.stdout
+
+
+ERROR_LINE = re.compile(r"(error|Error|ERROR|fatal|No rule to make target|undefined reference)")
+
+
+def run_logged(
+    cmd: Sequence[str],
+    log_path: Path,
+    *,
+    what: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 3600,
+    progress: Callable[[str], str | None] | None = None,
+    progress_every: float = 5.0,
+) -> None:
+    """Run a long command, all output to `log_path`. `progress(line)` sees every
+    output line and returns a status summary (or None); every `progress_every` s the
+    latest summary (default: the last line) goes to stderr. On failure raise
+    BuildError with the first error lines of the log."""
+    require_tool(cmd[0])
+    start = time.monotonic()
+    last_report = start
+    status = ""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a") as log:
+        log.write(f"$ {' '.join(cmd)}\n")
+        log.flush()
+        proc = subprocess.Popen(
+            list(cmd), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, errors="replace", start_new_session=True,
+        )
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                status = (progress(line) if progress else None) or line.strip()[:100] or status
+                now = time.monotonic()
+                if now - start > timeout:
+                    proc.kill()
+                    raise BuildError(what, str(log_path), [f"timed out after {timeout:.0f}s"])
+                if now - last_report >= progress_every:
+                    last_report = now
+                    print(f"  {what}: {status} [{now - start:.0f}s]",
+                          file=sys.stderr, flush=True)
+            rc = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    if rc != 0:
+        raise BuildError(f"{what} (exit {rc})", str(log_path), first_error_lines(log_path))
+    print(f"  {what}: done in {time.monotonic() - start:.0f}s", file=sys.stderr, flush=True)
+
+
+def first_error_lines(log_path: Path, limit: int = 12) -> list[str]:
+    lines = log_path.read_text(errors="replace").splitlines()
+    hits = [i for i, line in enumerate(lines) if ERROR_LINE.search(line)]
+    if not hits:
+        return lines[-limit:]
+    first = hits[0]
+    return lines[max(0, first - 2): first + limit - 2]

@@ -1,0 +1,273 @@
+"""Get a kernel to boot: build Debian's linux-source-6.12 (default) or a user's
+tree with the config fragments from kernel-configs/, or unpack Debian's prebuilt
+image. Results are immutable cache artifacts keyed by everything that made them."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cache import Cache, hash_parts, sha256_file
+from .errors import HarnessError
+from .hostcmd import require_tool, run_checked, run_logged
+from .kconfig import Fragment, check_fragments, resolve_fragments
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+CONFIGS_DIR = PROJECT_DIR / "kernel-configs"
+DEFAULT_FRAGMENTS = ("base", "nics", "observe")
+DEBIAN_SOURCE_TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
+BUILD_RECIPE_VERSION = "2"  # bump when the build steps below change what they produce
+ARTIFACT_FILES = ("bzImage", "System.map", "vmlinux", "config")
+
+
+@dataclass(frozen=True)
+class KernelRequest:
+    """What kernel to get. `tree=None` means Debian's linux-source-6.12."""
+
+    tree: Path | None = None
+    fragments: tuple[str, ...] = DEFAULT_FRAGMENTS
+    patches: tuple[Path, ...] = ()
+    variant: str = "stock"
+
+
+@dataclass(frozen=True)
+class Kernel:
+    bzimage: Path
+    config: Path
+    release: str
+    key: str
+    system_map: Path | None = None
+    vmlinux: Path | None = None
+    initrd: Path | None = None  # modules initramfs for a distro kernel
+    modules: tuple[str, ...] = ()  # modules the guest must load (distro kernel)
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def boot_image(self) -> Path:
+        """What QEMU's -kernel gets: the uncompressed vmlinux when the kernel has a
+        PVH entry (no real-mode setup, no decompression under TCG), else bzImage."""
+        if self.meta.get("pvh") and self.vmlinux is not None:
+            return self.vmlinux
+        return self.bzimage
+
+    @property
+    def label(self) -> str:
+        return f"{self.release} ({self.meta.get('source', '?')}, {self.meta.get('variant', 'stock')})"
+
+
+def get_kernel(request: KernelRequest, cache: Cache | None = None) -> Kernel:
+    cache = cache or Cache()
+    fragments = resolve_fragments(list(request.fragments), CONFIGS_DIR)
+    patches = [_check_patch(p) for p in request.patches]
+    if request.tree is not None:
+        source = _check_tree(request.tree)
+        source_id = _tree_fingerprint(source)
+    else:
+        tarball = _debian_tarball()
+        source_id = f"{tarball.name}:{sha256_file(tarball)}"
+        source = None
+    key = hash_parts(
+        [("recipe", BUILD_RECIPE_VERSION), ("source", source_id), ("compiler", _compiler_id())]
+        + [(f"fragment:{f.name}", f.text) for f in fragments]
+        + [(f"patch:{p.name}", p.read_bytes()) for p in patches]
+    )
+
+    def build(out: Path) -> dict:
+        src = source if source is not None else _extract_debian_source(cache)
+        if patches:
+            src = _patched_copy(src, patches, cache, key)
+        # One build directory per (tree, fragments, patches): an edited tree rebuilds
+        # incrementally there; ccache serves objects shared across directories.
+        build_key = hash_parts([("src", str(src)), ("variant", request.variant)]
+                               + [(f.name, f.text) for f in fragments])
+        with cache.lock("build", build_key):
+            return _build(src, out, cache.dir("build", build_key), fragments, cache, request, source_id)
+
+    art = cache.get_or_build("kernels", key, build)
+    meta = art.meta
+    return Kernel(
+        bzimage=art.file("bzImage"), config=art.file("config"), release=meta["release"], key=key,
+        system_map=art.file("System.map"), vmlinux=art.file("vmlinux"), meta=meta,
+    )
+
+
+def _check_tree(tree: Path) -> Path:
+    tree = tree.expanduser().resolve()
+    if not (tree / "Makefile").is_file() or not (tree / "Kconfig").is_file():
+        raise HarnessError(f"--kernel-tree {tree}: not a Linux source tree (no Makefile/Kconfig at its top)")
+    if (tree / ".config").exists():
+        raise HarnessError(
+            f"--kernel-tree {tree}: the tree has a .config (it was configured in-tree); the harness builds "
+            f"out of tree, which kbuild refuses for such a tree: run 'make -C {tree} mrproper' first"
+        )
+    return tree
+
+
+def _tree_fingerprint(tree: Path) -> str:
+    """Size and mtime of every source file: any edit in the tree changes the key."""
+    parts = []
+    for dirpath, dirnames, filenames in os.walk(tree):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            parts.append(f"{os.path.relpath(path, tree)}:{st.st_size}:{st.st_mtime_ns}")
+    return f"tree:{tree}:" + hash_parts([("files", "\n".join(parts))])
+
+
+def _debian_tarball() -> Path:
+    if not DEBIAN_SOURCE_TARBALL.is_file():
+        raise HarnessError(
+            f"{DEBIAN_SOURCE_TARBALL} is missing: apt-get install -t bookworm-backports linux-source-6.12 "
+            "(or run scripts/bootstrap-host.sh), or pass --kernel-tree PATH / --kernel debian"
+        )
+    return DEBIAN_SOURCE_TARBALL
+
+
+def _compiler_id() -> str:
+    require_tool("gcc")
+    return run_checked(["gcc", "--version"]).splitlines()[0]
+
+
+def _check_patch(path: Path) -> Path:
+    path = path.expanduser().resolve()
+    if not path.is_file():
+        raise HarnessError(f"kernel patch {path} does not exist")
+    return path
+
+
+def _extract_debian_source(cache: Cache) -> Path:
+    """Unpack the tarball once into the cache (atomic, shared by every build)."""
+    tarball = _debian_tarball()
+    key = hash_parts([("tarball", f"{tarball}:{tarball.stat().st_size}:{tarball.stat().st_mtime_ns}")])
+
+    def extract(out: Path) -> dict:
+        print(f"harness: unpacking {tarball} ...", file=sys.stderr, flush=True)
+        require_tool("xz")
+        with tarfile.open(tarball) as tf:
+            tf.extractall(out, filter="fully_trusted")
+        (top,) = [p for p in out.iterdir() if p.is_dir()]
+        return {"tarball": str(tarball), "top": top.name}
+
+    # Verifying 80k source files by hash on every use would cost seconds: trust the
+    # atomic rename here; the build outputs are what get verified.
+    art = cache.get_or_build("sources", key, extract, verify_files=False)
+    return art.path / art.meta["top"]
+
+
+def _patched_copy(src: Path, patches: list[Path], cache: Cache, key: str) -> Path:
+    """A hard-linked copy of the tree with the patches applied (patch(1) replaces
+    files rather than writing through links, so the pristine tree is untouched)."""
+    dest = cache.dir("patched") / key
+    if dest.exists():
+        shutil.rmtree(dest)
+    run_checked(["cp", "-al", str(src), str(dest)], what="copying the source tree")
+    for patch in patches:
+        run_checked(["patch", "-p1", "-d", str(dest), "-i", str(patch), "--no-backup-if-mismatch"],
+                    what=f"applying {patch.name}")
+    return dest
+
+
+def _make_env(cache: Cache, src: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        CCACHE_DIR=str(cache.dir("ccache")),
+        CCACHE_BASEDIR=str(src),
+        CCACHE_MAXSIZE=os.environ.get("CCACHE_MAXSIZE", "5G"),
+        KBUILD_BUILD_TIMESTAMP="harness",
+        KBUILD_BUILD_USER="harness",
+        KBUILD_BUILD_HOST="harness",
+        KBUILD_BUILD_VERSION="1",
+    )
+    return env
+
+
+def _build(src: Path, out: Path, build_dir: Path, fragments: list[Fragment], cache: Cache,
+           request: KernelRequest, source_id: str) -> dict:
+    for tool in ("make", "gcc", "flex", "bison", "bc"):
+        require_tool(tool, "needed to build a kernel")
+    use_ccache = shutil.which("ccache") is not None
+    log = out / "build.log"
+    env = _make_env(cache, src)
+    jobs = str((os.cpu_count() or 1) + 1)
+    make = ["make", "-C", str(src), f"O={build_dir}", "-s"]
+    started = time.monotonic()
+    print(f"harness: building kernel {request.variant} from {src} (log: {log})", file=sys.stderr, flush=True)
+
+    run_logged([*make, "tinyconfig"], log, what="kernel config", env=env)
+    merge = src / "scripts/kconfig/merge_config.sh"
+    run_logged([str(merge), "-m", "-O", str(build_dir), str(build_dir / ".config"),
+                *[str(f.path) for f in fragments]], log, what="merge fragments", env=env, cwd=src)
+    run_logged([*make, "olddefconfig"], log, what="kernel olddefconfig", env=env)
+    config_text = (build_dir / ".config").read_text()
+    check_fragments(config_text, fragments, src)
+
+    progress = KbuildProgress()
+    cc = ["CC=ccache gcc"] if use_ccache else []
+    build_cmd = ["make", "-C", str(src), f"O={build_dir}", f"-j{jobs}", *cc, "bzImage"]
+    run_logged(build_cmd, log, what="kernel build", env=env, timeout=3 * 3600,
+               progress=progress.update)
+    for name, rel in (("bzImage", "arch/x86/boot/bzImage"), ("System.map", "System.map"),
+                      ("vmlinux", "vmlinux"), ("config", ".config")):
+        shutil.copy2(build_dir / rel, out / name)
+    release = (build_dir / "include/config/kernel.release").read_text().strip()
+    return {
+        "source": "tree" if request.tree else "debian-source",
+        "source_id": source_id,
+        "source_dir": str(src),
+        "variant": request.variant,
+        "release": release,
+        "pvh": "CONFIG_PVH=y" in config_text.splitlines(),
+        "fragments": [f.name for f in fragments],
+        "patches": [p.name for p in request.patches],
+        "compiler": _compiler_id(),
+        "ccache": use_ccache,
+        "build_seconds": round(time.monotonic() - started, 1),
+        "bzimage_bytes": (out / "bzImage").stat().st_size,
+        "reproduce": " && ".join([
+            f"make -C {src} O=BUILD tinyconfig",
+            f"{merge} -m -O BUILD BUILD/.config " + " ".join(str(f.path) for f in fragments),
+            f"make -C {src} O=BUILD olddefconfig",
+            f"make -C {src} O=BUILD -j{jobs} bzImage",
+        ]),
+    }
+
+
+class KbuildProgress:
+    """Counts kbuild's `  CC      path` lines: a build's progress in objects compiled."""
+
+    CC_LINE = re.compile(r"^\s+CC\s+(\S+)")
+
+    def __init__(self) -> None:
+        self.compiled = 0
+        self.current = ""
+
+    def update(self, line: str) -> str:
+        if m := self.CC_LINE.match(line):
+            self.compiled += 1
+            self.current = m.group(1)
+        return f"{self.compiled} objects compiled ({self.current})"
+
+
+def kernel_release_of(bzimage: Path) -> str:
+    """The version string in a bzImage header (what `file` prints), without booting it."""
+    data = bzimage.read_bytes()[:0x10000]
+    off = int.from_bytes(data[0x20E:0x210], "little") + 0x200
+    text = data[off:off + 256].split(b"\0")[0].decode(errors="replace")
+    return text.split()[0] if text else "unknown"
+
+
+def describe(kernel: Kernel) -> str:
+    lines = [f"kernel {kernel.release}  key {kernel.key}"]
+    for label, path in (("bzImage", kernel.bzimage), ("vmlinux", kernel.vmlinux),
+                        ("System.map", kernel.system_map), ("config", kernel.config),
+                        ("initrd", kernel.initrd)):
+        if path is not None:
+            lines.append(f"  {label:11s}{path}")
+    return "\n".join(lines)

@@ -1,0 +1,101 @@
+"""pytest plugin: `--kernel`, `--kernel-tree`, `--accel`; marker `vm`; a
+session-scoped `guest` shared by many tests and a `fresh_guest` factory for tests
+that need their own. A kernel crash report on the console fails the test that
+was running, even if its own assertions passed."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from .cache import Cache
+from .image import GuestImage, build_image
+from .kernel import Kernel, KernelRequest, get_kernel
+from .vm import Guest, GuestOptions
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("harness", "QEMU real-kernel harness")
+    g.addoption("--kernel", choices=["source", "debian"], default="source",
+                help="kernel for VM tests: build linux-source-6.12 (default) or Debian's prebuilt")
+    g.addoption("--kernel-tree", type=Path, default=None, help="build this kernel tree for VM tests")
+    g.addoption("--accel", choices=["auto", "kvm", "tcg"], default="auto", help="QEMU accelerator")
+    g.addoption("--harness-cache", type=Path, default=None, help="artifact cache (default ~/.cache/harness)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "vm: boots a real QEMU guest (slow)")
+
+
+@pytest.fixture(scope="session")
+def harness_cache(pytestconfig: pytest.Config) -> Cache:
+    return Cache(pytestconfig.getoption("--harness-cache"))
+
+
+@pytest.fixture(scope="session")
+def kernel(pytestconfig: pytest.Config, harness_cache: Cache) -> Kernel:
+    if pytestconfig.getoption("--kernel") == "debian":
+        from .distro_kernel import get_debian_kernel
+
+        return get_debian_kernel(harness_cache)
+    return get_kernel(KernelRequest(tree=pytestconfig.getoption("--kernel-tree")), harness_cache)
+
+
+@pytest.fixture(scope="session")
+def guest_image(harness_cache: Cache) -> GuestImage:
+    return build_image(cache=harness_cache)
+
+
+@pytest.fixture(scope="session")
+def guest_options(pytestconfig: pytest.Config) -> GuestOptions:
+    return GuestOptions(accel=pytestconfig.getoption("--accel"))
+
+
+@pytest.fixture(scope="session")
+def guest(kernel: Kernel, guest_image: GuestImage, guest_options: GuestOptions,
+          harness_cache: Cache) -> Iterator[Guest]:
+    """One booted guest shared by the session; tests must leave it as they found it."""
+    with Guest(kernel, guest_image, guest_options, harness_cache) as g:
+        yield g
+
+
+@pytest.fixture
+def fresh_guest(kernel: Kernel, guest_image: GuestImage, guest_options: GuestOptions,
+                harness_cache: Cache) -> Iterator[Callable[..., Guest]]:
+    """Factory: `fresh_guest(cmdline_extra=("swiotlb=force",))` boots a guest of
+    the test's own, stopped when the test ends."""
+    with contextlib.ExitStack() as stack:
+        def boot(**overrides: object) -> Guest:
+            opts = GuestOptions(**{**guest_options.__dict__, **overrides})
+            g = stack.enter_context(Guest(kernel, guest_image, opts, harness_cache))
+            _watched.append(g)
+            return g
+
+        _watched: list[Guest] = []
+        yield boot
+        for g in _watched:
+            _fail_on_crash(g, 0)
+
+
+def _fail_on_crash(g: Guest, since_line: int) -> None:
+    if g.console is None:
+        return
+    crashes = g.console.crashes_since(since_line)
+    if crashes:
+        pytest.fail("kernel reported on the guest console:\n" + "\n".join(f"  | {c}" for c in crashes[:20])
+                    + f"\n  console log: {g.console_log}", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _guest_crash_watch(request: pytest.FixtureRequest) -> Iterator[None]:
+    """For tests using the shared `guest`: fail them on console crash reports."""
+    if "guest" not in request.fixturenames:
+        yield
+        return
+    g: Guest = request.getfixturevalue("guest")
+    mark = g.console.line_count() if g.console else 0
+    yield
+    _fail_on_crash(g, mark)

@@ -1,0 +1,303 @@
+"""One QEMU guest from launch to a guaranteed end.
+
+`Guest` owns the QEMU process (in its own session, killed with the harness even
+on SIGKILL via PR_SET_PDEATHSIG), the console watcher, QMP and SSH. Use it as a
+context manager: every exit path (exception, timeout, Ctrl-C) stops QEMU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shlex
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pexpect
+
+from .accel import choose_accel
+from .cache import Cache
+from .console import ConsoleWatcher, NicInfo
+from .errors import GuestCommandError, GuestError, GuestTimeout, HarnessError
+from .hostcmd import require_tool
+from .image import GuestImage
+from .kernel import Kernel
+from .qemu_cmd import DEFAULT_NICS, GuestSpec, NicSpec, qemu_argv
+from .qmp import QMP, QMPError
+from .ssh import CommandResult, CommandTimeout, SSHSession
+
+QEMU = "qemu-system-x86_64"
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class GuestOptions:
+    accel: str = "auto"  # auto | kvm | tcg
+    memory_mb: int = 1024
+    cpus: int = 2
+    nics: tuple[NicSpec, ...] = DEFAULT_NICS
+    cmdline_extra: tuple[str, ...] = ()
+    iommu: bool = False
+    qemu_extra: tuple[str, ...] = ()
+    boot_timeout: float = 120.0  # QEMU start to the init's READY line
+    ssh_timeout: float = 60.0  # READY to an SSH session
+    command_timeout: float = 120.0  # default bound of one guest command
+    workdir: Path | None = None  # console log, QMP socket; a temp dir by default
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the QEMU child: get SIGKILL when the harness dies, however it dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+@dataclass
+class BootTimes:
+    """Seconds from QEMU launch to each boot phase."""
+
+    banner: float | None = None  # kernel printed "Linux version" (firmware + kernel load done)
+    init: float | None = None  # kernel started the init
+    ready: float = 0.0  # init printed READY (NICs bound, sshd listening)
+    ssh: float = 0.0  # first SSH session up
+    accel_reason: str = ""
+
+    def summary(self) -> str:
+        def fmt(x: float | None) -> str:
+            return "?" if x is None else f"{x:.2f}s"
+
+        return (f"kernel banner {fmt(self.banner)}, init {fmt(self.init)}, READY {fmt(self.ready)}, "
+                f"ssh {fmt(self.ssh)}")
+
+
+class Guest:
+    def __init__(self, kernel: Kernel, image: GuestImage, options: GuestOptions | None = None,
+                 cache: Cache | None = None) -> None:
+        self.kernel = kernel
+        self.image = image
+        self.options = options or GuestOptions()
+        self.cache = cache or Cache()
+        self.child: pexpect.spawn | None = None
+        self.console: ConsoleWatcher | None = None
+        self.qmp: QMP | None = None
+        self.ssh: SSHSession | None = None
+        self.spec: GuestSpec | None = None
+        self.argv: list[str] = []
+        self.times = BootTimes()
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self.workdir: Path | None = None
+        self.exit_reason: str | None = None
+
+    # ---- lifecycle -------------------------------------------------------
+    def __enter__(self) -> Guest:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        require_tool(QEMU, "the guest runs in QEMU")
+        opts = self.options
+        if opts.workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="harness-guest-")
+            self.workdir = Path(self._tmp.name)
+        else:
+            self.workdir = opts.workdir
+            self.workdir.mkdir(parents=True, exist_ok=True)
+        choice = choose_accel(opts.accel, self.kernel.boot_image, self.cache, QEMU)
+        self.times.accel_reason = choice.reason
+        self.spec = GuestSpec(
+            kernel_image=self.kernel.boot_image, rootfs=self.image.rootfs, accel=choice.accel,
+            ssh_port=free_port(), qmp_socket=self.workdir / "qmp.sock", initrd=self.kernel.initrd,
+            init=self.image.init, memory_mb=opts.memory_mb, cpus=opts.cpus, nics=opts.nics,
+            cmdline_extra=opts.cmdline_extra, modules=self.kernel.modules, iommu=opts.iommu,
+            qemu_extra=opts.qemu_extra,
+        )
+        self._launch_and_wait()
+
+    def _launch_and_wait(self) -> None:
+        assert self.spec is not None
+        for _attempt in range(3):
+            started = self._launch()
+            if self.console.wait_ready(self.options.boot_timeout, self.alive):
+                break
+            if not self._lost_port_race():
+                self._fail_boot(started)
+            # Another process took our port between free_port() and QEMU's bind.
+            self._kill()
+            self.spec = replace(self.spec, ssh_port=free_port())
+        else:
+            raise GuestError(f"could not forward a free 127.0.0.1 port to the guest: {self.command_line}")
+        self.times.ready = time.monotonic() - started
+        self.times.banner, self.times.init = self.console.banner_at, self.console.init_at
+        self.ssh = SSHSession(self.spec.ssh_port, self.image.ssh_key)
+        try:
+            self.ssh.connect(self.options.ssh_timeout, self.alive)
+        except HarnessError as e:
+            raise GuestError(f"{e}\n  qemu: {self.command_line}", self.console.last_lines()) from e
+        self.times.ssh = time.monotonic() - started
+
+    def _launch(self) -> float:
+        assert self.spec is not None and self.workdir is not None
+        self.argv = qemu_argv(self.spec, QEMU)
+        started = time.monotonic()
+        self.child = pexpect.spawn(self.argv[0], self.argv[1:], preexec_fn=_die_with_parent,
+                                   echo=False, dimensions=(50, 200))
+        self.console = ConsoleWatcher(self.child, self.console_log)
+        self.console.start()
+        self.qmp = QMP(self.spec.qmp_socket)
+        try:
+            self.qmp.connect(wait=10)
+        except QMPError:
+            self.qmp = None  # QEMU died at once; _fail_boot reports why
+        return started
+
+    def _lost_port_race(self) -> bool:
+        return not self.alive() and any("host forwarding rule" in line
+                                        for line in self.console.last_lines(10))
+
+    def _fail_boot(self, started: float) -> None:
+        assert self.console is not None
+        waited = time.monotonic() - started
+        if self.console.init_failure:
+            why = f"guest init failed: {self.console.init_failure}"
+        elif not self.alive():
+            why = f"QEMU exited during boot after {waited:.1f}s ({self._exit_status()})"
+        else:
+            why = f"guest not ready after {waited:.0f}s (boot timeout; no HARNESS-READY line)"
+        if self.console.crash_lines:
+            why += "; kernel reported: " + self.console.crash_lines[0].strip()
+        err_cls = GuestTimeout if self.alive() else GuestError
+        tail = self.console.last_lines(40)
+        self._kill()
+        raise err_cls(f"{why}\n  qemu: {self.command_line}\n  console log: {self.console_log}", tail)
+
+    def alive(self) -> bool:
+        return self.child is not None and self.child.isalive()
+
+    def _exit_status(self) -> str:
+        if self.child is None:
+            return "not started"
+        if self.child.isalive():
+            return "running"
+        if self.child.signalstatus is not None:
+            return f"killed by signal {self.child.signalstatus}"
+        return f"exit status {self.child.exitstatus}"
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Quit QEMU (QMP quit, then SIGTERM, then SIGKILL to its process group)."""
+        if self.ssh is not None:
+            self.ssh.close()
+            self.ssh = None
+        if self.child is not None and self.child.isalive():
+            if self.qmp is not None:
+                with contextlib.suppress(Exception):
+                    self.qmp.command("quit")
+            deadline = time.monotonic() + grace
+            while self.child.isalive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        self._kill()
+        if self.qmp is not None:
+            self.qmp.close()
+            self.qmp = None
+        if self.console is not None:
+            self.console.join()
+        if self._tmp is not None:
+            # Keep the console log of a guest that crashed; drop the rest.
+            if self.console is not None and self.console.crash_lines:
+                keep = Path(tempfile.mkdtemp(prefix="harness-console-"))
+                with contextlib.suppress(OSError):
+                    os.replace(self.console_log, keep / "console.log")
+                    print(f"harness: console log kept at {keep / 'console.log'}", file=sys.stderr)
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def _kill(self) -> None:
+        child = self.child
+        if child is None:
+            return
+        if child.isalive():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 3
+            while child.isalive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            child.close(force=True)
+        self.exit_reason = self.exit_reason or self._exit_status()
+
+    # ---- facts -----------------------------------------------------------
+    @property
+    def console_log(self) -> Path:
+        assert self.workdir is not None
+        return self.workdir / "console.log"
+
+    @property
+    def command_line(self) -> str:
+        return shlex.join(self.argv)
+
+    @property
+    def nics(self) -> list[NicInfo]:
+        assert self.console is not None and self.console.nics is not None
+        return self.console.nics
+
+    def nic(self, driver: str) -> str:
+        """The guest interface name bound to `driver` (e.g. "igb" -> "eth0")."""
+        names = [n.name for n in self.nics if n.driver == driver]
+        if len(names) != 1:
+            have = ", ".join(f"{n.name}={n.driver}" for n in self.nics)
+            raise GuestError(f"expected one interface driven by {driver}, found {len(names)} ({have})")
+        return names[0]
+
+    def console_tail(self, n: int = 30) -> list[str]:
+        return self.console.last_lines(n) if self.console else []
+
+    # ---- commands --------------------------------------------------------
+    def run(self, cmd: Sequence[str] | str, *, check: bool = True, timeout: float | None = None,
+            stdin: bytes | None = None) -> CommandResult:
+        """Run a command in the guest. A list is quoted for the remote shell; a
+        string is a shell snippet. Raises GuestCommandError (with stderr and the
+        console tail) on a non-zero exit when `check`."""
+        line = cmd if isinstance(cmd, str) else shlex.join(cmd)
+        if self.ssh is None:
+            raise GuestError(f"guest is not running (cannot run: {line})", self.console_tail())
+        limit = timeout or self.options.command_timeout
+        try:
+            result = self.ssh.run(line, limit, stdin)
+        except CommandTimeout as e:
+            raise GuestTimeout(f"{e}\n  stderr so far: {e.stderr.strip()[-500:]}", self.console_tail()) from e
+        except HarnessError as e:
+            raise GuestError(f"{e} (qemu {self._exit_status()})", self.console_tail()) from e
+        if check and result.rc != 0:
+            raise GuestCommandError(line, result.rc, result.stdout, result.stderr, self.console_tail())
+        return result
+
+    def write_file(self, path: str, data: bytes | str) -> None:
+        payload = data.encode() if isinstance(data, str) else data
+        self.run(["sh", "-c", 'cat > "$1"', "sh", path], stdin=payload)
+
+    def ssh_command(self) -> list[str]:
+        """An OpenSSH command line that reaches this guest (for `harness shell`)."""
+        assert self.spec is not None
+        return ["ssh", "-i", str(self.image.ssh_key), "-p", str(self.spec.ssh_port),
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "LogLevel=ERROR", "root@127.0.0.1"]

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Boot benchmark: the harness guest vs virtme-ng on the same kernel, same run.
+
+For each of --rounds rounds, alternately:
+  - harness: QEMU launch -> init READY (NICs bound, sshd up) -> SSH session up
+    ("ready"), and the whole cycle including `true` over SSH and shutdown ("total");
+  - vng: wall time of `vng --run <bzImage> --force-9p [--disable-kvm] -- true`
+    (boot, run, power off).
+Prints the medians and the ratios. Same kernel, same accelerator for both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness.accel import choose_accel
+from harness.cache import Cache
+from harness.image import build_image
+from harness.kernel import KernelRequest, get_kernel
+from harness.vm import Guest, GuestOptions
+
+
+def time_harness(kernel, image, accel: str, cache: Cache) -> tuple[float, float]:
+    started = time.monotonic()
+    with Guest(kernel, image, GuestOptions(accel=accel), cache) as guest:
+        ready = guest.times.ssh
+        guest.run(["true"])
+    return ready, time.monotonic() - started
+
+
+def time_vng(bzimage: Path, accel: str, vng: str) -> float:
+    cmd = [vng, "--run", str(bzimage), "--force-9p", "--memory", "1G", "--cpus", "2"]
+    if accel != "kvm":
+        cmd.append("--disable-kvm")
+    cmd += ["--", "true"]
+    started = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    took = time.monotonic() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"vng failed (exit {proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+    return took
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--accel", default="auto", choices=["auto", "kvm", "tcg"])
+    ap.add_argument("--json", type=Path, help="also write the raw figures here")
+    args = ap.parse_args()
+    vng = shutil.which("vng") or str(Path(sys.executable).parent / "vng")
+    if not Path(vng).exists():
+        raise SystemExit("vng not found: pip install virtme-ng (it is in the dev extras)")
+    cache = Cache()
+    kernel = get_kernel(KernelRequest(), cache)
+    image = build_image(cache=cache)
+    accel = choose_accel(args.accel, kernel.boot_image, cache).accel
+    ready, total, vng_times = [], [], []
+    for i in range(args.rounds):
+        r, t = time_harness(kernel, image, accel, cache)
+        v = time_vng(kernel.bzimage, accel, vng)
+        ready.append(r)
+        total.append(t)
+        vng_times.append(v)
+        print(f"round {i + 1}: harness ready {r:.2f}s total {t:.2f}s | vng {v:.2f}s", flush=True)
+    med = {"harness_ready": statistics.median(ready), "harness_total": statistics.median(total),
+           "vng": statistics.median(vng_times)}
+    print(f"kernel {kernel.release} ({kernel.key}), accel {accel}, {args.rounds} rounds")
+    print(f"median harness ready (NICs bound, SSH up): {med['harness_ready']:.2f}s")
+    print(f"median harness total (boot, ssh true, shutdown): {med['harness_total']:.2f}s")
+    print(f"median vng --run ... -- true: {med['vng']:.2f}s")
+    print(f"ratio ready/vng: {med['harness_ready'] / med['vng']:.2f}  (goal <= 0.70)")
+    print(f"ratio total/vng: {med['harness_total'] / med['vng']:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"accel": accel, "kernel": kernel.key, "ready": ready, "total": total,
+                                         "vng": vng_times, "medians": med}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+import pexpect
+import pytest
+
+from harness.console import ConsoleWatcher, parse_ready_line
+
+
+def test_ready_line_parsing_keeps_mac_colons():
+    nics = parse_ready_line("eth0:virtio_net:52:54:00:00:00:0a,eth1:igb:52:54:00:12:34:01")
+    assert [(n.name, n.driver, n.mac) for n in nics] == [
+        ("eth0", "virtio_net", "52:54:00:00:00:0a"), ("eth1", "igb", "52:54:00:12:34:01")]
+
+
+SAMPLE = """\
+[    0.000000] Linux version 6.12.95 (harness@harness)
+[    1.234567] igb 0000:00:04.0: Intel(R) Gigabit Ethernet Network Connection
+HARNESS-READY nics=eth1:igb:52:54:00:12:34:01,eth2:e1000e:52:54:00:12:34:02
+[    5.000000] ------------[ cut here ]------------
+[    5.000001] WARNING: CPU: 1 PID: 0 at drivers/net/ethernet/intel/igb/igb_main.c:123 igb_poll+0x12/0x300
+[    6.000000] sysrq: Trigger a crash
+[    6.000001] Kernel panic - not syncing: sysrq triggered crash
+"""
+
+
+@pytest.fixture
+def watched(tmp_path):
+    child = pexpect.spawn("cat", [str(tmp_path / "in.txt")])
+    (tmp_path / "in.txt").write_text(SAMPLE)
+    w = ConsoleWatcher(child, tmp_path / "console.log")
+    w.start()
+    assert w.eof.wait(10)
+    return w
+
+
+def test_watcher_sees_ready_and_crashes(watched, tmp_path):
+    assert watched.ready.is_set()
+    assert [n.driver for n in watched.nics] == ["igb", "e1000e"]
+    assert len(watched.crash_lines) == 2
+    assert "WARNING: CPU: 1" in watched.crash_lines[0] and "Kernel panic" in watched.crash_lines[1]
+    assert "Linux version" in (tmp_path / "console.log").read_text()
+
+
+def test_crashes_since_counts_only_later_lines(watched):
+    assert len(watched.crashes_since(0)) == 2
+    assert watched.crashes_since(6) == ["[    6.000001] Kernel panic - not syncing: sysrq triggered crash"]
+    assert watched.crashes_since(watched.line_count()) == []
+
+
+def test_benign_lines_are_not_crashes(tmp_path):
+    child = pexpect.spawn("printf", ["'bugs in the BUGGY driver: none\\nWARNING nothing at all\\n'"])
+    w = ConsoleWatcher(child, tmp_path / "c.log")
+    w.start()
+    assert w.eof.wait(10)
+    assert w.crash_lines == []

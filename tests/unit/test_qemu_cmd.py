@@ -1,0 +1,77 @@
+from pathlib import Path
+
+import pytest
+
+from harness.qemu_cmd import GuestSpec, kernel_cmdline, qemu_argv
+
+
+def spec(**kw) -> GuestSpec:
+    base = dict(kernel_image=Path("/k/vmlinux"), rootfs=Path("/i/rootfs.ext4"), accel="tcg", ssh_port=40022,
+                qmp_socket=Path("/w/qmp.sock"))
+    return GuestSpec(**{**base, **kw})
+
+
+def arg_after(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_tcg_uses_multithreaded_tcg_and_cpu_max():
+    argv = qemu_argv(spec())
+    assert "tcg,thread=multi" in arg_after(argv, "-accel")
+    assert arg_after(argv, "-cpu") == ["max"]
+
+
+def test_kvm_uses_host_cpu():
+    argv = qemu_argv(spec(accel="kvm"))
+    assert arg_after(argv, "-accel") == ["kvm"]
+    assert arg_after(argv, "-cpu") == ["host"]
+
+
+def test_unknown_accel_rejected():
+    with pytest.raises(ValueError, match="unknown accel"):
+        qemu_argv(spec(accel="hvf"))
+
+
+def test_nics_under_test_share_one_hub_and_have_fixed_slots():
+    devices = arg_after(qemu_argv(spec()), "-device")
+    netdevs = arg_after(qemu_argv(spec()), "-netdev")
+    assert "hubport,id=nut0,hubid=0" in netdevs and "hubport,id=nut1,hubid=0" in netdevs
+    igb = next(d for d in devices if d.startswith("igb,"))
+    e1000e = next(d for d in devices if d.startswith("e1000e,"))
+    assert "netdev=nut0" in igb and "addr=0x4" in igb
+    assert "netdev=nut1" in e1000e and "addr=0x5" in e1000e
+
+
+def test_management_nic_is_restricted_and_bound_to_loopback_only():
+    netdevs = arg_after(qemu_argv(spec(ssh_port=41234)), "-netdev")
+    (user,) = [n for n in netdevs if n.startswith("user,")]
+    assert "restrict=on" in user
+    assert "hostfwd=tcp:127.0.0.1:41234-:22" in user
+    # No other host-facing backend at all.
+    assert all(n.startswith(("user,", "hubport,")) for n in netdevs)
+
+
+def test_root_image_is_never_written():
+    drives = arg_after(qemu_argv(spec()), "-drive")
+    assert drives == ["file=/i/rootfs.ext4,if=none,id=root,format=raw,snapshot=on"]
+
+
+def test_panic_makes_qemu_exit():
+    argv = qemu_argv(spec())
+    assert "-no-reboot" in argv
+    assert "panic=-1" in kernel_cmdline(spec()).split()
+
+
+def test_iommu_adds_device_before_nics_and_guest_params():
+    argv = qemu_argv(spec(iommu=True))
+    assert "q35,kernel-irqchip=split" in arg_after(argv, "-machine")
+    devices = arg_after(argv, "-device")
+    assert devices.index("intel-iommu,intremap=on") < next(i for i, d in enumerate(devices) if d.startswith("igb"))
+    assert {"intel_iommu=on", "iommu=nopt"} <= set(kernel_cmdline(spec(iommu=True)).split())
+
+
+def test_extra_cmdline_modules_and_initrd():
+    s = spec(cmdline_extra=("swiotlb=force",), modules=("igb", "e1000e"), initrd=Path("/k/initrd.cpio"))
+    line = kernel_cmdline(s).split()
+    assert "swiotlb=force" in line and "harness.modules=igb,e1000e" in line
+    assert arg_after(qemu_argv(s), "-initrd") == ["/k/initrd.cpio"]
