@@ -35,7 +35,8 @@ def kvm_probe_verdict(console: str, stderr: str, rc: int | None) -> tuple[bool, 
             return False, f"KVM probe boot failed: {line.strip()}"
     if "Linux version" in console:
         return True, "KVM probe boot reached the kernel banner"
-    return False, f"KVM probe boot printed no kernel banner (exit {rc}): {stderr.strip()[-200:]}"
+    last = " / ".join(line.strip() for line in stderr.strip().splitlines()[-2:])
+    return False, f"KVM probe boot printed no kernel banner (exit {rc}): {last[-200:]}"
 
 
 def probe_kvm(bzimage: Path, qemu: str = "qemu-system-x86_64") -> tuple[bool, str]:

@@ -26,9 +26,9 @@ from .accel import choose_accel
 from .cache import Cache
 from .console import ConsoleWatcher, NicInfo
 from .errors import GuestCommandError, GuestError, GuestTimeout, HarnessError
-from .hostcmd import require_tool
 from .image import GuestImage
 from .kernel import Kernel
+from .qemu_check import check_qemu
 from .qemu_cmd import DEFAULT_NICS, GuestSpec, NicSpec, qemu_argv
 from .qmp import QMP, QMPError
 from .ssh import CommandResult, CommandTimeout, SSHSession
@@ -113,7 +113,7 @@ class Guest:
         self.stop()
 
     def start(self) -> None:
-        require_tool(QEMU, "the guest runs in QEMU")
+        check_qemu(QEMU)
         opts = self.options
         if opts.workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="harness-guest-")
@@ -176,6 +176,8 @@ class Guest:
     def _fail_boot(self, started: float) -> None:
         assert self.console is not None
         waited = time.monotonic() - started
+        if not self.alive():
+            self.console.eof.wait(3)  # QEMU's last words (stderr shares the pty) are still in flight
         if self.console.init_failure:
             why = f"guest init failed: {self.console.init_failure}"
         elif not self.alive():

@@ -23,8 +23,8 @@ HARNESS-READY nics=eth1:igb:52:54:00:12:34:01,eth2:e1000e:52:54:00:12:34:02
 
 @pytest.fixture
 def watched(tmp_path):
-    child = pexpect.spawn("cat", [str(tmp_path / "in.txt")])
     (tmp_path / "in.txt").write_text(SAMPLE)
+    child = pexpect.spawn("cat", [str(tmp_path / "in.txt")])
     w = ConsoleWatcher(child, tmp_path / "console.log")
     w.start()
     assert w.eof.wait(10)

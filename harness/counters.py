@@ -1,0 +1,72 @@
+"""NIC counters in the guest: `ethtool -S` and `ip -j -s link`, as snapshots
+and deltas. Misses and drops are read here so a traffic run can say where frames
+went instead of hiding them."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from .vm import Guest
+
+STAT_LINE = re.compile(r"^\s*([\w\[\]./-]+):\s+(-?\d+)\s*$")
+
+# Counters that say a frame was lost on receive, by driver (ethtool -S names).
+RX_LOSS_COUNTERS = (
+    "rx_missed_errors", "rx_no_buffer_count", "rx_fifo_errors", "rx_dropped", "rx_errors",
+    "rx_crc_errors", "rx_length_errors", "rx_over_errors", "alloc_rx_buff_failed", "rx_long_length_errors",
+    "rx_short_length_errors", "rx_align_errors", "rx_queue_0_drops", "rx_queue_0_alloc_failed",
+)
+
+
+def parse_ethtool_stats(text: str) -> dict[str, int]:
+    """`ethtool -S ethX` -> {"rx_packets": 123, ...} (the 'NIC statistics:' header is skipped)."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        if m := STAT_LINE.match(line):
+            out[m.group(1)] = int(m.group(2))
+    return out
+
+
+def parse_ip_link_stats(text: str) -> dict[str, int]:
+    """`ip -j -s link show dev X` -> flat {"rx_packets": .., "rx_dropped": .., "tx_packets": ..}."""
+    (doc,) = json.loads(text)
+    stats = doc.get("stats64") or doc.get("stats") or {}
+    out = {}
+    for direction in ("rx", "tx"):
+        for key, value in stats.get(direction, {}).items():
+            if isinstance(value, int):
+                out[f"{direction}_{key}"] = value
+    return out
+
+
+@dataclass(frozen=True)
+class CounterSnapshot:
+    ifname: str
+    ethtool: dict[str, int]
+    link: dict[str, int]
+
+
+def snapshot(guest: Guest, ifname: str) -> CounterSnapshot:
+    eth = guest.run(["ethtool", "-S", ifname]).stdout
+    link = guest.run(["ip", "-j", "-s", "link", "show", "dev", ifname]).stdout
+    return CounterSnapshot(ifname, parse_ethtool_stats(eth), parse_ip_link_stats(link))
+
+
+def delta(before: CounterSnapshot, after: CounterSnapshot) -> dict[str, int]:
+    """ethtool counters that changed (prefixed by nothing) and link counters (prefixed 'link.')."""
+    out = {k: after.ethtool[k] - before.ethtool.get(k, 0) for k in after.ethtool
+           if after.ethtool[k] != before.ethtool.get(k, 0)}
+    out.update({f"link.{k}": after.link[k] - before.link.get(k, 0) for k in after.link
+                if after.link[k] != before.link.get(k, 0)})
+    return out
+
+
+LOSS_WORDS = ("miss", "drop", "err", "no_buffer", "fifo", "over", "fail")
+
+
+def losses(d: dict[str, int]) -> dict[str, int]:
+    """Receive-side counters that say a frame was lost (ethtool names and `link.rx_*`)."""
+    return {k: v for k, v in d.items() if v and (k in RX_LOSS_COUNTERS or (
+        k.startswith(("link.rx_", "rx_")) and any(w in k for w in LOSS_WORDS)))}

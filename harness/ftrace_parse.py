@@ -1,0 +1,108 @@
+"""Parsers for tracefs output: function_graph traces and hist-trigger tables.
+Pure functions over text, unit-tested with captured samples."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+# " 1)               |  igb_poll() {"   " 0)   0.950 us    |    napi_build_skb();"   " 0) + 10.1 us |  }"
+GRAPH_LINE = re.compile(r"^\s*(\d+)\)\s*(?:[^|]*)\|(\s*)(.*?)\s*$")
+GRAPH_CALL = re.compile(r"^([A-Za-z_][\w.]*)\(\)\s*(\{|;)")
+GRAPH_CLOSE = re.compile(r"^\}")
+
+
+@dataclass(frozen=True)
+class GraphCounts:
+    """Calls counted inside each root (e.g. igb_poll): counts[root][function]."""
+
+    counts: dict[str, Counter]
+    roots_entered: Counter
+    unattributed: Counter  # calls seen outside any root (should stay empty)
+
+
+def count_graph(text: str, roots: set[str]) -> GraphCounts:
+    """Attribute every call in a function_graph trace to the outermost root
+    function open on the same CPU (depth tracked per CPU from `{` and `}`)."""
+    stacks: dict[str, list[str]] = {}
+    counts: dict[str, Counter] = {r: Counter() for r in roots}
+    entered: Counter = Counter()
+    unattributed: Counter = Counter()
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        m = GRAPH_LINE.match(line)
+        if not m:
+            continue
+        cpu, body = m.group(1), m.group(3)
+        stack = stacks.setdefault(cpu, [])
+        if GRAPH_CLOSE.match(body):
+            if stack:
+                stack.pop()
+            continue
+        call = GRAPH_CALL.match(body)
+        if not call:
+            continue
+        func, opener = call.group(1), call.group(2)
+        root = next((f for f in stack if f in roots), None)
+        if root is None and func in roots:
+            entered[func] += 1
+        elif root is not None:
+            counts[root][func] += 1
+        else:
+            unattributed[func] += 1
+        if opener == "{":
+            stack.append(func)
+    return GraphCounts(counts, entered, unattributed)
+
+
+HIST_ENTRY = re.compile(r"^\{\s*(?P<keys>.*?)\s*\}\s*(?P<vals>hitcount:.*)$")
+HIST_TOTAL = re.compile(r"^\s*(Hits|Entries|Dropped):\s*(\d+)")
+
+
+TRIGGER_INFO = re.compile(r"^# trigger info: hist:keys=([^:\s]+)")
+
+
+@dataclass(frozen=True)
+class HistTable:
+    keys: str  # the trigger's key list, e.g. "devname,dir,len"
+    rows: list[tuple[dict[str, str], dict[str, int]]]  # (keys, values incl. hitcount)
+    hits: int
+    entries: int
+    dropped: int
+
+
+def parse_hist_file(text: str) -> dict[str, HistTable]:
+    """An event's `hist` file, one table per hist trigger, by the trigger's key list."""
+    sections: list[tuple[str, list[str]]] = []
+    for line in text.splitlines():
+        if m := TRIGGER_INFO.match(line):
+            sections.append((m.group(1), []))
+        elif sections:
+            sections[-1][1].append(line)
+    return {keys: parse_hist("\n".join(lines), keys) for keys, lines in sections}
+
+
+def parse_hist(text: str, keys: str = "") -> HistTable:
+    """One hist table: `{ k1: v1, k2: v2 } hitcount: N  val: M` rows and totals.
+    Values in keys are kept as strings (trimmed); a `.hex`/`.sym` suffix is not interpreted."""
+    rows = []
+    totals = {"Hits": 0, "Entries": 0, "Dropped": 0}
+    for line in text.splitlines():
+        if m := HIST_ENTRY.match(line.strip()):
+            keys = {}
+            for part in _split_keys(m.group("keys")):
+                name, _, value = part.partition(":")
+                keys[name.strip()] = value.strip()
+            vals = {k: int(v) for k, v in re.findall(r"(\w+):\s*(-?\d+)", m.group("vals"))}
+            rows.append((keys, vals))
+        elif m := HIST_TOTAL.match(line):
+            totals[m.group(1)] = int(m.group(2))
+    return HistTable(keys, rows, totals["Hits"], totals["Entries"], totals["Dropped"])
+
+
+def _split_keys(text: str) -> list[str]:
+    """`devname: 0000:00:04.0 , dir: 2` -> ['devname: 0000:00:04.0', 'dir: 2'].
+    Split on commas that are followed by `name:` (values may contain colons)."""
+    return [p for p in re.split(r"\s*,\s*(?=\w+:)", text) if p]

@@ -1,0 +1,70 @@
+"""What igb's source says its rx buffers look like, computed from the source
+tree the kernel was built from (igb.h), the kernel config and struct sizes from
+BTF, so a test compares a measurement with the code rather than with a literal.
+
+Modelled on 6.12 igb.h for PAGE_SIZE 4096 (x86):
+  IGB_SKB_PAD = igb_skb_pad() = igb_compute_pad(IGB_RXBUFFER_1536 - NET_IP_ALIGN)
+              = SKB_WITH_OVERHEAD(ALIGN(1536, PAGE_SIZE / 2)) - 1536
+  igb_rx_offset() = IGB_SKB_PAD when the ring uses build_skb (the default), else 0
+  rx buffer size synced for the device = IGB_MAX_FRAME_BUILD_SKB = 1536 - NET_IP_ALIGN
+If igb.h no longer has these definitions the layout is unknown, not guessed."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import HarnessError
+
+PAGE_SIZE = 4096
+NET_IP_ALIGN_X86 = 0
+
+
+class UnknownLayout(HarnessError):
+    pass
+
+
+@dataclass(frozen=True)
+class IgbRxLayout:
+    headroom: int  # igb_rx_offset() with build_skb: bytes before the frame in its half page
+    rx_buf_len: int  # bytes the device may write (and that are synced for the device)
+    half_page: int  # truesize of one buffer
+    reasoning: str
+
+
+def _define(text: str, name: str) -> str:
+    m = re.search(rf"^#define\s+{name}\s+(.+?)\s*(/\*.*)?$", text, re.M)
+    if not m:
+        raise UnknownLayout(f"igb.h has no #define {name}: the layout model no longer matches the source")
+    return m.group(1).strip()
+
+
+def igb_rx_layout(source_dir: Path, config_text: str, skb_shared_info_size: int) -> IgbRxLayout:
+    igb_h = (source_dir / "drivers/net/ethernet/intel/igb/igb.h").read_text()
+    if "igb_compute_pad(rx_buf_len)" not in igb_h or "IGB_SKB_PAD\tigb_skb_pad()" not in igb_h:
+        raise UnknownLayout("igb.h does not compute IGB_SKB_PAD with igb_skb_pad()/igb_compute_pad() "
+                            "as in 6.12: the layout model does not apply")
+    buf_1536 = int(_define(igb_h, "IGB_RXBUFFER_1536"))
+    buf_2048 = int(_define(igb_h, "IGB_RXBUFFER_2048"))
+    ts_hdr = int(_define(igb_h, "IGB_TS_HDR_LEN"))
+    shift = re.search(r"^CONFIG_X86_L1_CACHE_SHIFT=(\d+)$", config_text, re.M)
+    if not shift:
+        raise UnknownLayout("config has no CONFIG_X86_L1_CACHE_SHIFT (not an x86 kernel?)")
+    cache_bytes = 1 << int(shift.group(1))
+
+    def align(x: int, a: int) -> int:
+        return (x + a - 1) // a * a
+
+    def with_overhead(x: int) -> int:  # SKB_WITH_OVERHEAD
+        return x - align(skb_shared_info_size, cache_bytes)
+
+    net_skb_pad = max(32, cache_bytes)
+    if net_skb_pad + ts_hdr + buf_1536 > with_overhead(buf_2048):
+        raise UnknownLayout("IGB_2K_TOO_SMALL_WITH_PADDING holds on this config: 3K buffers (not modelled)")
+    rx_buf_len = buf_1536 - NET_IP_ALIGN_X86
+    half = align(rx_buf_len, PAGE_SIZE // 2)
+    headroom = with_overhead(half) - rx_buf_len
+    why = (f"igb_compute_pad({rx_buf_len}) = SKB_WITH_OVERHEAD({half}) - {rx_buf_len} = {half} - "
+           f"SKB_DATA_ALIGN(sizeof(struct skb_shared_info) = {skb_shared_info_size}) - {rx_buf_len} = {headroom}")
+    return IgbRxLayout(headroom, rx_buf_len, half, why)

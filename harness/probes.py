@@ -1,0 +1,290 @@
+"""Counting that is attributed to one driver's receive path.
+
+A global count of `dma_map_page_attrs` during traffic mixes the generator's TX
+maps with the receiver's RX maps, so every probe here says whose work it counts:
+  - GraphProbe: function_graph rooted at the drivers' poll functions
+    (`set_graph_function`), each call attributed to the root open on its CPU;
+  - DmaProbe: kprobe events on the DMA API with the device name fetched from
+    the `struct device *` argument, aggregated by hist triggers per device,
+    direction, attrs and size;
+  - EventCountProbe: tracepoint hit counts (hist triggers).
+Probes arm right before traffic and are read right after it; nothing else uses
+the NICs under test in between."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .errors import GuestError
+from .ftrace_parse import HistTable, count_graph, parse_hist, parse_hist_file
+from .vm import Guest
+
+T = "/sys/kernel/tracing"
+
+
+@dataclass(frozen=True)
+class Observation:
+    metric: str  # e.g. "calls:napi_build_skb", "dma_map_page_attrs", "dma_sync_for_cpu_bytes"
+    value: float
+    driver: str  # the driver the count is attributed to ("" when global)
+    method: str  # how it was measured, in words a kernel engineer can redo
+    detail: dict = field(default_factory=dict)
+
+
+class Probe(Protocol):
+    name: str
+
+    def arm(self, guest: Guest) -> None: ...
+    def disarm(self, guest: Guest) -> None: ...
+    def collect(self, guest: Guest) -> list[Observation]: ...
+    def cleanup(self, guest: Guest) -> None: ...
+
+
+def tracefs_script(guest: Guest, script: str) -> None:
+    """Run a tracefs set-up script; on failure the error carries tracefs's error_log."""
+    try:
+        guest.run("set -e\n" + script)
+    except GuestError as e:
+        log = guest.run(f"tail -n 12 {T}/error_log", check=False).stdout.strip()
+        raise GuestError(f"{e.summary}\n  tracefs error_log:\n    " + (log.replace("\n", "\n    ") or "(empty)"),
+                         e.console_tail) from e
+
+
+def traceable(guest: Guest, functions: list[str]) -> set[str]:
+    """The subset of `functions` ftrace can hook (inlined or missing ones are absent)."""
+    pattern = "|".join(functions)
+    out = guest.run(f"grep -oE '^({pattern})( |$)' {T}/available_filter_functions | sort -u",
+                    check=False).stdout
+    return {line.strip() for line in out.splitlines()}
+
+
+def pci_drivers(guest: Guest) -> dict[str, str]:
+    """PCI address -> bound driver (e.g. "0000:00:04.0" -> "igb")."""
+    out = guest.run("for d in /sys/bus/pci/devices/*; do [ -e $d/driver ] && "
+                    "echo ${d##*/} $(basename $(readlink $d/driver)); done; true").stdout
+    return dict(line.split() for line in out.splitlines() if len(line.split()) == 2)
+
+
+def ring_buffer_losses(guest: Guest) -> int:
+    """Events lost to ring-buffer overrun on any CPU since the buffer was last reset."""
+    out = guest.run(f"cat {T}/per_cpu/cpu*/stats", check=False).stdout
+    return sum(int(line.split(":")[1]) for line in out.splitlines()
+               if line.startswith(("overrun:", "dropped events:")))
+
+
+# ---- function_graph under the poll functions ---------------------------------
+POLL_ROOTS = {"igb_poll": "igb", "e1000e_poll": "e1000e"}
+RX_PATH_FUNCTIONS = [
+    # skb construction
+    "napi_build_skb", "build_skb", "napi_alloc_skb", "__napi_alloc_skb", "__netdev_alloc_skb",
+    "skb_add_rx_frag_netmem", "napi_gro_receive", "netif_receive_skb",
+    # page life cycle
+    "__alloc_pages_noprof", "__page_frag_cache_drain", "__folio_put",
+    # refill and DMA
+    "igb_alloc_rx_buffers", "e1000_alloc_rx_buffers", "dma_map_page_attrs", "dma_unmap_page_attrs",
+    "__dma_sync_single_for_cpu", "__dma_sync_single_for_device",
+    # XDP
+    "bpf_prog_run_xdp", "xdp_do_redirect", "igb_xdp_xmit_back",
+]
+
+
+class GraphProbe:
+    name = "function_graph"
+
+    def __init__(self, roots: dict[str, str] | None = None, functions: list[str] | None = None,
+                 buffer_kb: int = 32768) -> None:
+        self.roots = roots or POLL_ROOTS
+        self.functions = functions or RX_PATH_FUNCTIONS
+        self.buffer_kb = buffer_kb
+        self.available: set[str] = set()
+
+    def arm(self, guest: Guest) -> None:
+        wanted = list(self.roots) + self.functions
+        self.available = traceable(guest, wanted)
+        roots = [r for r in self.roots if r in self.available]
+        if not roots:
+            raise GuestError(f"none of the poll functions {list(self.roots)} is traceable", guest.console_tail())
+        hooks = " ".join(f for f in wanted if f in self.available)
+        tracefs_script(guest, f"""echo 0 > {T}/tracing_on
+echo nop > {T}/current_tracer
+echo {self.buffer_kb} > {T}/buffer_size_kb
+echo 0 > {T}/options/funcgraph-irqs
+echo {shlex.quote(hooks)} > {T}/set_ftrace_filter
+echo {shlex.quote(" ".join(roots))} > {T}/set_graph_function
+echo function_graph > {T}/current_tracer
+echo > {T}/trace
+echo 1 > {T}/tracing_on""")
+
+    def disarm(self, guest: Guest) -> None:
+        guest.run(f"echo 0 > {T}/tracing_on")
+
+    def collect(self, guest: Guest) -> list[Observation]:
+        lost = ring_buffer_losses(guest)
+        if lost:
+            raise GuestError(f"function_graph lost {lost} events to ring-buffer overrun: counts would be short "
+                             f"(raise buffer_size_kb above {self.buffer_kb} or send fewer frames)")
+        text = guest.run(f"cat {T}/trace", timeout=300).stdout
+        graph = count_graph(text, set(self.roots))
+        method = (f"function_graph, set_graph_function={','.join(r for r in self.roots if r in self.available)}, "
+                  "calls counted inside the root on the same CPU (irqs excluded)")
+        obs = []
+        for root, driver in self.roots.items():
+            if root not in self.available:
+                continue
+            obs.append(Observation(f"calls:{root}", graph.roots_entered[root], driver, method))
+            for func in self.functions:
+                if func in self.available:
+                    obs.append(Observation(f"calls:{func}", graph.counts[root][func], driver, method))
+        missing = sorted(set(self.functions) - self.available)
+        if missing:
+            obs.append(Observation("untraceable_functions", len(missing), "", "available_filter_functions",
+                                   {"functions": missing}))
+        return obs
+
+    def cleanup(self, guest: Guest) -> None:
+        guest.run(f"echo 0 > {T}/tracing_on; echo nop > {T}/current_tracer; echo > {T}/set_ftrace_filter; "
+                  f"echo > {T}/set_graph_function; echo > {T}/trace; echo 1408 > {T}/buffer_size_kb", check=False)
+
+
+# ---- DMA API kprobes, keyed by device ----------------------------------------
+# x86-64 argument registers: di, si, dx, cx, r8, r9. `struct device` starts with
+# its kobject, whose first member is the name: +0(+0(%di)) is dev_name(dev).
+DEVNAME = "devname=+0(+0(%di)):string"
+# Two hist triggers per event: a string key (256 bytes) plus three numbers is
+# over the hist key-size limit (EINVAL). The size argument is fetched as `len`:
+# a key named `size` clashes with the trigger's own `size=` parameter.
+SIZE_KEYS, ATTR_KEYS = "devname,dir,len", "devname,attrs"
+DMA_KPROBES = {
+    # event: (function, fetch args, hist key sets)
+    "dma_map": ("dma_map_page_attrs", f"{DEVNAME} len=%cx:u64 dir=%r8:u32 attrs=%r9:u64", (SIZE_KEYS, ATTR_KEYS)),
+    "dma_unmap": ("dma_unmap_page_attrs", f"{DEVNAME} len=%dx:u64 dir=%cx:u32 attrs=%r8:u64",
+                  (SIZE_KEYS, ATTR_KEYS)),
+    "dma_sync_cpu": ("__dma_sync_single_for_cpu", f"{DEVNAME} len=%dx:u64 dir=%cx:u32", (SIZE_KEYS,)),
+    "dma_sync_dev": ("__dma_sync_single_for_device", f"{DEVNAME} len=%dx:u64 dir=%cx:u32", (SIZE_KEYS,)),
+}
+HIST_OPTS = "sort=hitcount:size=4096"
+DMA_DIRECTIONS = {"0": "bidirectional", "1": "to_device", "2": "from_device", "3": "none"}
+
+
+class DmaProbe:
+    name = "dma_kprobes"
+    group = "harness"
+
+    def __init__(self, events: list[str] | None = None) -> None:
+        self.events = events or list(DMA_KPROBES)
+        self.armed: list[str] = []
+
+    def _trigger_file(self, ev: str) -> str:
+        return f"{T}/events/{self.group}/{ev}/trigger"
+
+    def arm(self, guest: Guest) -> None:
+        self.cleanup(guest)
+        funcs = traceable(guest, [DMA_KPROBES[e][0] for e in self.events])
+        lines, triggers = [], []
+        for ev in self.events:
+            func, args, keysets = DMA_KPROBES[ev]
+            if func not in funcs:
+                continue
+            lines.append(f"echo {shlex.quote(f'p:{self.group}/{ev} {func} {args}')} >> {T}/kprobe_events")
+            triggers += [f"echo 'hist:keys={k}:{HIST_OPTS}' >> {self._trigger_file(ev)}" for k in keysets]
+            self.armed.append(ev)
+        tracefs_script(guest, "\n".join(lines + triggers))
+
+    def disarm(self, guest: Guest) -> None:
+        # Pause the histograms so reading them is not itself counted.
+        script = [f"echo 'hist:keys={k}:{HIST_OPTS}:pause' >> {self._trigger_file(ev)}"
+                  for ev in self.armed for k in DMA_KPROBES[ev][2]]
+        tracefs_script(guest, "\n".join(script))
+
+    def collect(self, guest: Guest) -> list[Observation]:
+        drivers = pci_drivers(guest)
+        obs = []
+        for ev in self.armed:
+            func = DMA_KPROBES[ev][0]
+            tables = parse_hist_file(guest.run(["cat", f"{T}/events/{self.group}/{ev}/hist"]).stdout)
+            for table in tables.values():
+                if table.dropped:
+                    raise GuestError(f"hist trigger on {func} dropped {table.dropped} entries")
+            obs += self._size_observations(func, tables[SIZE_KEYS], drivers)
+            if ATTR_KEYS in tables:
+                obs += self._attr_observations(func, tables[ATTR_KEYS], drivers)
+        return obs
+
+    @staticmethod
+    def _size_observations(func: str, table: HistTable, drivers: dict[str, str]) -> list[Observation]:
+        method = f"kprobe on {func}, dev_name(dev) from its first argument, hist trigger keyed by {SIZE_KEYS}"
+        per: dict[str, dict] = {d: {"count": 0, "bytes": 0, "by": []} for d in ("igb", "e1000e")}
+        for keys, vals in table.rows:
+            driver = drivers.get(keys["devname"], keys["devname"])
+            d = per.setdefault(driver, {"count": 0, "bytes": 0, "by": []})
+            d["count"] += vals["hitcount"]
+            d["bytes"] += vals["hitcount"] * int(keys["len"])
+            d["by"].append({"dir": DMA_DIRECTIONS.get(keys["dir"], keys["dir"]), "len": int(keys["len"]),
+                            "count": vals["hitcount"]})
+        obs = []
+        for driver, d in per.items():
+            obs.append(Observation(func, d["count"], driver, method, {"by_dir_len": d["by"]}))
+            obs.append(Observation(f"{func}:bytes", d["bytes"], driver, method))
+        return obs
+
+    @staticmethod
+    def _attr_observations(func: str, table: HistTable, drivers: dict[str, str]) -> list[Observation]:
+        method = f"kprobe on {func}, attrs argument, hist trigger keyed by {ATTR_KEYS}"
+        per: dict[str, dict[int, int]] = {}
+        for keys, vals in table.rows:
+            driver = drivers.get(keys["devname"], keys["devname"])
+            attrs = per.setdefault(driver, {})
+            attrs[int(keys["attrs"])] = attrs.get(int(keys["attrs"]), 0) + vals["hitcount"]
+        return [Observation(f"{func}:attrs", sum(a.values()), driver, method,
+                            {"by_attrs": {hex(k): v for k, v in sorted(a.items())}})
+                for driver, a in per.items()]
+
+    def cleanup(self, guest: Guest) -> None:
+        # Triggers must go before their kprobe event can be removed.
+        script = [f"for t in {T}/events/{self.group}/*/trigger; do [ -e $t ] || continue; "
+                  "grep -v '^#' $t | while read -r l; do echo \"!${l%% \\[*}\" >> $t; done; done",
+                  f"for e in {' '.join(DMA_KPROBES)}; do echo \"-:{self.group}/$e\" >> {T}/kprobe_events "
+                  "2>/dev/null; done", "true"]
+        guest.run("\n".join(script), check=False)
+        self.armed = []
+
+
+# ---- tracepoint counts -------------------------------------------------------
+class EventCountProbe:
+    """Hit counts of tracepoints (e.g. xdp:xdp_exception, page_ref:page_ref_mod)."""
+
+    name = "tracepoints"
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+        self.armed: list[str] = []
+
+    def arm(self, guest: Guest) -> None:
+        have = guest.run(["cat", f"{T}/available_events"]).stdout.split()
+        self.armed = [e for e in self.events if e in have]
+        cmds = [f"echo 'hist:keys=common_cpu' > {T}/events/{e.replace(':', '/')}/trigger" for e in self.armed]
+        if cmds:
+            tracefs_script(guest, "\n".join(cmds))
+
+    def disarm(self, guest: Guest) -> None:
+        for e in self.armed:
+            guest.run(f"echo 'hist:keys=common_cpu:pause' >> {T}/events/{e.replace(':', '/')}/trigger",
+                      check=False)
+
+    def collect(self, guest: Guest) -> list[Observation]:
+        obs = []
+        for e in self.events:
+            if e not in self.armed:
+                obs.append(Observation(f"event:{e}", float("nan"), "", "tracepoint not in this kernel",
+                                       {"unavailable": True}))
+                continue
+            table = parse_hist(guest.run(["cat", f"{T}/events/{e.replace(':', '/')}/hist"]).stdout)
+            obs.append(Observation(f"event:{e}", table.hits, "", f"hist trigger hit count on {e} (all CPUs)"))
+        return obs
+
+    def cleanup(self, guest: Guest) -> None:
+        for e in self.armed:
+            guest.run(f"echo '!hist:keys=common_cpu' > {T}/events/{e.replace(':', '/')}/trigger", check=False)
+        self.armed = []

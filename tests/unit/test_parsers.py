@@ -1,0 +1,118 @@
+"""Parsers against outputs captured from a real harness guest (linux-source 6.12.95,
+QEMU 10.0.2, 300 pktgen frames e1000e -> igb with swiotlb=force); see tests/fixtures/."""
+
+from pathlib import Path
+
+import pytest
+
+from harness.counters import CounterSnapshot, delta, losses, parse_ethtool_stats, parse_ip_link_stats
+from harness.ftrace_parse import count_graph, parse_hist, parse_hist_file
+from harness.traffic import PktgenConfig, parse_pktgen_result, pktgen_script
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def fixture(name: str) -> str:
+    return (FIX / name).read_text()
+
+
+def test_function_graph_counts_under_igb_poll():
+    graph = count_graph(fixture("function_graph_igb_poll_swiotlb_300.txt"), {"igb_poll", "e1000e_poll"})
+    igb = graph.counts["igb_poll"]
+    assert igb["napi_build_skb"] == 300
+    assert igb["napi_gro_receive"] == 300
+    assert igb["__dma_sync_single_for_cpu"] == 300
+    assert graph.roots_entered["igb_poll"] > 0
+    assert not graph.unattributed
+
+
+def test_function_graph_nesting_and_other_cpus():
+    text = """\
+# tracer: function_graph
+ 0)               |  e1000e_poll() {
+ 1)               |  igb_poll() {
+ 1)   0.950 us    |    napi_build_skb();
+ 0)   1.000 us    |    dma_unmap_page_attrs();
+ 1)               |    igb_alloc_rx_buffers() {
+ 1)   2.000 us    |      dma_map_page_attrs();
+ 1)   3.000 us    |    }
+ 1) + 10.10 us    |  }
+ 0) + 11.00 us    |  }
+ ------------------------------------------
+ 1)    <idle>-0    =>  ksoftir-15
+ ------------------------------------------
+ 1)   0.500 us    |  dma_map_page_attrs();
+"""
+    graph = count_graph(text, {"igb_poll", "e1000e_poll"})
+    assert graph.counts["igb_poll"] == {"napi_build_skb": 1, "igb_alloc_rx_buffers": 1, "dma_map_page_attrs": 1}
+    assert graph.counts["e1000e_poll"] == {"dma_unmap_page_attrs": 1}
+    assert graph.roots_entered == {"igb_poll": 1, "e1000e_poll": 1}
+    assert graph.unattributed == {"dma_map_page_attrs": 1}
+
+
+def test_hist_sizes_attributed_by_device():
+    table = parse_hist(fixture("hist_dma_sync_dev_swiotlb_300.txt"))
+    assert table.rows == [({"devname": "0000:00:04.0", "dir": "2", "len": "1536"}, {"hitcount": 300})]
+    assert (table.hits, table.entries, table.dropped) == (300, 1, 0)
+
+
+def test_hist_file_with_two_triggers_splits_tables():
+    tables = parse_hist_file(fixture("hist_dma_map_swiotlb_300.txt"))
+    assert set(tables) == {"devname,dir,len", "devname,attrs"}
+    assert tables["devname,dir,len"].rows == [({"devname": "0000:00:05.0", "dir": "1", "len": "60"},
+                                                {"hitcount": 300})]
+    assert tables["devname,attrs"].rows == [({"devname": "0000:00:05.0", "attrs": "0"}, {"hitcount": 300})]
+
+
+def test_pktgen_result():
+    r = parse_pktgen_result(fixture("pktgen_result_300.txt"))
+    assert (r.sent, r.errors, r.pkt_size) == (300, 0, 60)
+    assert r.usec == 99926 and r.pps == 3002
+
+
+def test_pktgen_without_result_is_an_error():
+    with pytest.raises(ValueError, match="did not report a completed run: Result: Idle"):
+        parse_pktgen_result("Params: count 10\nResult: Idle\n")
+
+
+def test_pktgen_script_sets_exact_count_and_rate():
+    script = pktgen_script("eth1", "52:54:00:12:34:01", PktgenConfig(count=1234, rate_pps=5000))
+    assert "echo 'count 1234' > /proc/net/pktgen/eth1" in script
+    assert "echo 'ratep 5000' > /proc/net/pktgen/eth1" in script
+    assert "echo 'dst_mac 52:54:00:12:34:01' > /proc/net/pktgen/eth1" in script
+    assert script.index("add_device eth1") < script.index("echo start")
+
+
+def test_ethtool_stats():
+    igb = parse_ethtool_stats(fixture("ethtool_S_igb.txt"))
+    assert igb["rx_packets"] == 300 and igb["rx_bytes"] == 19200
+    assert "NIC statistics" not in " ".join(igb)
+    e1000e = parse_ethtool_stats(fixture("ethtool_S_e1000e.txt"))
+    assert e1000e["tx_packets"] == 300
+
+
+def test_ip_link_stats_and_losses():
+    link = parse_ip_link_stats(fixture("ip_j_s_link_igb.json"))
+    assert link["rx_packets"] == 300
+    before = CounterSnapshot("eth2", {"rx_packets": 0, "rx_missed_errors": 0}, {"rx_packets": 0, "rx_dropped": 0})
+    after = CounterSnapshot("eth2", {"rx_packets": 90, "rx_missed_errors": 10}, {"rx_packets": 90, "rx_dropped": 2})
+    d = delta(before, after)
+    assert d == {"rx_packets": 90, "rx_missed_errors": 10, "link.rx_packets": 90, "link.rx_dropped": 2}
+    assert losses(d) == {"rx_missed_errors": 10, "link.rx_dropped": 2}
+
+
+def test_bpftool_map_dump_with_btf():
+    from harness.xdp import parse_map_dump
+
+    # `bpftool -j map dump name headroom_seen` after 200 frames through xdp_headroom on igb.
+    assert parse_map_dump(fixture("bpftool_map_dump_headroom.json")) == [({"grow": 152, "len": 60}, 200)]
+
+
+def test_headroom_kprobe_trace():
+    from harness.xdp import parse_headroom_trace
+
+    text = ("          <idle>-0       [001] ..s2.    52.1: xdp_adjust_head: (bpf_xdp_adjust_head+0x0/0x90) "
+            "data=0xffff8880045c20c0 hard=0xffff8880045c2000 offset=0\n"
+            "          <idle>-0       [001] ..s2.    52.2: xdp_adjust_head: (bpf_xdp_adjust_head+0x0/0x90) "
+            "data=0xffff8880045c28c0 hard=0xffff8880045c2800 offset=-76\n")
+    assert parse_headroom_trace(text) == [0xC0]
