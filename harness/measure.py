@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,11 +55,22 @@ class Measurement:
     def per_packet(self, metric: str, driver: str) -> float:
         return self.value(metric, driver) / self.traffic.received
 
+    def add(self, metric: str, value: float, driver: str, method: str, detail: dict | None = None) -> None:
+        """Append one observation made outside the probes (same row shape)."""
+        row = self.frame.iloc[0].to_dict() if not self.frame.empty else {}
+        packets = self.traffic.received
+        row.update(metric=metric, value=value, driver=driver, method=method,
+                   per_packet=value / packets if packets else float("nan"),
+                   detail=json.dumps(detail, sort_keys=True) if detail else "")
+        self.frame = pd.concat([self.frame, pd.DataFrame([row])], ignore_index=True)
+
 
 def measure_rx(guest: Guest, ctx: RunContext, probes: Sequence[Probe], *, src: str = "e1000e",
-               dst: str = "igb", pktgen: PktgenConfig | None = None) -> Measurement:
+               dst: str = "igb", pktgen: PktgenConfig | None = None,
+               while_armed: Callable[[Guest], None] | None = None) -> Measurement:
     """Frames from the `src` driver's NIC to the `dst` driver's NIC, with probes armed
-    around exactly that traffic. Per-packet values divide by frames received on dst."""
+    around exactly that traffic (and `while_armed(guest)`, run after arming, e.g. a
+    link down/up to catch the ring fill). Per-packet values divide by frames received on dst."""
     started = time.monotonic()
     src_if, dst_if = guest.nic(src), guest.nic(dst)
     bring_up(guest, [src_if, dst_if])
@@ -68,6 +79,9 @@ def measure_rx(guest: Guest, ctx: RunContext, probes: Sequence[Probe], *, src: s
         for p in probes:
             armed.append(p)
             p.arm(guest)
+        if while_armed is not None:
+            while_armed(guest)
+            bring_up(guest, [src_if, dst_if])
         traffic = run_pktgen(guest, src_if, dst_if, pktgen or MEASURE_PKTGEN)
         for p in armed:
             p.disarm(guest)

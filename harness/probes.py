@@ -88,6 +88,10 @@ RX_PATH_FUNCTIONS = [
     # XDP
     "bpf_prog_run_xdp", "xdp_do_redirect", "igb_xdp_xmit_back",
 ]
+# Out of line only with CONFIG_DEBUG_PAGE_REF, and only while the page_ref
+# tracepoint of the same name is active: page_ref_add/inc -> __page_ref_mod,
+# put_page -> __page_ref_mod_and_test.
+PAGE_REF_FUNCTIONS = ["__page_ref_mod", "__page_ref_mod_and_test", "__page_ref_mod_and_return"]
 
 
 class GraphProbe:
@@ -253,24 +257,27 @@ class DmaProbe:
 
 # ---- tracepoint counts -------------------------------------------------------
 class EventCountProbe:
-    """Hit counts of tracepoints (e.g. xdp:xdp_exception, page_ref:page_ref_mod)."""
+    """Hit counts of tracepoints (e.g. xdp:xdp_exception, page_ref:page_ref_mod), and
+    their breakdown by `keys` (a field of the event, e.g. `val` of page_ref_mod).
+    A hist trigger also makes the tracepoint active, which some callers test for."""
 
     name = "tracepoints"
 
-    def __init__(self, events: list[str]) -> None:
+    def __init__(self, events: list[str], keys: str = "common_cpu") -> None:
         self.events = events
+        self.keys = keys
         self.armed: list[str] = []
 
     def arm(self, guest: Guest) -> None:
         have = guest.run(["cat", f"{T}/available_events"]).stdout.split()
         self.armed = [e for e in self.events if e in have]
-        cmds = [f"echo 'hist:keys=common_cpu' > {T}/events/{e.replace(':', '/')}/trigger" for e in self.armed]
+        cmds = [f"echo 'hist:keys={self.keys}' > {T}/events/{e.replace(':', '/')}/trigger" for e in self.armed]
         if cmds:
             tracefs_script(guest, "\n".join(cmds))
 
     def disarm(self, guest: Guest) -> None:
         for e in self.armed:
-            guest.run(f"echo 'hist:keys=common_cpu:pause' >> {T}/events/{e.replace(':', '/')}/trigger",
+            guest.run(f"echo 'hist:keys={self.keys}:pause' >> {T}/events/{e.replace(':', '/')}/trigger",
                       check=False)
 
     def collect(self, guest: Guest) -> list[Observation]:
@@ -281,10 +288,13 @@ class EventCountProbe:
                                        {"unavailable": True}))
                 continue
             table = parse_hist(guest.run(["cat", f"{T}/events/{e.replace(':', '/')}/hist"]).stdout)
-            obs.append(Observation(f"event:{e}", table.hits, "", f"hist trigger hit count on {e} (all CPUs)"))
+            by = [{**k, "count": v["hitcount"]} for k, v in table.rows]
+            obs.append(Observation(f"event:{e}", table.hits, "",
+                                   f"hist trigger on {e} keyed by {self.keys} (all CPUs, not attributed)",
+                                   {"by": by[:50]}))
         return obs
 
     def cleanup(self, guest: Guest) -> None:
         for e in self.armed:
-            guest.run(f"echo '!hist:keys=common_cpu' > {T}/events/{e.replace(':', '/')}/trigger", check=False)
+            guest.run(f"echo '!hist:keys={self.keys}' > {T}/events/{e.replace(':', '/')}/trigger", check=False)
         self.armed = []

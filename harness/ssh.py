@@ -78,13 +78,26 @@ class SSHSession:
             self.client = None
 
     def run(self, cmd: str, timeout: float, stdin: bytes | None = None) -> CommandResult:
+        try:
+            return self._run(cmd, timeout, stdin)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise HarnessError(f"ssh connection to the guest failed ({type(e).__name__}: {e}) while "
+                               f"running: {cmd}") from e
+
+    def _run(self, cmd: str, timeout: float, stdin: bytes | None) -> CommandResult:
         if self.client is None:
             raise HarnessError("ssh session is not connected")
         transport = self.client.get_transport()
         if transport is None or not transport.is_active():
             raise HarnessError(f"ssh connection to the guest is gone (while starting: {cmd})")
         started = time.monotonic()
-        chan = transport.open_session(timeout=10)
+        try:
+            chan = transport.open_session(timeout=min(10.0, timeout))
+        except paramiko.SSHException as e:
+            if "Timeout" not in str(e):
+                raise
+            # The connection is up but the guest does not answer (stopped vCPUs, hung kernel).
+            raise CommandTimeout(cmd, timeout, "", "the guest did not open an ssh channel") from e
         chan.settimeout(0.2)
         chan.exec_command(cmd)
         if stdin is not None:

@@ -99,6 +99,7 @@ class Guest:
         self._tmp: tempfile.TemporaryDirectory | None = None
         self.workdir: Path | None = None
         self.exit_reason: str | None = None
+        self.crash_expected = False  # a test that crashes the guest on purpose sets this
 
     # ---- lifecycle -------------------------------------------------------
     def __enter__(self) -> Guest:
@@ -191,6 +192,16 @@ class Guest:
         self._kill()
         raise err_cls(f"{why}\n  qemu: {self.command_line}\n  console log: {self.console_log}", tail)
 
+    def _settle(self, seconds: float = 3.0) -> None:
+        """After the connection broke: if QEMU is dying, let it finish (exit status,
+        last console output) so the error says what really happened."""
+        if self.console is None:
+            return
+        if self.console.eof.wait(seconds):  # the pty closed: QEMU is gone or going
+            deadline = time.monotonic() + seconds
+            while self.alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+
     def alive(self) -> bool:
         return self.child is not None and self.child.isalive()
 
@@ -223,7 +234,7 @@ class Guest:
             self.console.join()
         if self._tmp is not None:
             # Keep the console log of a guest that crashed; drop the rest.
-            if self.console is not None and self.console.crash_lines:
+            if self.console is not None and self.console.crash_lines and not self.crash_expected:
                 keep = Path(tempfile.mkdtemp(prefix="harness-console-"))
                 with contextlib.suppress(OSError):
                     os.replace(self.console_log, keep / "console.log")
@@ -288,7 +299,8 @@ class Guest:
         except CommandTimeout as e:
             raise GuestTimeout(f"{e}\n  stderr so far: {e.stderr.strip()[-500:]}", self.console_tail()) from e
         except HarnessError as e:
-            raise GuestError(f"{e} (qemu {self._exit_status()})", self.console_tail()) from e
+            self._settle()
+            raise GuestError(f"{e} (qemu {self._exit_status()})", self.console_tail(40)) from e
         if check and result.rc != 0:
             raise GuestCommandError(line, result.rc, result.stdout, result.stderr, self.console_tail())
         return result

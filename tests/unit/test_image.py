@@ -164,7 +164,7 @@ def test_rendered_init_prints_ready_line_and_fails_loudly() -> None:
     assert "echo o > /proc/sysrq-trigger" in text
     assert "addr add 10.0.2.15/24 dev $mgmt" in text
     assert "route add default via 10.0.2.2" in text
-    assert "exec /usr/bin/tini -s -- /bin/sleep infinity" in text
+    assert "exec /usr/bin/tini -s -- /bin/sh -c 'trap \"\" TERM INT HUP; while :; do" in text
     assert "if [ $$ -ne 1 ]" in text  # never reconfigures a host it is run on by mistake
 
 

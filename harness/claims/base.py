@@ -1,0 +1,95 @@
+"""Claims and verdicts. A verdict comes only from checks over numbers measured
+in this run: every check is a readable rule (`metric op target`); a check whose
+number could not be measured makes the claim inconclusive, a failed check
+refutes it, and all checks holding confirms it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .lab import Lab
+
+CONFIRMED, REFUTED, INCONCLUSIVE = "confirmed", "refuted", "inconclusive"
+
+
+@dataclass(frozen=True)
+class Check:
+    what: str  # the measured quantity, in words
+    value: float | None  # None: could not be measured
+    op: str  # "<", "<=", ">", ">=", "==", "~" (within rel_tol of target)
+    target: float
+    rel_tol: float = 0.0
+    how: str = ""  # how the value was measured
+
+    def holds(self) -> bool | None:
+        v = self.value
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return None
+        return {
+            "<": v < self.target, "<=": v <= self.target, ">": v > self.target, ">=": v >= self.target,
+            "==": v == self.target, "~": math.isclose(v, self.target, rel_tol=self.rel_tol),
+        }[self.op]
+
+    @property
+    def rule(self) -> str:
+        target = f"{self.target:g}" + (f" ±{self.rel_tol:.0%}" if self.op == "~" else "")
+        return f"{self.what} {'≈' if self.op == '~' else self.op} {target}"
+
+    def describe(self) -> str:
+        v = "unavailable" if self.holds() is None else f"{self.value:.4g}"
+        mark = {True: "holds", False: "FAILS", None: "not measured"}[self.holds()]
+        return f"{self.rule}: measured {v} ({mark})"
+
+
+@dataclass
+class ClaimResult:
+    id: str
+    title: str
+    slide: str
+    checks: list[Check]
+    explanation: list[str] = field(default_factory=list)  # one sentence per comparison shown
+    notes: list[str] = field(default_factory=list)  # why inconclusive, caveats
+    seconds: float = 0.0
+
+    @property
+    def verdict(self) -> str:
+        """A failed check refutes even when another could not be measured; a
+        claim is confirmed only when every check was measured and holds."""
+        states = [c.holds() for c in self.checks]
+        if any(s is False for s in states):
+            return REFUTED
+        if not states or any(s is None for s in states):
+            return INCONCLUSIVE
+        return CONFIRMED
+
+    @property
+    def rule(self) -> str:
+        return " AND ".join(c.rule for c in self.checks)
+
+    @property
+    def metrics(self) -> dict[str, float | None]:
+        return {c.what: c.value for c in self.checks}
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id, "title": self.title, "slide": self.slide, "verdict": self.verdict,
+            "rule": self.rule, "metrics": self.metrics,
+            "checks": [{"rule": c.rule, "value": c.value, "holds": c.holds(), "how": c.how} for c in self.checks],
+            "explanation": self.explanation, "notes": self.notes, "seconds": round(self.seconds, 1),
+        }
+
+
+def inconclusive(id_: str, title: str, slide: str, why: str) -> ClaimResult:
+    """A claim whose experiment could not run: the reason is the verdict's evidence."""
+    return ClaimResult(id_, title, slide, [Check(why, None, "==", 0)], notes=[why])
+
+
+class Claim(Protocol):
+    id: str
+    title: str
+    slide: str
+
+    def evaluate(self, lab: Lab) -> ClaimResult: ...

@@ -1,0 +1,164 @@
+"""The lab of one `harness run`: kernel variants, guests and measurements,
+each made once and shared by every claim that needs it."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ..cache import Cache
+from ..errors import HarnessError
+from ..image import GuestImage, build_image
+from ..kernel import CONFIGS_DIR, DEFAULT_FRAGMENTS, Kernel, KernelRequest, get_kernel
+from ..measure import Measurement
+from ..vm import Guest, GuestOptions
+
+PATCHES_DIR = CONFIGS_DIR / "patches"
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    fragments: tuple[str, ...]
+    patches: tuple[str, ...] = ()
+    purpose: str = ""
+
+
+VARIANTS = {
+    "stock": Variant("stock", DEFAULT_FRAGMENTS, purpose="the kernel under test"),
+    "no-reuse": Variant("no-reuse", DEFAULT_FRAGMENTS, ("igb-no-page-reuse.patch",),
+                        "igb_can_reuse_rx_page() always false: the A side of page-reuse"),
+    "debug": Variant("debug", (*DEFAULT_FRAGMENTS, "debug-checks"),
+                     purpose="CONFIG_DEBUG_PAGE_REF (page_ref events) and CONFIG_DMA_API_DEBUG"),
+}
+DMA_MODES = {
+    "direct": {},
+    "swiotlb": {"cmdline_extra": ("swiotlb=force",)},
+    "iommu": {"iommu": True},
+}
+
+
+def log(msg: str) -> None:
+    print(f"harness: {msg}", file=sys.stderr, flush=True)
+
+
+class Lab:
+    def __init__(self, cache: Cache, run_id: str, *, tree: Path | None = None, accel: str = "auto",
+                 kernel: Kernel | None = None) -> None:
+        self.cache = cache
+        self.run_id = run_id
+        self.tree = tree
+        self.accel = accel
+        self._fixed_kernel = kernel  # e.g. Debian's prebuilt: no variants can be built from it
+        self._kernels: dict[str, Kernel] = {}
+        self._kernel_errors: dict[str, str] = {}
+        self._image: GuestImage | None = None
+        self._guest: Guest | None = None
+        self._guest_key: tuple[str, str] | None = None
+        self.results: dict[str, Measurement] = {}
+        self.failures: dict[str, str] = {}  # experiment -> why it could not be measured
+        self.frames: list[pd.DataFrame] = []
+        self.boots: list[dict] = []
+
+    # ---- artifacts ---------------------------------------------------------
+    def kernel(self, variant: str = "stock") -> Kernel:
+        """The kernel of `variant`; raises HarnessError (kept for the claim's notes) if it cannot be had."""
+        if variant in self._kernel_errors:
+            raise HarnessError(self._kernel_errors[variant])
+        if variant not in self._kernels:
+            try:
+                self._kernels[variant] = self._get_kernel(variant)
+            except HarnessError as e:
+                self._kernel_errors[variant] = f"kernel variant {variant!r} unavailable: {e}"
+                raise HarnessError(self._kernel_errors[variant]) from e
+        return self._kernels[variant]
+
+    def _get_kernel(self, variant: str) -> Kernel:
+        if self._fixed_kernel is not None:
+            if variant != "stock":
+                raise HarnessError(f"a prebuilt kernel has no {variant!r} variant (it needs a build)")
+            return self._fixed_kernel
+        v = VARIANTS[variant]
+        log(f"kernel variant {variant}: {v.purpose}")
+        request = KernelRequest(tree=self.tree, fragments=v.fragments, variant=variant,
+                                patches=tuple(PATCHES_DIR / p for p in v.patches))
+        return get_kernel(request, self.cache)
+
+    def image(self) -> GuestImage:
+        if self._image is None:
+            self._image = build_image(cache=self.cache)
+        return self._image
+
+    # ---- guests ------------------------------------------------------------
+    def guest(self, variant: str = "stock", dma_mode: str = "direct") -> Guest:
+        """A booted guest of (variant, DMA mode). One guest lives at a time (2 cores):
+        asking for another stops the current one."""
+        key = (variant, dma_mode)
+        if self._guest is not None and self._guest_key == key and self._guest.alive():
+            return self._guest
+        self.stop_guest()
+        kernel = self.kernel(variant)
+        opts = GuestOptions(accel=self.accel, **DMA_MODES[dma_mode])
+        log(f"booting {kernel.label} with DMA mode {dma_mode} ...")
+        g = Guest(kernel, self.image(), opts, self.cache)
+        g.__enter__()
+        self._guest, self._guest_key = g, key
+        self.boots.append({"variant": variant, "dma_mode": dma_mode, "kernel": kernel.key,
+                           "release": kernel.release, "accel": g.spec.accel, "times": g.times.summary(),
+                           "qemu": g.command_line})
+        log(f"guest ready ({g.times.summary()})")
+        return g
+
+    def stop_guest(self) -> None:
+        if self._guest is not None:
+            crashes = self._guest.console.crash_lines if self._guest.console else []
+            self._guest.stop()
+            self._guest = None
+            if crashes:
+                raise HarnessError("kernel reported on the guest console:\n  " + "\n  ".join(crashes[:10]))
+
+    def console_crashes(self) -> list[str]:
+        g = self._guest
+        return list(g.console.crash_lines) if g is not None and g.console is not None else []
+
+    # ---- measurements --------------------------------------------------------
+    def measurement(self, name: str, make: Callable[[], Measurement]) -> Measurement | None:
+        """Measure once per run; the rows join the run's table under `name`. A
+        failure is kept (with its reason) and the claims that needed it become
+        inconclusive, or refuted if their other checks fail."""
+        if name in self.results or name in self.failures:
+            return self.results.get(name)
+        started = time.monotonic()
+        log(f"measuring {name} ...")
+        try:
+            m = make()
+        except HarnessError as e:
+            self.failures[name] = str(e).splitlines()[0]
+            log(f"experiment {name} failed: {e}")
+            self.stop_guest_quietly()
+            return None
+        m.frame = m.frame.assign(experiment=name)
+        self.frames.append(m.frame)
+        self.results[name] = m
+        log(f"measured {name}: {m.traffic.received} frames in {time.monotonic() - started:.1f}s")
+        return m
+
+    def stop_guest_quietly(self) -> None:
+        """After a failed experiment: the guest may be in any state; boot afresh next time."""
+        if self._guest is not None:
+            self._guest.stop()
+            self._guest = None
+
+    def table(self) -> pd.DataFrame:
+        return pd.concat(self.frames, ignore_index=True) if self.frames else pd.DataFrame()
+
+    def close(self) -> None:
+        try:
+            self.stop_guest()
+        finally:
+            self._guest = None

@@ -1,0 +1,79 @@
+"""Claim on XDP on igb's page-based path (slides 10+)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import HarnessError
+from ..igb_source import UnknownLayout, igb_rx_layout
+from .base import Check, ClaimResult
+from .lab import Lab
+from .rules import fmt, per_packet, value
+
+GRAPH = "function_graph under igb_poll, calls per received frame"
+DMA = "kprobe on dma_map_page_attrs keyed by device"
+
+
+class XdpOnPages:
+    id, slide = "xdp", "10+"
+    title = ("XDP runs on the page-based path: XDP_DROP recycles the page with no skb and no allocation, "
+             "XDP_TX sends from the same page, the program sees the headroom igb reserves")
+    experiments = ("xdp-drop", "xdp-pass", "xdp-tx", "xdp-headroom")
+
+    def evaluate(self, lab: Lab) -> ClaimResult:
+        runs = per_packet(lab, "xdp-drop", "xdp_run_cnt:xdp_drop", "igb")
+        drop_skb = per_packet(lab, "xdp-drop", "calls:napi_build_skb", "igb")
+        drop_alloc = per_packet(lab, "xdp-drop", "calls:__alloc_pages_noprof", "igb")
+        drop_maps = per_packet(lab, "xdp-drop", "dma_map_page_attrs", "igb")
+        pass_skb = per_packet(lab, "xdp-pass", "calls:napi_build_skb", "igb")
+        tx_back = per_packet(lab, "xdp-tx", "counter:link.rx_packets", "e1000e")
+        tx_alloc = per_packet(lab, "xdp-tx", "calls:__alloc_pages_noprof", "igb")
+        headroom = value(lab, "xdp-headroom", "xdp_buff_headroom", "igb")
+        grow = value(lab, "xdp-headroom", "xdp_prog_max_grow", "igb")
+        expected, frame_size, notes = self._expected_headroom(lab)
+        checks = [
+            Check("XDP_DROP program runs per frame (bpftool run_cnt)", runs, "~", 1.0, 0.001,
+                  "bpftool prog show run_cnt delta / frames received"),
+            Check("napi_build_skb per frame under XDP_DROP", drop_skb, "<", 0.01, GRAPH),
+            Check("page allocations per frame under XDP_DROP", drop_alloc, "<", 0.05, GRAPH),
+            Check("igb DMA maps per frame under XDP_DROP", drop_maps, "<", 0.05, DMA),
+            Check("napi_build_skb per frame under XDP_PASS", pass_skb, "~", 1.0, 0.02, GRAPH),
+            Check("frames bounced back to the e1000e per frame under XDP_TX", tx_back, "~", 1.0, 0.01,
+                  "ip -j -s link rx_packets delta on the e1000e"),
+            Check("page allocations per frame under XDP_TX", tx_alloc, "<", 0.05, GRAPH),
+            Check("xdp_buff headroom (data - data_hard_start) minus igb_rx_offset() from the source",
+                  None if headroom is None or expected is None else headroom - expected, "==", 0,
+                  "kprobe on bpf_xdp_adjust_head(xdp, 0) vs igb.h igb_skb_pad()"),
+            Check("headroom the program can claim minus (igb_rx_offset() - sizeof(struct xdp_frame))",
+                  None if grow is None or expected is None or frame_size is None
+                  else grow - (expected - frame_size), "==", 0,
+                  "xdp_headroom.o binary search with bpf_xdp_adjust_head; sizes from BTF"),
+        ]
+        return ClaimResult(self.id, self.title, self.slide, checks, [
+            f"XDP_DROP: the program ran {fmt(runs)} times per frame, igb built {fmt(drop_skb, 4)} skbs, "
+            f"allocated {fmt(drop_alloc, 4)} pages and mapped {fmt(drop_maps, 4)} per frame: dropped pages go "
+            "straight back to the ring.",
+            f"XDP_PASS builds {fmt(pass_skb)} skbs per frame; XDP_TX returned {fmt(tx_back)} frames per frame "
+            f"to the sender with {fmt(tx_alloc, 4)} page allocations (transmitted from the rx page).",
+            f"Headroom: igb's xdp_buff has {headroom} bytes before the frame (source says {expected}); the "
+            f"program can grow the frame by {grow} bytes = headroom - sizeof(struct xdp_frame) ({frame_size}).",
+        ], notes)
+
+    @staticmethod
+    def _expected_headroom(lab: Lab) -> tuple[int | None, int | None, list[str]]:
+        sizes = {n: value(lab, "xdp-headroom", f"sizeof:{n}", "") for n in ("skb_shared_info", "xdp_frame")}
+        if None in sizes.values():
+            return None, None, ["struct sizes unavailable (kernel without BTF, or xdp-headroom not measured)"]
+        sizes = {k: int(v) for k, v in sizes.items()}
+        try:
+            kernel = lab.kernel("stock")
+        except HarnessError as e:
+            return None, sizes["xdp_frame"], [str(e)]
+        src = kernel.meta.get("source_dir")
+        if not src:
+            return None, sizes["xdp_frame"], ["the kernel's source tree is unknown (prebuilt kernel)"]
+        try:
+            layout = igb_rx_layout(Path(src), kernel.config.read_text(), sizes["skb_shared_info"])
+        except UnknownLayout as e:
+            return None, sizes["xdp_frame"], [str(e)]
+        return layout.headroom, sizes["xdp_frame"], [f"igb source: {layout.reasoning}"]
