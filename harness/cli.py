@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import secrets
 import shlex
 import signal
 import subprocess
@@ -110,10 +111,46 @@ def cmd_shell(args: argparse.Namespace) -> int:
         return subprocess.call(ssh)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_check(args: argparse.Namespace) -> int:
     from .smoke import run_smoke
 
     return run_smoke(booted_guest, args)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .claims.lab import Lab
+    from .claims.runner import run_claims, select
+    from .report import write_report
+    from .smoke import qemu_version
+
+    claims = select([c.strip() for c in args.claims.split(",")] if args.claims else None)
+    cache = Cache(args.cache)
+    fixed = None
+    if args.kernel == "debian":
+        from .distro_kernel import get_debian_kernel
+
+        fixed = get_debian_kernel(cache)
+    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+    started = time.monotonic()
+    lab = Lab(cache, run_id, tree=args.kernel_tree, accel=args.accel, kernel=fixed)
+    try:
+        kernel = lab.kernel("stock")  # fail early on a kernel that cannot be had
+        results = run_claims(lab, claims)
+    finally:
+        lab.close()
+    accel = lab.boots[0]["accel"] if lab.boots else "none"
+    meta = {
+        "run_id": run_id, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "command": shlex.join(["harness", *sys.argv[1:]]), "wall_s": round(time.monotonic() - started, 1),
+        "kernel": {"release": kernel.release, "key": kernel.key, **kernel.meta},
+        "qemu": {"version": qemu_version(), "accel": accel},
+    }
+    record = write_report(args.out, lab, results, meta)
+    for r in results:
+        print(f"  {r.verdict:12s} {r.id:18s} {r.checks[0].describe() if r.checks else ''}")
+    print(f"harness: {', '.join(f'{n} {v}' for v, n in record['tally'].items())} in {record['wall_s']:.0f}s; "
+          f"report: {args.out / 'report.html'}", file=sys.stderr)
+    return 1 if record["tally"].get("refuted") else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,10 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("shell", help="boot a guest and open an interactive ssh session in it")
     _add_guest_args(s)
     s.set_defaults(func=cmd_shell)
-    r = sub.add_parser("run", help="the main job: boot and check the guest (claims come later)")
-    _add_guest_args(r)
-    r.add_argument("--out", type=Path, default=Path("out"), help="directory for results (default out/)")
+    r = sub.add_parser("run", help="the main job: check the talk's claims on the kernel, write the report")
+    _add_kernel_args(r)
+    r.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+    r.add_argument("--claims", metavar="ID,...", help="only these claims (default: all)")
+    r.add_argument("--out", type=Path, default=Path("out"), help="directory for the report (default out/)")
     r.set_defaults(func=cmd_run)
+    c = sub.add_parser("check", help="boot a guest and check the test bed (NICs bound, links, frames, tracing)")
+    _add_guest_args(c)
+    c.add_argument("--out", type=Path, default=Path("out"), help="directory for results (default out/)")
+    c.set_defaults(func=cmd_check)
     return p
 
 

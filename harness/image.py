@@ -28,9 +28,8 @@ import jinja2
 from .cache import Cache, hash_parts
 from .errors import BuildError, HarnessError
 from .hostcmd import first_error_lines, require_tool, run_checked, run_logged
+from .paths import RECIPES_DIR
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-RECIPES_DIR = PROJECT_DIR / "guest-images"
 RECIPE_FILES = ("packages.txt", "init.sh.j2", "sshd_config.conf", "fstab")
 RECIPE_FORMAT_VERSION = "1"  # bump when the build steps below change what they produce
 SUITE = "bookworm"

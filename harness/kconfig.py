@@ -61,6 +61,9 @@ def load_fragment(path: Path) -> Fragment:
 
 def resolve_fragments(names: list[str], configs_dir: Path) -> list[Fragment]:
     """Fragments by name (`observe` -> kernel-configs/observe.config) or by path."""
+    if not configs_dir.is_dir():
+        raise ConfigFragmentError(f"no config fragments at {configs_dir}: the harness runs from its source tree "
+                                  "(pip install -e <checkout>), where kernel-configs/ lives beside harness/")
     out = []
     for name in names:
         path = Path(name) if ("/" in name or name.endswith(".config")) else configs_dir / f"{name}.config"

@@ -17,9 +17,8 @@ from .cache import Cache, hash_parts, sha256_file
 from .errors import HarnessError
 from .hostcmd import require_tool, run_checked, run_logged
 from .kconfig import Fragment, check_fragments, resolve_fragments
+from .paths import CONFIGS_DIR
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-CONFIGS_DIR = PROJECT_DIR / "kernel-configs"
 DEFAULT_FRAGMENTS = ("base", "nics", "observe")
 DEBIAN_SOURCE_TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
 BUILD_RECIPE_VERSION = "2"  # bump when the build steps below change what they produce
@@ -179,6 +178,10 @@ def _make_env(cache: Cache, src: Path) -> dict[str, str]:
     env.update(
         CCACHE_DIR=str(cache.dir("ccache")),
         CCACHE_BASEDIR=str(src),
+        # With -g ccache would hash the build directory, so variants (their own
+        # build dirs) would share nothing; the cost is a comp_dir in DWARF that
+        # may name another variant's build dir (same sources).
+        CCACHE_NOHASHDIR="1",
         CCACHE_MAXSIZE=os.environ.get("CCACHE_MAXSIZE", "5G"),
         KBUILD_BUILD_TIMESTAMP="harness",
         KBUILD_BUILD_USER="harness",

@@ -14,11 +14,10 @@ import pandas as pd
 from ..cache import Cache
 from ..errors import HarnessError
 from ..image import GuestImage, build_image
-from ..kernel import CONFIGS_DIR, DEFAULT_FRAGMENTS, Kernel, KernelRequest, get_kernel
+from ..kernel import DEFAULT_FRAGMENTS, Kernel, KernelRequest, get_kernel
 from ..measure import Measurement
+from ..paths import PATCHES_DIR
 from ..vm import Guest, GuestOptions
-
-PATCHES_DIR = CONFIGS_DIR / "patches"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,129 @@
+"""Claim on barriers (slide 9): igb's rx and refill paths order descriptor
+reads/writes with dma_rmb()/dma_wmb(), which on x86 are compiler barriers, so
+the generated code has no fence instruction there.
+
+The rx helpers are inlined into igb_poll, so a fence count over the whole of
+igb_poll would mix in other code (igb_xdp_ring_update_tail's plain wmb() is an
+sfence). The rule attributes every fence in the disassembly (objdump -dl, DWARF
+line info) to its source line, and judges only fences whose line lies inside
+igb_clean_rx_irq() or igb_alloc_rx_buffers() in igb_main.c."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import HarnessError
+from ..hostcmd import run_checked
+from .base import Check, ClaimResult, inconclusive
+from .lab import Lab
+
+FENCES = ("lfence", "sfence", "mfence")
+SOURCE = "drivers/net/ethernet/intel/igb/igb_main.c"
+HOT_FUNCTIONS = ("igb_clean_rx_irq", "igb_alloc_rx_buffers")
+DISASSEMBLED = ("igb_poll", "igb_alloc_rx_buffers")
+BARRIER_CALL = re.compile(r"\b(dma_rmb|dma_wmb|rmb|wmb|mb|smp_rmb|smp_wmb|smp_mb)\(\)")
+
+INSN = re.compile(r"^\s*[0-9a-f]+:\s+(\w+)")
+LINE_INFO = re.compile(r"^(/\S+):(\d+)(?: \(discriminator \d+\))?$")
+FUNC_INFO = re.compile(r"^([\w.]+)\(\):$")
+
+
+@dataclass(frozen=True)
+class Fence:
+    insn: str
+    file: str
+    line: int
+    function: str  # innermost (inlined) function objdump names
+
+
+def parse_fences(objdump_text: str) -> list[Fence]:
+    """Fence instructions of `objdump -dl` output, each with the source line and
+    (inlined) function that the line info in front of it names."""
+    fences, file, line, func = [], "?", 0, "?"
+    for raw in objdump_text.splitlines():
+        text = raw.strip()
+        if m := FUNC_INFO.match(text):
+            func = m.group(1)
+        elif m := LINE_INFO.match(text):
+            file, line = m.group(1), int(m.group(2))
+        elif (m := INSN.match(raw)) and m.group(1) in FENCES:
+            fences.append(Fence(m.group(1), file, line, func))
+    return fences
+
+
+def function_ranges(source: str, names: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+    """Line ranges (1-based, inclusive) of top-level C function definitions."""
+    lines = source.splitlines()
+    out = {}
+    for name in names:
+        start = next((i for i, line in enumerate(lines)
+                      if re.match(rf"^(static\s+)?[\w\s\*]*\b{name}\(", line) and not line.rstrip().endswith(";")),
+                     None)
+        if start is None:
+            continue
+        end = next((j for j in range(start, len(lines)) if lines[j].startswith("}")), len(lines) - 1)
+        out[name] = (start + 1, end + 1)
+    return out
+
+
+def barrier_sites(source: str, ranges: dict[str, tuple[int, int]]) -> list[tuple[int, str, str]]:
+    """(line, barrier, function) for every barrier call inside the ranges."""
+    lines = source.splitlines()
+    sites = []
+    for func, (a, b) in ranges.items():
+        for n in range(a, b + 1):
+            sites += [(n, m.group(1), func) for m in BARRIER_CALL.finditer(lines[n - 1])]
+    return sites
+
+
+class Barriers:
+    id, slide = "barriers", "9"
+    title = "the rx/refill hot path uses dma_rmb/dma_wmb, compiler barriers on x86: no fence instructions"
+    experiments: tuple[str, ...] = ()
+
+    def evaluate(self, lab: Lab) -> ClaimResult:
+        try:
+            kernel = lab.kernel("stock")
+        except HarnessError as e:
+            return inconclusive(self.id, self.title, self.slide, str(e))
+        src_dir = kernel.meta.get("source_dir")
+        if kernel.vmlinux is None or not src_dir:
+            return inconclusive(self.id, self.title, self.slide,
+                                "needs the kernel's vmlinux with debug info and its source tree (a self-built kernel)")
+        source = (Path(src_dir) / SOURCE).read_text()
+        ranges = function_ranges(source, HOT_FUNCTIONS)
+        sites = barrier_sites(source, ranges)
+        fences: list[Fence] = []
+        for sym in DISASSEMBLED:
+            out = run_checked(["objdump", "-dl", "--no-show-raw-insn", f"--disassemble={sym}", str(kernel.vmlinux)],
+                              what=f"objdump of {sym}")
+            if "igb_main.c:" not in out:
+                return inconclusive(self.id, self.title, self.slide,
+                                    f"no line info for {sym} in vmlinux (needs CONFIG_DEBUG_INFO)")
+            fences += parse_fences(out)
+        in_hot = [f for f in fences if f.file.endswith(SOURCE)
+                  and any(a <= f.line <= b for a, b in ranges.values())]
+        elsewhere = [f for f in fences if f not in in_hot]
+        dma_sites = [s for s in sites if s[1] in ("dma_rmb", "dma_wmb")]
+        how = (f"objdump -dl of {', '.join(DISASSEMBLED)} in vmlinux; fences attributed by DWARF line to "
+               f"{SOURCE} lines of {', '.join(f'{k}() {a}-{b}' for k, (a, b) in ranges.items())}")
+        lines = source.splitlines()
+        return ClaimResult(self.id, self.title, self.slide, [
+            Check("rx/refill functions found in the source", float(len(ranges)), "==", len(HOT_FUNCTIONS),
+                  f"{SOURCE}"),
+            Check("dma_rmb()/dma_wmb() call sites in igb_clean_rx_irq() and igb_alloc_rx_buffers()",
+                  float(len(dma_sites)), ">=", 1, f"{SOURCE}"),
+            Check("fence instructions attributed to the rx/refill source lines", float(len(in_hot)), "==", 0, how),
+        ], [
+            "Barrier calls in the rx/refill path: " + ", ".join(f"{b}() at line {n} in {fn}()"
+                                                                  for n, b, fn in sites) + ".",
+            f"{len(in_hot)} fence instructions come from those lines"
+            + (": " + ", ".join(f"{f.insn} at line {f.line} ({lines[f.line - 1].strip()})" for f in in_hot)
+               if in_hot else "") + ".",
+            "Fences elsewhere in the same code: " + (", ".join(
+                f"{f.insn} at {Path(f.file).name}:{f.line} in {f.function}() ({lines[f.line - 1].strip()})"
+                if f.file.endswith(SOURCE) else f"{f.insn} at {Path(f.file).name}:{f.line} in {f.function}()"
+                for f in elsewhere) or "none") + ".",
+        ])

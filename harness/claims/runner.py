@@ -1,0 +1,67 @@
+"""Run the chosen claims: every experiment they need once (grouped by guest, so
+each kernel variant and DMA mode boots once), then the verdicts."""
+
+from __future__ import annotations
+
+import time
+
+from ..errors import HarnessError
+from .barriers import Barriers
+from .base import ClaimResult
+from .dma_claims import HalfPageSync, SkipCpuSync
+from .experiments import EXPERIMENTS, GUEST_ORDER, run_experiment
+from .lab import Lab, log
+from .rx_claims import BuildSkbVsCopy, PageBasedRx, PagecntBias, PageReuse
+from .xdp_claims import XdpOnPages
+
+CLAIMS = [PageBasedRx(), PageReuse(), HalfPageSync(), PagecntBias(), SkipCpuSync(), Barriers(), BuildSkbVsCopy(),
+          XdpOnPages()]
+CLAIM_IDS = [c.id for c in CLAIMS]
+
+
+def select(ids: list[str] | None) -> list:
+    if not ids:
+        return list(CLAIMS)
+    unknown = [i for i in ids if i not in CLAIM_IDS]
+    if unknown:
+        raise HarnessError(f"unknown claim id {', '.join(unknown)}; known: {', '.join(CLAIM_IDS)}")
+    return [c for c in CLAIMS if c.id in ids]
+
+
+def experiment_order(claims: list) -> list[str]:
+    needed = {e for c in claims for e in c.experiments}
+    rank = {key: i for i, key in enumerate(GUEST_ORDER)}
+    return sorted(needed, key=lambda e: (rank[(EXPERIMENTS[e].variant, EXPERIMENTS[e].dma_mode)],
+                                         list(EXPERIMENTS).index(e)))
+
+
+def run_claims(lab: Lab, claims: list) -> list[ClaimResult]:
+    order = experiment_order(claims)
+    try:
+        for i, name in enumerate(order, 1):
+            exp = EXPERIMENTS[name]
+            log(f"[{i}/{len(order)}] {name}: {exp.what} ({exp.variant} kernel, {exp.dma_mode} DMA)")
+            run_experiment(lab, name)
+    finally:
+        crash = _stop(lab)
+    results = []
+    for claim in claims:
+        started = time.monotonic()
+        result = claim.evaluate(lab)
+        result.seconds = time.monotonic() - started + sum(
+            lab.results[e].seconds for e in claim.experiments if e in lab.results)
+        result.notes += [f"experiment {e} not measured: {lab.failures[e]}"
+                         for e in claim.experiments if e in lab.failures]
+        if crash:
+            result.notes.append(crash)
+        results.append(result)
+    return results
+
+
+def _stop(lab: Lab) -> str:
+    try:
+        lab.close()
+    except HarnessError as e:
+        log(str(e))
+        return str(e)
+    return ""
