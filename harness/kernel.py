@@ -47,6 +47,16 @@ class Kernel:
     modules: tuple[str, ...] = ()  # modules the guest must load (distro kernel)
     meta: dict = field(default_factory=dict)
 
+    def source_file(self, rel: str) -> Path:
+        """A source file of the tree this kernel was built from (kept in the artifact)."""
+        kept = self.bzimage.parent / "src" / rel
+        if kept.is_file():
+            return kept
+        src = self.meta.get("source_dir")  # artifacts built before sources were kept
+        if src and (Path(src) / rel).is_file():
+            return Path(src) / rel
+        raise HarnessError(f"{rel}: this kernel's source is not available ({self.meta.get('source', 'prebuilt')})")
+
     @property
     def boot_image(self) -> Path:
         """What QEMU's -kernel gets: the uncompressed vmlinux when the kernel has a
@@ -78,15 +88,18 @@ def get_kernel(request: KernelRequest, cache: Cache | None = None) -> Kernel:
     )
 
     def build(out: Path) -> dict:
-        src = source if source is not None else _extract_debian_source(cache)
-        if patches:
-            src = _patched_copy(src, patches, cache, key)
-        # One build directory per (tree, fragments, patches): an edited tree rebuilds
-        # incrementally there; ccache serves objects shared across directories.
-        build_key = hash_parts([("src", str(src)), ("variant", request.variant)]
-                               + [(f.name, f.text) for f in fragments])
-        with cache.lock("build", build_key):
-            return _build(src, out, cache.dir("build", build_key), fragments, cache, request, source_id)
+        origin = source if source is not None else _extract_debian_source(cache)
+        # Every build compiles from the same path (cache/work/linux): ccache then
+        # shares objects between variants and trees (the compile command and the
+        # debug info name that path), so a patched variant recompiles one file.
+        with cache.lock("work", "linux"):
+            work = _stage_work_tree(origin, patches, cache)
+            build_key = hash_parts([("origin", str(origin)), ("variant", request.variant)]
+                                   + [(f.name, f.text) for f in fragments]
+                                   + [(p.name, p.read_bytes()) for p in patches])
+            meta = _build(work, out, cache.dir("build", build_key), fragments, cache, request, source_id)
+            _keep_sources(work, out)
+        return {**meta, "source_origin": str(origin)}
 
     art = cache.get_or_build("kernels", key, build)
     meta = art.meta
@@ -160,17 +173,30 @@ def _extract_debian_source(cache: Cache) -> Path:
     return art.path / art.meta["top"]
 
 
-def _patched_copy(src: Path, patches: list[Path], cache: Cache, key: str) -> Path:
-    """A hard-linked copy of the tree with the patches applied (patch(1) replaces
-    files rather than writing through links, so the pristine tree is untouched)."""
-    dest = cache.dir("patched") / key
-    if dest.exists():
-        shutil.rmtree(dest)
-    run_checked(["cp", "-al", str(src), str(dest)], what="copying the source tree")
+WORK_TREE_EXCLUDES = (".git", "*.o", "*.ko", ".tmp_*")
+KEPT_SOURCES = ("drivers/net/ethernet/intel/igb", "drivers/net/ethernet/intel/e1000e")
+
+
+def _stage_work_tree(origin: Path, patches: list[Path], cache: Cache) -> Path:
+    """cache/work/linux := `origin` (files hard-linked where possible, only changed
+    files touched, so kbuild sees unchanged mtimes) with `patches` applied.
+    patch(1) writes new files rather than through the links: `origin` is never changed."""
+    dest = cache.dir("work") / "linux"
+    excludes = [f"--exclude={x}" for x in WORK_TREE_EXCLUDES]
+    run_checked(["rsync", "-a", "--delete", *excludes, f"--link-dest={origin}", f"{origin}/", f"{dest}/"],
+                what=f"staging {origin} as the build tree", timeout=1800)
     for patch in patches:
-        run_checked(["patch", "-p1", "-d", str(dest), "-i", str(patch), "--no-backup-if-mismatch"],
-                    what=f"applying {patch.name}")
+        run_checked(["patch", "-p1", "-d", str(dest), "-i", str(patch), "--no-backup-if-mismatch", "-s"],
+                    what=f"applying {patch.name} (does it still apply to this tree?)")
     return dest
+
+
+def _keep_sources(work: Path, out: Path) -> None:
+    """The driver sources this kernel was built from, kept with it (the work tree
+    is reused by the next build): claims read source lines from here."""
+    for rel in KEPT_SOURCES:
+        if (work / rel).is_dir():
+            shutil.copytree(work / rel, out / "src" / rel, ignore=shutil.ignore_patterns("*.o", ".*.cmd"))
 
 
 def _make_env(cache: Cache, src: Path) -> dict[str, str]:

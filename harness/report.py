@@ -109,10 +109,15 @@ def make_plots(out: Path, results: list[ClaimResult]) -> list[Plot]:
     if any(not math.isnan(b) for _, b, _ in skb):
         fig, ax = plt.subplots(figsize=(7, 3.2), dpi=110)
         xs = range(len(skb))
-        ax.bar([x - 0.2 for x in xs], [0 if math.isnan(b) else b for _, b, _ in skb], 0.4,
-               label="napi_build_skb (skb around the rx page)", color="#2e7d32")
-        ax.bar([x + 0.2 for x in xs], [0 if math.isnan(c) else c for _, _, c in skb], 0.4,
-               label="copying skb allocations", color="#ef6c00")
+        for offset, idx, label, color in ((-0.2, 1, "napi_build_skb (skb around the rx page)", "#2e7d32"),
+                                          (0.2, 2, "copying skb allocations", "#ef6c00")):
+            vals = [row[idx] for row in skb]
+            bars = ax.bar([x + offset for x in xs], [0 if math.isnan(v) else v for v in vals], 0.4,
+                          label=label, color=color)
+            for bar, v in zip(bars, vals, strict=True):
+                ax.annotate("n/a" if math.isnan(v) else f"{v:.2f}",
+                            (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
+                            fontsize=8)
         ax.set_xticks(list(xs), [name for name, _, _ in skb])
         ax.set_ylabel("calls per received frame")
         ax.set_ylim(0, 1.35)

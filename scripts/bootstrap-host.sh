@@ -6,7 +6,7 @@ set -euo pipefail
 QEMU_MIN_MAJOR=8
 APT_PACKAGES=(
   # kernel build
-  build-essential flex bison bc libelf-dev libssl-dev dwarves ccache cpio kmod xz-utils zstd rsync
+  build-essential flex bison bc libelf-dev libssl-dev dwarves ccache cpio kmod xz-utils zstd rsync patch
   # guest image
   mmdebstrap e2fsprogs busybox-static
   # BPF programs

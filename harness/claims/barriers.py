@@ -88,11 +88,12 @@ class Barriers:
             kernel = lab.kernel("stock")
         except HarnessError as e:
             return inconclusive(self.id, self.title, self.slide, str(e))
-        src_dir = kernel.meta.get("source_dir")
-        if kernel.vmlinux is None or not src_dir:
-            return inconclusive(self.id, self.title, self.slide,
-                                "needs the kernel's vmlinux with debug info and its source tree (a self-built kernel)")
-        source = (Path(src_dir) / SOURCE).read_text()
+        try:
+            source = kernel.source_file(SOURCE).read_text()
+        except HarnessError as e:
+            return inconclusive(self.id, self.title, self.slide, f"needs igb's source: {e}")
+        if kernel.vmlinux is None:
+            return inconclusive(self.id, self.title, self.slide, "needs the kernel's vmlinux (a self-built kernel)")
         ranges = function_ranges(source, HOT_FUNCTIONS)
         sites = barrier_sites(source, ranges)
         fences: list[Fence] = []
@@ -112,10 +113,10 @@ class Barriers:
         lines = source.splitlines()
         return ClaimResult(self.id, self.title, self.slide, [
             Check("rx/refill functions found in the source", float(len(ranges)), "==", len(HOT_FUNCTIONS),
-                  f"{SOURCE}"),
+                  how=f"{SOURCE}"),
             Check("dma_rmb()/dma_wmb() call sites in igb_clean_rx_irq() and igb_alloc_rx_buffers()",
-                  float(len(dma_sites)), ">=", 1, f"{SOURCE}"),
-            Check("fence instructions attributed to the rx/refill source lines", float(len(in_hot)), "==", 0, how),
+                  float(len(dma_sites)), ">=", 1, how=f"{SOURCE}"),
+            Check("fence instructions attributed to the rx/refill source lines", float(len(in_hot)), "==", 0, how=how),
         ], [
             "Barrier calls in the rx/refill path: " + ", ".join(f"{b}() at line {n} in {fn}()"
                                                                   for n, b, fn in sites) + ".",

@@ -21,8 +21,12 @@ class Check:
     value: float | None  # None: could not be measured
     op: str  # "<", "<=", ">", ">=", "==", "~" (within rel_tol of target)
     target: float
-    rel_tol: float = 0.0
-    how: str = ""  # how the value was measured
+    rel_tol: float = field(default=0.0, kw_only=True)
+    how: str = field(default="", kw_only=True)  # how the value was measured
+
+    def __post_init__(self) -> None:
+        if self.value is not None and not isinstance(self.value, int | float):
+            raise TypeError(f"check {self.what!r}: measured value {self.value!r} is not a number")
 
     def holds(self) -> bool | None:
         v = self.value
@@ -35,7 +39,8 @@ class Check:
 
     @property
     def rule(self) -> str:
-        target = f"{self.target:g}" + (f" ±{self.rel_tol:.0%}" if self.op == "~" else "")
+        tol = f"{self.rel_tol:.0%}" if self.rel_tol >= 0.01 else f"{self.rel_tol:.1%}"
+        target = f"{self.target:g}" + (f" ±{tol}" if self.op == "~" else "")
         return f"{self.what} {'≈' if self.op == '~' else self.op} {target}"
 
     def describe(self) -> str:

@@ -20,9 +20,9 @@ class PageBasedRx:
         build = per_packet(lab, "rx", "calls:napi_build_skb", "igb")
         copies = per_packet_sum(lab, "rx", COPY_SKB_ALLOCS, "igb")
         return ClaimResult(self.id, self.title, self.slide, [
-            Check("napi_build_skb per frame under igb_poll", build, "~", 1.0, 0.02, GRAPH),
+            Check("napi_build_skb per frame under igb_poll", build, "~", 1.0, rel_tol=0.02, how=GRAPH),
             Check("copying skb allocations (napi_alloc_skb, __netdev_alloc_skb) per frame under igb_poll",
-                  copies, "<", 0.02, GRAPH),
+                  copies, "<", 0.02, how=GRAPH),
         ], [f"For each received frame igb called napi_build_skb {fmt(build)} times (an skb built around the "
             f"rx page) and allocated {fmt(copies)} separate skbs to copy into."])
 
@@ -39,12 +39,12 @@ class PageReuse:
         nr_allocs = per_packet(lab, "rx-no-reuse", "calls:__alloc_pages_noprof", "igb")
         ctl_maps = per_packet(lab, "rx-control", "dma_map_page_attrs", "e1000e")
         return ClaimResult(self.id, self.title, self.slide, [
-            Check("igb rx DMA maps per frame (stock)", maps, "<", 0.05, DMA),
-            Check("page allocations per frame under igb_poll (stock)", allocs, "<", 0.05, GRAPH),
+            Check("igb rx DMA maps per frame (stock)", maps, "<", 0.05, how=DMA),
+            Check("page allocations per frame under igb_poll (stock)", allocs, "<", 0.05, how=GRAPH),
             Check("igb rx DMA maps per frame, kernel patched so igb_can_reuse_rx_page() is false",
-                  nr_maps, ">", 0.9, DMA),
+                  nr_maps, ">", 0.9, how=DMA),
             Check("e1000e rx DMA maps per frame (control NIC, receiving)", ctl_maps, ">", 0.9,
-                  "kprobe on dma_map_page_attrs keyed by device (e1000e = 0000:00:05.0)"),
+                  how="kprobe on dma_map_page_attrs keyed by device (e1000e = 0000:00:05.0)"),
         ], [
             f"Stock igb: {fmt(maps, 4)} DMA maps and {fmt(allocs, 4)} page allocations per frame: its rx "
             "pages go back into the ring instead of being replaced.",
@@ -66,8 +66,8 @@ class PagecntBias:
         how = ("CONFIG_DEBUG_PAGE_REF kernel, page_ref_mod tracepoints active; function_graph counts "
                "__page_ref_mod (page_ref_add/inc) and __page_ref_mod_and_test (put) under igb_poll")
         return ClaimResult(self.id, self.title, self.slide, [
-            Check("page reference increments (__page_ref_mod) per frame under igb_poll", gets, "<", 0.05, how),
-            Check("page reference drops (__page_ref_mod_and_test) per frame under igb_poll", puts, ">", 0.5, how),
+            Check("page reference increments (__page_ref_mod) per frame under igb_poll", gets, "<", 0.05, how=how),
+            Check("page reference drops (__page_ref_mod_and_test) per frame under igb_poll", puts, ">", 0.5, how=how),
         ], [f"Under igb_poll, each frame's page reference is dropped {fmt(puts)} times per frame when the "
             f"stack frees its skb, while igb takes only {fmt(gets, 4)} new references per frame: the "
             "pagecnt_bias covers the rest, refilled in bulk with page_ref_add."])
@@ -84,10 +84,10 @@ class BuildSkbVsCopy:
         legacy_build = per_packet(lab, "legacy-rx", "calls:napi_build_skb", "igb")
         legacy_copy = per_packet_sum(lab, "legacy-rx", COPY_SKB_ALLOCS, "igb")
         return ClaimResult(self.id, self.title, self.slide, [
-            Check("napi_build_skb per frame (default)", build, "~", 1.0, 0.02, GRAPH),
-            Check("copying skb allocations per frame (default)", copy_default, "<", 0.02, GRAPH),
-            Check("napi_build_skb per frame (legacy-rx)", legacy_build, "<", 0.02, GRAPH),
-            Check("copying skb allocations per frame (legacy-rx)", legacy_copy, "~", 1.0, 0.02, GRAPH),
+            Check("napi_build_skb per frame (default)", build, "~", 1.0, rel_tol=0.02, how=GRAPH),
+            Check("copying skb allocations per frame (default)", copy_default, "<", 0.02, how=GRAPH),
+            Check("napi_build_skb per frame (legacy-rx)", legacy_build, "<", 0.02, how=GRAPH),
+            Check("copying skb allocations per frame (legacy-rx)", legacy_copy, "~", 1.0, rel_tol=0.02, how=GRAPH),
         ], [f"Default: {fmt(build)} build_skb and {fmt(copy_default)} copy allocations per frame; with "
             f"legacy-rx: {fmt(legacy_build)} build_skb and {fmt(legacy_copy)} skbs allocated per frame to "
             "copy the headers into (igb_construct_skb)."])

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..errors import HarnessError
-from ..igb_source import UnknownLayout, igb_rx_layout
+from ..igb_source import IGB_H, igb_rx_layout
 from .base import Check, ClaimResult
 from .lab import Lab
 from .rules import fmt, per_packet, value
@@ -32,22 +30,22 @@ class XdpOnPages:
         grow = value(lab, "xdp-headroom", "xdp_prog_max_grow", "igb")
         expected, frame_size, notes = self._expected_headroom(lab)
         checks = [
-            Check("XDP_DROP program runs per frame (bpftool run_cnt)", runs, "~", 1.0, 0.001,
-                  "bpftool prog show run_cnt delta / frames received"),
-            Check("napi_build_skb per frame under XDP_DROP", drop_skb, "<", 0.01, GRAPH),
-            Check("page allocations per frame under XDP_DROP", drop_alloc, "<", 0.05, GRAPH),
-            Check("igb DMA maps per frame under XDP_DROP", drop_maps, "<", 0.05, DMA),
-            Check("napi_build_skb per frame under XDP_PASS", pass_skb, "~", 1.0, 0.02, GRAPH),
-            Check("frames bounced back to the e1000e per frame under XDP_TX", tx_back, "~", 1.0, 0.01,
-                  "ip -j -s link rx_packets delta on the e1000e"),
-            Check("page allocations per frame under XDP_TX", tx_alloc, "<", 0.05, GRAPH),
+            Check("XDP_DROP program runs per frame (bpftool run_cnt)", runs, "~", 1.0, rel_tol=0.001,
+                  how="bpftool prog show run_cnt delta / frames received"),
+            Check("napi_build_skb per frame under XDP_DROP", drop_skb, "<", 0.01, how=GRAPH),
+            Check("page allocations per frame under XDP_DROP", drop_alloc, "<", 0.05, how=GRAPH),
+            Check("igb DMA maps per frame under XDP_DROP", drop_maps, "<", 0.05, how=DMA),
+            Check("napi_build_skb per frame under XDP_PASS", pass_skb, "~", 1.0, rel_tol=0.02, how=GRAPH),
+            Check("frames bounced back to the e1000e per frame under XDP_TX", tx_back, "~", 1.0, rel_tol=0.01,
+                  how="ip -j -s link rx_packets delta on the e1000e"),
+            Check("page allocations per frame under XDP_TX", tx_alloc, "<", 0.05, how=GRAPH),
             Check("xdp_buff headroom (data - data_hard_start) minus igb_rx_offset() from the source",
                   None if headroom is None or expected is None else headroom - expected, "==", 0,
-                  "kprobe on bpf_xdp_adjust_head(xdp, 0) vs igb.h igb_skb_pad()"),
+                  how="kprobe on bpf_xdp_adjust_head(xdp, 0) vs igb.h igb_skb_pad()"),
             Check("headroom the program can claim minus (igb_rx_offset() - sizeof(struct xdp_frame))",
                   None if grow is None or expected is None or frame_size is None
                   else grow - (expected - frame_size), "==", 0,
-                  "xdp_headroom.o binary search with bpf_xdp_adjust_head; sizes from BTF"),
+                  how="xdp_headroom.o binary search with bpf_xdp_adjust_head; sizes from BTF"),
         ]
         return ClaimResult(self.id, self.title, self.slide, checks, [
             f"XDP_DROP: the program ran {fmt(runs)} times per frame, igb built {fmt(drop_skb, 4)} skbs, "
@@ -69,11 +67,9 @@ class XdpOnPages:
             kernel = lab.kernel("stock")
         except HarnessError as e:
             return None, sizes["xdp_frame"], [str(e)]
-        src = kernel.meta.get("source_dir")
-        if not src:
-            return None, sizes["xdp_frame"], ["the kernel's source tree is unknown (prebuilt kernel)"]
         try:
-            layout = igb_rx_layout(Path(src), kernel.config.read_text(), sizes["skb_shared_info"])
-        except UnknownLayout as e:
+            igb_h = kernel.source_file(IGB_H).read_text()
+            layout = igb_rx_layout(igb_h, kernel.config.read_text(), sizes["skb_shared_info"])
+        except HarnessError as e:  # no source kept (prebuilt kernel), or igb.h no longer as modelled
             return None, sizes["xdp_frame"], [str(e)]
         return layout.headroom, sizes["xdp_frame"], [f"igb source: {layout.reasoning}"]
