@@ -298,3 +298,64 @@ class EventCountProbe:
         for e in self.armed:
             guest.run(f"echo '!hist:keys={self.keys}' > {T}/events/{e.replace(':', '/')}/trigger", check=False)
         self.armed = []
+
+
+# ---- perf stat ---------------------------------------------------------------
+PERF_EVENTS = ("cycles", "instructions", "task-clock", "context-switches")
+
+
+def parse_perf_stat_csv(text: str) -> dict[str, float | None]:
+    """`perf stat -x,` lines (`value,unit,event,...`): value per event, None for
+    `<not supported>` / `<not counted>` (e.g. hardware counters under TCG)."""
+    out: dict[str, float | None] = {}
+    for line in text.splitlines():
+        fields = line.split(",")
+        if len(fields) < 3 or line.startswith("#"):
+            continue
+        value, event = fields[0].strip(), fields[2].strip()
+        try:
+            out[event] = float(value)
+        except ValueError:
+            out[event] = None
+    return out
+
+
+class PerfStatProbe:
+    """System-wide `perf stat` around the traffic (not attributed to a driver:
+    a whole-guest cost, useful as a ratio between runs of one kernel)."""
+
+    name = "perf_stat"
+    out = "/tmp/harness-perf-stat.csv"
+    # perf counts while this workload runs; ending it ends the count. (Signalling
+    # perf itself does not work: a background job of a non-interactive shell
+    # starts with SIGINT ignored.)
+    workload = "sleep 3599"
+
+    def __init__(self, events: tuple[str, ...] = PERF_EVENTS) -> None:
+        self.events = events
+
+    def arm(self, guest: Guest) -> None:
+        guest.run(f"rm -f {self.out}; (perf stat -a -x, -o {self.out} -e {','.join(self.events)} "
+                  f"-- {self.workload} >/dev/null 2>&1 &) ; sleep 0.5")
+
+    def disarm(self, guest: Guest) -> None:
+        guest.run(f"pkill -x -f '{self.workload}'; for i in $(seq 50); do "
+                  "pgrep -f '^perf stat -a -x,' >/dev/null || break; sleep 0.1; done", check=False)
+
+    def collect(self, guest: Guest) -> list[Observation]:
+        values = parse_perf_stat_csv(guest.run(["cat", self.out], check=False).stdout)
+        obs = []
+        for event in self.events:
+            v = values.get(event)
+            how = "perf stat -a (whole guest, while the traffic ran)"
+            if v is None:
+                obs.append(Observation(f"perf:{event}", float("nan"), "", how + ": not supported here "
+                                       "(no hardware counters under TCG)" if event in ("cycles", "instructions")
+                                       else how + ": not counted", {"unsupported": True}))
+            else:
+                obs.append(Observation(f"perf:{event}", v, "", how))
+        return obs
+
+    def cleanup(self, guest: Guest) -> None:
+        guest.run(f"pkill -KILL -f '^perf stat -a -x,'; pkill -x -f '{self.workload}'; rm -f {self.out}; true",
+                  check=False)

@@ -53,3 +53,8 @@ def test_kernel_tree_that_is_not_a_tree(tmp_path):
 
 def test_boot_without_command(tmp_path):
     assert_user_error(harness("boot", cache=tmp_path / "c"), "give the command to run after --")
+
+
+def test_unknown_claim_id(tmp_path):
+    assert_user_error(harness("run", "--claims", "page-reuse,nope", cache=tmp_path / "c"),
+                      "unknown claim id nope; known: page-based-rx, page-reuse")

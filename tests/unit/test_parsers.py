@@ -111,8 +111,20 @@ def test_bpftool_map_dump_with_btf():
 def test_headroom_kprobe_trace():
     from harness.xdp import parse_headroom_trace
 
-    text = ("          <idle>-0       [001] ..s2.    52.1: xdp_adjust_head: (bpf_xdp_adjust_head+0x0/0x90) "
-            "data=0xffff8880045c20c0 hard=0xffff8880045c2000 offset=0\n"
-            "          <idle>-0       [001] ..s2.    52.2: xdp_adjust_head: (bpf_xdp_adjust_head+0x0/0x90) "
-            "data=0xffff8880045c28c0 hard=0xffff8880045c2800 offset=-76\n")
-    assert parse_headroom_trace(text) == [0xC0]
+    # 5 frames through xdp_headroom.o on igb with the kprobe on bpf_xdp_adjust_head(xdp, 0).
+    assert parse_headroom_trace(fixture("kprobe_xdp_adjust_head_5.txt")) == [0xC0] * 5
+
+
+def test_btf_struct_sizes():
+    from harness.btf import parse_struct_sizes
+
+    assert parse_struct_sizes(fixture("btf_struct_sizes.txt")) == {"xdp_frame": 40, "skb_shared_info": 320}
+
+
+def test_perf_stat_csv_marks_unsupported():
+    from harness.probes import parse_perf_stat_csv
+
+    # `perf stat -a -x,` (perf 6.1 in the guest) around 2,000 frames under TCG: no PMU.
+    values = parse_perf_stat_csv(fixture("perf_stat_tcg.csv"))
+    assert values["cycles"] is None and values["instructions"] is None
+    assert values["task-clock"] == 3994.07 and values["context-switches"] == 1616.0

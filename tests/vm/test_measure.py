@@ -120,3 +120,17 @@ def test_xdp_headroom_matches_igb_source(guest, kernel, igb_xdp):
     # The program's view: it can grow the frame up to the headroom minus the
     # xdp_frame that XDP_TX/redirect would store at data_hard_start.
     assert seen == [({"grow": layout.headroom - sizes["xdp_frame"], "len": 60}, 200)]
+
+
+def test_perf_stat_counts_or_says_unsupported(guest):
+    from harness.probes import PerfStatProbe
+
+    m = measure_rx(guest, RunContext.for_guest(guest, "pytest-perf"), [PerfStatProbe()],
+                   pktgen=PktgenConfig(count=2000, rate_pps=5000))
+    assert m.value("perf:task-clock", "") > 0
+    cycles = m.frame[m.frame.metric == "perf:cycles"].iloc[0]
+    if guest.spec.accel == "tcg":
+        assert cycles.value != cycles.value  # NaN: TCG has no PMU to count with
+        assert "not supported here (no hardware counters under TCG)" in cycles.method
+    else:
+        assert cycles.value > 0
