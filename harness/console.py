@@ -30,6 +30,17 @@ CRASH_PATTERNS = (
 )
 
 
+# Lines that match a crash pattern but are not reports, each with its reason.
+ALLOWED = (
+    (re.compile(r"DMA-API: preallocated \d+ debug entries"), "CONFIG_DMA_API_DEBUG start-up banner"),
+    (re.compile(r"DMA-API: debugging enabled by kernel config"), "CONFIG_DMA_API_DEBUG start-up banner"),
+)
+
+
+def is_crash_line(line: str) -> bool:
+    return any(p.search(line) for p in CRASH_PATTERNS) and not any(p.search(line) for p, _ in ALLOWED)
+
+
 @dataclass(frozen=True)
 class NicInfo:
     name: str
@@ -109,7 +120,7 @@ class ConsoleWatcher:
             self.ready.set()
         elif m := INIT_FAILED_RE.search(line):
             self.init_failure = m.group(1)
-        if any(p.search(line) for p in CRASH_PATTERNS):
+        if is_crash_line(line):
             self.crash_lines.append(line)
             self._crash_marks.append(self._line_no)
 

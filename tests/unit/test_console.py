@@ -51,3 +51,11 @@ def test_benign_lines_are_not_crashes(tmp_path):
     w.start()
     assert w.eof.wait(10)
     assert w.crash_lines == []
+
+
+def test_dma_api_debug_banner_is_allowed_but_reports_are_not():
+    from harness.console import is_crash_line
+
+    assert not is_crash_line("[    0.425713] DMA-API: preallocated 65536 debug entries")
+    assert not is_crash_line("[    0.426096] DMA-API: debugging enabled by kernel config")
+    assert is_crash_line("[   12.1] igb 0000:00:04.0: DMA-API: device driver frees DMA memory with wrong function")
