@@ -57,8 +57,7 @@ def link_stats(guest: Guest, ifname: str) -> dict:
 
 def bring_up(guest: Guest, ifnames: list[str], timeout: float = 20.0) -> float:
     """Set the interfaces up and wait for carrier on all; returns seconds waited."""
-    for ifname in ifnames:
-        guest.run(["ip", "link", "set", "dev", ifname, "up"])
+    guest.run(" && ".join(f"ip link set dev {n} up" for n in ifnames))
     started = time.monotonic()
     paths = " ".join(f"/sys/class/net/{n}/carrier" for n in ifnames)
     while True:

@@ -7,7 +7,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from .counters import delta, losses, snapshot
+from .counters import delta, losses, snapshots
 from .errors import GuestError
 from .vm import Guest
 
@@ -114,7 +114,7 @@ def run_pktgen(guest: Guest, src_if: str, dst_if: str, cfg: PktgenConfig | None 
     counter deltas. With `require_all`, a run that lost frames raises, saying where."""
     cfg = cfg or PktgenConfig()
     dst_mac = guest.run(["cat", f"/sys/class/net/{dst_if}/address"]).stdout.strip()
-    tx0, rx0 = snapshot(guest, src_if), snapshot(guest, dst_if)
+    tx0, rx0 = snapshots(guest, [src_if, dst_if])
     started = time.monotonic()
     out = guest.run(pktgen_script(src_if, dst_mac, cfg), timeout=max(120.0, cfg.count / 1000)).stdout
     seconds = time.monotonic() - started
@@ -122,7 +122,8 @@ def run_pktgen(guest: Guest, src_if: str, dst_if: str, cfg: PktgenConfig | None 
     run = TrafficRun(src_if, dst_if, cfg, result, seconds)
     deadline = time.monotonic() + settle
     while True:  # the last frames may still be in the receiver's NAPI poll
-        run.tx_delta, run.rx_delta = delta(tx0, snapshot(guest, src_if)), delta(rx0, snapshot(guest, dst_if))
+        tx1, rx1 = snapshots(guest, [src_if, dst_if])
+        run.tx_delta, run.rx_delta = delta(tx0, tx1), delta(rx0, rx1)
         if run.received >= result.sent or time.monotonic() > deadline:
             break
         time.sleep(0.2)
