@@ -57,10 +57,6 @@ def parse_ready_line(nics_field: str) -> list[NicInfo]:
     return out
 
 
-def strip_timestamp(line: str) -> str:
-    return re.sub(r"^\[\s*\d+\.\d+\]\s?", "", line)
-
-
 class ConsoleWatcher:
     def __init__(self, child: pexpect.spawn, log_path: Path, tail_lines: int = 400) -> None:
         self.child = child

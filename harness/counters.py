@@ -51,10 +51,6 @@ class CounterSnapshot:
 SECTION = "----harness-counters----"
 
 
-def snapshot(guest: Guest, ifname: str) -> CounterSnapshot:
-    return snapshots(guest, [ifname])[0]
-
-
 def snapshots(guest: Guest, ifnames: list[str]) -> list[CounterSnapshot]:
     """Counters of several interfaces in one guest command (each SSH round trip
     costs ~0.1-0.3 s under TCG, and traffic runs take several snapshots)."""

@@ -284,14 +284,6 @@ class KbuildProgress:
         return f"{self.compiled} objects compiled ({self.current})"
 
 
-def kernel_release_of(bzimage: Path) -> str:
-    """The version string in a bzImage header (what `file` prints), without booting it."""
-    data = bzimage.read_bytes()[:0x10000]
-    off = int.from_bytes(data[0x20E:0x210], "little") + 0x200
-    text = data[off:off + 256].split(b"\0")[0].decode(errors="replace")
-    return text.split()[0] if text else "unknown"
-
-
 def describe(kernel: Kernel) -> str:
     lines = [f"kernel {kernel.release}  key {kernel.key}"]
     for label, path in (("bzImage", kernel.bzimage), ("vmlinux", kernel.vmlinux),

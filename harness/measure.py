@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -45,7 +45,6 @@ class Measurement:
     traffic: TrafficRun
     frame: pd.DataFrame
     seconds: float
-    notes: list[str] = field(default_factory=list)
 
     def value(self, metric: str, driver: str) -> float:
         rows = self.frame[(self.frame.metric == metric) & (self.frame.driver == driver)]

@@ -121,10 +121,6 @@ class Lab:
             if crashes:
                 raise HarnessError("kernel reported on the guest console:\n  " + "\n  ".join(crashes[:10]))
 
-    def console_crashes(self) -> list[str]:
-        g = self._guest
-        return list(g.console.crash_lines) if g is not None and g.console is not None else []
-
     # ---- measurements --------------------------------------------------------
     def measurement(self, name: str, make: Callable[[], Measurement]) -> Measurement | None:
         """Measure once per run; the rows join the run's table under `name`. A
