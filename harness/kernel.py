@@ -52,7 +52,7 @@ class Kernel:
         kept = self.bzimage.parent / "src" / rel
         if kept.is_file():
             return kept
-        src = self.meta.get("source_dir")  # artifacts built before sources were kept
+        src = self.meta.get("source_dir")  # artifacts built before sources were kept: their own tree
         if src and (Path(src) / rel).is_file():
             return Path(src) / rel
         raise HarnessError(f"{rel}: this kernel's source is not available ({self.meta.get('source', 'prebuilt')})")
@@ -249,7 +249,9 @@ def _build(src: Path, out: Path, build_dir: Path, fragments: list[Fragment], cac
     return {
         "source": "tree" if request.tree else "debian-source",
         "source_id": source_id,
-        "source_dir": str(src),
+        # The reused work tree: not a place to read this kernel's sources from later
+        # (source_file() reads the copies kept in the artifact).
+        "build_tree": str(src),
         "variant": request.variant,
         "release": release,
         "pvh": "CONFIG_PVH=y" in config_text.splitlines(),

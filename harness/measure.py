@@ -46,8 +46,11 @@ class Measurement:
     frame: pd.DataFrame
     seconds: float
 
+    def rows(self, metric: str, driver: str) -> pd.DataFrame:
+        return self.frame[(self.frame.metric == metric) & (self.frame.driver == driver)]
+
     def value(self, metric: str, driver: str) -> float:
-        rows = self.frame[(self.frame.metric == metric) & (self.frame.driver == driver)]
+        rows = self.rows(metric, driver)
         if rows.empty:
             raise KeyError(f"no {metric} for {driver} in this measurement")
         return float(rows.value.sum())

@@ -268,16 +268,20 @@ class EventCountProbe:
         self.keys = keys
         self.armed: list[str] = []
 
+    @staticmethod
+    def _dir(event: str) -> str:
+        return f"{T}/events/{event.replace(':', '/')}"
+
     def arm(self, guest: Guest) -> None:
         have = guest.run(["cat", f"{T}/available_events"]).stdout.split()
         self.armed = [e for e in self.events if e in have]
-        cmds = [f"echo 'hist:keys={self.keys}' > {T}/events/{e.replace(':', '/')}/trigger" for e in self.armed]
+        cmds = [f"echo 'hist:keys={self.keys}' > {self._dir(e)}/trigger" for e in self.armed]
         if cmds:
             tracefs_script(guest, "\n".join(cmds))
 
     def disarm(self, guest: Guest) -> None:
         for e in self.armed:
-            guest.run(f"echo 'hist:keys={self.keys}:pause' >> {T}/events/{e.replace(':', '/')}/trigger",
+            guest.run(f"echo 'hist:keys={self.keys}:pause' >> {self._dir(e)}/trigger",
                       check=False)
 
     def collect(self, guest: Guest) -> list[Observation]:
@@ -287,7 +291,7 @@ class EventCountProbe:
                 obs.append(Observation(f"event:{e}", float("nan"), "", "tracepoint not in this kernel",
                                        {"unavailable": True}))
                 continue
-            table = parse_hist(guest.run(["cat", f"{T}/events/{e.replace(':', '/')}/hist"]).stdout)
+            table = parse_hist(guest.run(["cat", f"{self._dir(e)}/hist"]).stdout)
             by = [{**k, "count": v["hitcount"]} for k, v in table.rows]
             obs.append(Observation(f"event:{e}", table.hits, "",
                                    f"hist trigger on {e} keyed by {self.keys} (all CPUs, not attributed)",
@@ -296,7 +300,7 @@ class EventCountProbe:
 
     def cleanup(self, guest: Guest) -> None:
         for e in self.armed:
-            guest.run(f"echo '!hist:keys={self.keys}' > {T}/events/{e.replace(':', '/')}/trigger", check=False)
+            guest.run(f"echo '!hist:keys={self.keys}' > {self._dir(e)}/trigger", check=False)
         self.armed = []
 
 

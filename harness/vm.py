@@ -178,7 +178,7 @@ class Guest:
         assert self.console is not None
         waited = time.monotonic() - started
         if not self.alive():
-            self.console.eof.wait(3)  # QEMU's last words (stderr shares the pty) are still in flight
+            self._settle()  # QEMU's last words (stderr shares the pty) are still in flight
         if self.console.init_failure:
             why = f"guest init failed: {self.console.init_failure}"
         elif not self.alive():

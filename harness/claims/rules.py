@@ -20,8 +20,10 @@ def value(lab: Lab, experiment: str, metric: str, driver: str) -> float | None:
     m = measured(lab, experiment)
     if m is None:
         return None
-    rows = m.frame[(m.frame.metric == metric) & (m.frame.driver == driver)]
-    return None if rows.empty else float(rows.value.sum())
+    try:
+        return m.value(metric, driver)
+    except KeyError:
+        return None
 
 
 def per_packet(lab: Lab, experiment: str, metric: str, driver: str) -> float | None:
@@ -42,7 +44,7 @@ def detail(lab: Lab, experiment: str, metric: str, driver: str) -> dict:
     m = measured(lab, experiment)
     if m is None:
         return {}
-    rows = m.frame[(m.frame.metric == metric) & (m.frame.driver == driver)]
+    rows = m.rows(metric, driver)
     return json.loads(rows.iloc[0].detail) if not rows.empty and rows.iloc[0].detail else {}
 
 
