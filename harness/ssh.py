@@ -113,7 +113,11 @@ class SSHSession:
             if chan.recv_stderr_ready():
                 err += chan.recv_stderr(65536)
                 got = True
-            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+            # Done at EOF, which the server sends after the last data: exit-status may
+            # arrive earlier (OpenSSH sends it when the child exits, output may still be
+            # in flight), and stopping then truncated a 20 kB stdout.
+            if (chan.eof_received and chan.exit_status_ready() and not chan.recv_ready()
+                    and not chan.recv_stderr_ready()):
                 break
             if not transport.is_active():
                 raise HarnessError(f"ssh connection to the guest dropped while running: {cmd}")

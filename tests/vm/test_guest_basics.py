@@ -80,3 +80,11 @@ def test_ssh_command_errors_carry_stderr(guest):
     assert e.value.rc != 0
     assert "No such file or directory" in str(e.value)
     assert "ls /no/such/path" in str(e.value)
+
+
+def test_large_command_output_arrives_whole(guest):
+    """stdout is read to the channel's EOF: exit-status can arrive before the last data."""
+    for size in (20_000, 1_000_000):
+        for _ in range(3):
+            out = guest.run(f"head -c {size} /dev/zero | tr '\\0' x; echo done >&2").stdout
+            assert len(out) == size and set(out) == {"x"}
