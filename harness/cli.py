@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import secrets
-import shlex
 import signal
 import subprocess
 import sys
@@ -17,19 +15,28 @@ from pathlib import Path
 from .cache import Cache
 from .errors import HarnessError
 from .image import build_image
-from .kernel import Kernel, KernelRequest, describe, get_kernel
+from .kernel import Kernel, describe
+from .kernel_choice import KINDS, kernel_choices, single_choice
+from .paths import PATCHES_DIR
 from .vm import Guest, GuestOptions
+
+# Exit statuses: 0 all well, 1 a claim refuted, 2 a user or set-up error,
+# 3 a regression against the baseline, 130 interrupted.
+EXIT_REFUTED, EXIT_USER_ERROR, EXIT_REGRESSION, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
 def _add_kernel_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("kernel")
-    g.add_argument("--kernel", choices=["source", "debian"], default="source",
+    g.add_argument("--kernel", action="append", choices=KINDS, metavar="KIND",
                    help="source: build Debian's linux-source-6.12 with the fragments (default); "
-                        "debian: Debian's prebuilt linux-image-6.12 (no build)")
+                        "debian or debian-6.12: Debian's prebuilt 6.12 (bookworm-backports); debian-6.1: "
+                        "bookworm's prebuilt 6.1. `run` and `kernel` take several (a kernel matrix)")
     g.add_argument("--kernel-tree", type=Path, metavar="PATH",
-                   help="build this kernel tree (out of tree) with the fragments instead")
+                   help="build this kernel tree (out of tree) with the fragments; with --kernel, one more "
+                        "kernel of the matrix")
     g.add_argument("--fragment", action="append", metavar="NAME",
-                   help="config fragment from kernel-configs/ or a path (repeatable; default base, nics, observe)")
+                   help="config fragment from kernel-configs/ or a path (repeatable; default base, nics, observe, "
+                        "debug-checks)")
     g.add_argument("--patch", action="append", type=Path, default=[], metavar="FILE",
                    help="apply this patch to the source before building (repeatable)")
     p.add_argument("--cache", type=Path, help="cache directory (default ~/.cache/harness or $HARNESS_CACHE)")
@@ -43,21 +50,22 @@ def _add_guest_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--append", action="append", default=[], metavar="ARG",
                    help="extra kernel command-line argument (repeatable), e.g. swiotlb=force")
     g.add_argument("--iommu", action="store_true", help="put the NICs behind a virtual Intel IOMMU")
+    g.add_argument("--variant", choices=["stock", "no-reuse"], default="stock",
+                   help="kernel variant of the claims: no-reuse patches igb_can_reuse_rx_page() to false")
     g.add_argument("--memory", type=int, default=1024, metavar="MB")
     g.add_argument("--cpus", type=int, default=2)
 
 
 def kernel_from_args(args: argparse.Namespace, cache: Cache) -> Kernel:
-    if args.kernel == "debian":
-        if args.kernel_tree or args.patch or args.fragment:
-            raise HarnessError("--kernel debian is Debian's prebuilt image: it takes no --kernel-tree, "
-                               "--patch or --fragment")
-        from .distro_kernel import get_debian_kernel
+    choice = single_choice(args.kernel, args.kernel_tree, args.cmd)
+    return choice.get(cache, tuple(args.fragment or ()), tuple(args.patch) + _variant_patches(args))
 
-        return get_debian_kernel(cache)
-    fragments = tuple(args.fragment) if args.fragment else KernelRequest().fragments
-    request = KernelRequest(tree=args.kernel_tree, fragments=fragments, patches=tuple(args.patch))
-    return get_kernel(request, cache)
+
+def _variant_patches(args: argparse.Namespace) -> tuple[Path, ...]:
+    from .claims.lab import VARIANTS
+
+    variant = VARIANTS[getattr(args, "variant", "stock")]
+    return tuple(PATCHES_DIR / p for p in variant.patches)
 
 
 def guest_options(args: argparse.Namespace) -> GuestOptions:
@@ -79,7 +87,9 @@ def booted_guest(args: argparse.Namespace) -> Iterator[Guest]:
 
 
 def cmd_kernel(args: argparse.Namespace) -> int:
-    print(describe(kernel_from_args(args, Cache(args.cache))))
+    cache = Cache(args.cache)
+    for choice in kernel_choices(args.kernel, args.kernel_tree):
+        print(describe(choice.get(cache, tuple(args.fragment or ()), tuple(args.patch))))
     return 0
 
 
@@ -102,13 +112,12 @@ def cmd_boot(args: argparse.Namespace) -> int:
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
+    from .investigate import prepare_guest, usage
+
     with booted_guest(args) as guest:
-        ssh = guest.ssh_command()
-        print("harness: interactive shell in the guest; exit it to stop the guest.\n"
-              f"  NICs under test: {', '.join(f'{n.name} ({n.driver}, {n.mac})' for n in guest.nics)}\n"
-              f"  from another terminal: {shlex.join(ssh)}\n"
-              f"  console log: {guest.console_log}", file=sys.stderr, flush=True)
-        return subprocess.call(ssh)
+        prepare_guest(guest, Cache(args.cache))
+        print(usage(guest, "exit the shell to stop the guest"), file=sys.stderr, flush=True)
+        return subprocess.call(guest.ssh_command())
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -118,39 +127,45 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .claims.lab import Lab
-    from .claims.runner import run_claims, select
-    from .report import write_report
-    from .smoke import qemu_version
+    from .claims.runner import select
+    from .compare import Tolerance
+    from .matrix import load_baselines, run_kernel, write_matrix
 
     claims = select([c.strip() for c in args.claims.split(",")] if args.claims else None)
+    choices = kernel_choices(args.kernel, args.kernel_tree)
+    tol = Tolerance(args.tolerance, args.abs_tolerance)
+    # Read the baseline before an hour of work, so a wrong path fails at once.
+    baselines = load_baselines(args.baseline, choices) if args.baseline else {}
     cache = Cache(args.cache)
-    fixed = None
-    if args.kernel == "debian":
-        from .distro_kernel import get_debian_kernel
+    records = []
+    for i, choice in enumerate(choices, 1):
+        if len(choices) > 1:
+            print(f"harness: kernel {i}/{len(choices)}: {choice.label}", file=sys.stderr, flush=True)
+        out = args.out if len(choices) == 1 else args.out / choice.label
+        records.append(run_kernel(choice, claims, cache, out, args.accel, baselines.get(choice.label), tol,
+                                  keep=args.keep and i == len(choices)))
+    if len(choices) > 1:
+        write_matrix(args.out, [(c.label, r) for c, r in zip(choices, records, strict=True)], tol)
+    refuted = any(r["tally"].get("refuted") for r in records)
+    regressed = any(r.get("baseline") and not r["baseline"]["ok"] for r in records)
+    return EXIT_REFUTED if refuted else EXIT_REGRESSION if regressed else 0
 
-        fixed = get_debian_kernel(cache)
-    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
-    started = time.monotonic()
-    lab = Lab(cache, run_id, tree=args.kernel_tree, accel=args.accel, kernel=fixed)
-    try:
-        kernel = lab.kernel("stock")  # fail early on a kernel that cannot be had
-        results = run_claims(lab, claims)
-    finally:
-        lab.close()
-    accel = lab.boots[0]["accel"] if lab.boots else "none"
-    meta = {
-        "run_id": run_id, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "command": shlex.join(["harness", *sys.argv[1:]]), "wall_s": round(time.monotonic() - started, 1),
-        "kernel": {"release": kernel.release, "key": kernel.key, **kernel.meta},
-        "qemu": {"version": qemu_version(), "accel": accel},
-    }
-    record = write_report(args.out, lab, results, meta)
-    for r in results:
-        print(f"  {r.verdict:12s} {r.id:18s} {r.checks[0].describe() if r.checks else ''}")
-    print(f"harness: {', '.join(f'{n} {v}' for v, n in record['tally'].items())} in {record['wall_s']:.0f}s; "
-          f"report: {args.out / 'report.html'}", file=sys.stderr)
-    return 1 if record["tally"].get("refuted") else 0
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import Tolerance, compare_results, load_results
+
+    comparison = compare_results(load_results(args.base), load_results(args.new),
+                                 Tolerance(args.tolerance, args.abs_tolerance))
+    print(comparison.to_markdown())
+    return 0 if comparison.ok else EXIT_REGRESSION
+
+
+def _add_tolerance_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tolerance", type=float, default=0.02, metavar="REL",
+                   help="a per-frame count moved if it changed by more than REL of its old value (default 0.02) "
+                        "and more than --abs-tolerance")
+    p.add_argument("--abs-tolerance", type=float, default=0.02, metavar="ABS",
+                   help="floor in the metric's own unit, for counts near zero (default 0.02)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,8 +190,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kernel_args(r)
     r.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
     r.add_argument("--claims", metavar="ID,...", help="only these claims (default: all)")
-    r.add_argument("--out", type=Path, default=Path("out"), help="directory for the report (default out/)")
+    r.add_argument("--out", type=Path, default=Path("out"),
+                   help="directory for the report (default out/); with several kernels one subdirectory each "
+                        "and a comparison report on top")
+    r.add_argument("--baseline", type=Path, metavar="PREV",
+                   help="compare with an earlier run: its results.json or out directory (for a matrix, the "
+                        "directory holding one subdirectory per kernel); regressions exit 3")
+    _add_tolerance_args(r)
+    r.add_argument("--keep", action="store_true",
+                   help="keep a guest of the (last) kernel up after the claims; print how to reach it")
     r.set_defaults(func=cmd_run)
+    cmp = sub.add_parser("compare", help="compare two stored runs (results.json or out directories)")
+    cmp.add_argument("base", type=Path, help="the earlier run")
+    cmp.add_argument("new", type=Path, help="the later run")
+    _add_tolerance_args(cmp)
+    cmp.set_defaults(func=cmd_compare)
     c = sub.add_parser("check", help="boot a guest and check the test bed (NICs bound, links, frames, tracing)")
     _add_guest_args(c)
     c.add_argument("--out", type=Path, default=Path("out"), help="directory for results (default out/)")
@@ -196,10 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except HarnessError as e:
         print(f"harness: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"harness: interrupted after {time.monotonic() - started:.0f}s; guests stopped", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""`--kernel debian`: Debian's prebuilt linux-image-6.12 (no build).
+"""`--kernel debian` / `debian-6.12` / `debian-6.1`: Debian's prebuilt kernels
+(no build): 6.12 from bookworm-backports, 6.1 from bookworm itself.
 
 Its virtio_blk and ext4 are modules, so it boots through a small early
 initramfs: static busybox, the modules needed to mount the root disk (and the
@@ -18,7 +19,9 @@ from .errors import HarnessError
 from .hostcmd import require_tool, run_checked
 from .kernel import Kernel
 
-PACKAGE_GLOB = re.compile(r"^linux-image-(6\.12\.\d+\+deb\d+(?:\.\d+)?-amd64)-unsigned$")
+# linux-image-6.12.38+deb12-amd64-unsigned (backports), linux-image-6.1.0-41-amd64-unsigned (bookworm)
+PACKAGE_NAME = re.compile(r"^linux-image-(\d+\.\d+\.\d+(?:[-+][\w.]+?)?-amd64)-unsigned$")
+SERIES = ("6.12", "6.1")
 BOOT_MODULES = ("virtio_blk", "ext4")  # to mount the root disk
 GUEST_MODULES = ("virtio_net", "igb", "e1000e", "pktgen")  # loaded by harness-init
 BUSYBOX = Path("/bin/busybox")
@@ -42,27 +45,31 @@ exec $bb switch_root /newroot "${init:-/sbin/harness-init}"
 """
 
 
-def newest_package() -> tuple[str, str]:
-    """(package name, kernel release) of the newest linux-image-6.12.*-amd64-unsigned apt knows."""
-    out = run_checked(["apt-cache", "search", "--names-only", r"^linux-image-6\.12\..*-amd64-unsigned$"])
+def newest_package(series: str = "6.12", apt_search: str | None = None) -> tuple[str, str]:
+    """(package name, kernel release) of the newest linux-image-<series>.*-amd64-unsigned apt knows."""
+    if series not in SERIES:
+        raise HarnessError(f"no Debian prebuilt kernel series {series!r}; known: {', '.join(SERIES)}")
+    pattern = rf"^linux-image-{re.escape(series)}\..*-amd64-unsigned$"
+    out = apt_search if apt_search is not None else run_checked(["apt-cache", "search", "--names-only", pattern])
     found = []
     for line in out.splitlines():
         name = line.split(" - ")[0].strip()
-        if m := PACKAGE_GLOB.match(name):
+        if (m := PACKAGE_NAME.match(name)) and m.group(1).startswith(series + "."):
             found.append((tuple(int(x) for x in re.findall(r"\d+", m.group(1))[:4]), name, m.group(1)))
     if not found:
-        raise HarnessError("apt knows no linux-image-6.12.*-amd64-unsigned package: add bookworm-backports "
-                           "and run apt-get update (scripts/bootstrap-host.sh does both)")
+        where = "bookworm-backports" if series == "6.12" else "bookworm"
+        raise HarnessError(f"apt knows no linux-image-{series}.*-amd64-unsigned package: it comes from {where}; "
+                           "run apt-get update (scripts/bootstrap-host.sh sets up both suites)")
     _, name, release = max(found)
     return name, release
 
 
-def get_debian_kernel(cache: Cache) -> Kernel:
+def get_debian_kernel(cache: Cache, series: str = "6.12") -> Kernel:
     require_tool("dpkg-deb")
     require_tool("depmod", "to order the distro kernel's modules")
     if not BUSYBOX.is_file():
         raise HarnessError(f"{BUSYBOX} not found: apt-get install busybox-static (needed to boot a distro kernel)")
-    package, release = newest_package()
+    package, release = newest_package(series)
     key = hash_parts([("package", package), ("early-init", EARLY_INIT),
                       ("modules", ",".join(BOOT_MODULES + GUEST_MODULES))])
 

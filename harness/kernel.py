@@ -19,7 +19,11 @@ from .hostcmd import require_tool, run_checked, run_logged
 from .kconfig import Fragment, check_fragments, resolve_fragments
 from .paths import CONFIGS_DIR
 
-DEFAULT_FRAGMENTS = ("base", "nics", "observe")
+# debug-checks is part of the kernel under test: DEBUG_PAGE_REF costs a static
+# branch per page_ref op until its tracepoints are enabled, and DMA-API debug
+# then checks every DMA call of every experiment. One kernel build instead of a
+# separate debug variant (which recompiled nearly everything: page_ref.h is in mm.h).
+DEFAULT_FRAGMENTS = ("base", "nics", "observe", "debug-checks")
 DEBIAN_SOURCE_TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
 BUILD_RECIPE_VERSION = "2"  # bump when the build steps below change what they produce
 ARTIFACT_FILES = ("bzImage", "System.map", "vmlinux", "config")
@@ -102,7 +106,8 @@ def get_kernel(request: KernelRequest, cache: Cache | None = None) -> Kernel:
         return {**meta, "source_origin": str(origin)}
 
     art = cache.get_or_build("kernels", key, build)
-    meta = art.meta
+    # The key has no variant name (the same config and patches are the same kernel).
+    meta = {**art.meta, "variant": request.variant}
     return Kernel(
         bzimage=art.file("bzImage"), config=art.file("config"), release=meta["release"], key=key,
         system_map=art.file("System.map"), vmlinux=art.file("vmlinux"), meta=meta,

@@ -143,6 +143,7 @@ def save(frame: pd.DataFrame, out_dir: Path, stem: str = "measurements") -> tupl
 
 
 def load(path: Path) -> pd.DataFrame:
-    if path.suffix == ".json":
-        return pd.DataFrame(json.loads(path.read_text()), columns=COLUMNS)
-    return pd.read_csv(path, keep_default_na=False, na_values=[""]).reindex(columns=COLUMNS)
+    """The saved rows: COLUMNS first, then any the run added (e.g. `experiment`)."""
+    frame = (pd.DataFrame(json.loads(path.read_text())) if path.suffix == ".json"
+             else pd.read_csv(path, keep_default_na=False, na_values=[""]))
+    return frame.reindex(columns=COLUMNS + [c for c in frame.columns if c not in COLUMNS])

@@ -52,6 +52,34 @@ def tracefs_script(guest: Guest, script: str) -> None:
                          e.console_tail) from e
 
 
+# Older kernels name some of the functions differently (6.1: before memory
+# allocation profiling and netmem, and before dma_sync_* became inline
+# wrappers). Counts are reported under the current name; the method says
+# which function was probed.
+FUNCTION_ALIASES = {
+    "__alloc_pages_noprof": ("__alloc_pages",),
+    "skb_add_rx_frag_netmem": ("skb_add_rx_frag",),
+    "__dma_sync_single_for_cpu": ("dma_sync_single_for_cpu",),
+    "__dma_sync_single_for_device": ("dma_sync_single_for_device",),
+}
+
+
+def resolve_functions(functions: list[str], available: set[str]) -> dict[str, str]:
+    """name -> the function to probe for it in this kernel (itself or an older
+    alias); names with neither available are left out."""
+    found = {}
+    for f in functions:
+        for candidate in (f, *FUNCTION_ALIASES.get(f, ())):
+            if candidate in available:
+                found[f] = candidate
+                break
+    return found
+
+
+def with_aliases(functions: list[str]) -> list[str]:
+    return [name for f in functions for name in (f, *FUNCTION_ALIASES.get(f, ()))]
+
+
 def traceable(guest: Guest, functions: list[str]) -> set[str]:
     """The subset of `functions` ftrace can hook (inlined or missing ones are absent)."""
     pattern = "|".join(functions)
@@ -102,24 +130,26 @@ class GraphProbe:
         self.roots = roots or POLL_ROOTS
         self.functions = functions or RX_PATH_FUNCTIONS
         self.buffer_kb = buffer_kb
-        self.available: set[str] = set()
+        self.probed: dict[str, str] = {}  # name -> function probed for it
 
     def arm(self, guest: Guest) -> None:
         wanted = list(self.roots) + self.functions
-        self.available = traceable(guest, wanted)
-        roots = [r for r in self.roots if r in self.available]
+        self.probed = resolve_functions(wanted, traceable(guest, with_aliases(wanted)))
+        roots = [r for r in self.roots if r in self.probed]
         if not roots:
             raise GuestError(f"none of the poll functions {list(self.roots)} is traceable", guest.console_tail())
-        hooks = " ".join(f for f in wanted if f in self.available)
-        tracefs_script(guest, f"""echo 0 > {T}/tracing_on
+        tracefs_script(guest, self.arm_script(list(self.probed.values()), roots))
+
+    def arm_script(self, hooks: list[str], roots: list[str]) -> str:
+        return f"""echo 0 > {T}/tracing_on
 echo nop > {T}/current_tracer
 echo {self.buffer_kb} > {T}/buffer_size_kb
 echo 0 > {T}/options/funcgraph-irqs
-echo {shlex.quote(hooks)} > {T}/set_ftrace_filter
+echo {shlex.quote(" ".join(hooks))} > {T}/set_ftrace_filter
 echo {shlex.quote(" ".join(roots))} > {T}/set_graph_function
 echo function_graph > {T}/current_tracer
 echo > {T}/trace
-echo 1 > {T}/tracing_on""")
+echo 1 > {T}/tracing_on"""
 
     def disarm(self, guest: Guest) -> None:
         guest.run(f"echo 0 > {T}/tracing_on")
@@ -131,17 +161,18 @@ echo 1 > {T}/tracing_on""")
                              f"(raise buffer_size_kb above {self.buffer_kb} or send fewer frames)")
         text = guest.run(f"cat {T}/trace", timeout=300).stdout
         graph = count_graph(text, set(self.roots))
-        method = (f"function_graph, set_graph_function={','.join(r for r in self.roots if r in self.available)}, "
+        method = (f"function_graph, set_graph_function={','.join(r for r in self.roots if r in self.probed)}, "
                   "calls counted inside the root on the same CPU (irqs excluded)")
         obs = []
         for root, driver in self.roots.items():
-            if root not in self.available:
+            if root not in self.probed:
                 continue
             obs.append(Observation(f"calls:{root}", graph.roots_entered[root], driver, method))
             for func in self.functions:
-                if func in self.available:
-                    obs.append(Observation(f"calls:{func}", graph.counts[root][func], driver, method))
-        missing = sorted(set(self.functions) - self.available)
+                if (probed := self.probed.get(func)) is not None:
+                    how = method if probed == func else f"{method}; {probed}() in this kernel"
+                    obs.append(Observation(f"calls:{func}", graph.counts[root][probed], driver, how))
+        missing = sorted(set(self.functions) - set(self.probed))
         if missing:
             obs.append(Observation("untraceable_functions", len(missing), "", "available_filter_functions",
                                    {"functions": missing}))
@@ -179,22 +210,29 @@ class DmaProbe:
     def __init__(self, events: list[str] | None = None) -> None:
         self.events = events or list(DMA_KPROBES)
         self.armed: list[str] = []
+        self.probed: dict[str, str] = {}
 
     def _trigger_file(self, ev: str) -> str:
         return f"{T}/events/{self.group}/{ev}/trigger"
 
     def arm(self, guest: Guest) -> None:
         self.cleanup(guest)
-        funcs = traceable(guest, [DMA_KPROBES[e][0] for e in self.events])
+        names = [DMA_KPROBES[e][0] for e in self.events]
+        self.probed = resolve_functions(names, traceable(guest, with_aliases(names)))
+        events = [ev for ev in self.events if DMA_KPROBES[ev][0] in self.probed]
+        tracefs_script(guest, self.arm_script(events, self.probed))
+        self.armed = events
+
+    def arm_script(self, events: list[str], probed: dict[str, str] | None = None) -> str:
+        """kprobe events on the DMA API functions of `events` (or their names in
+        `probed`), each with its hist triggers."""
         lines, triggers = [], []
-        for ev in self.events:
-            func, args, keysets = DMA_KPROBES[ev]
-            if func not in funcs:
-                continue
+        for ev in events:
+            name, args, keysets = DMA_KPROBES[ev]
+            func = (probed or {}).get(name, name)
             lines.append(f"echo {shlex.quote(f'p:{self.group}/{ev} {func} {args}')} >> {T}/kprobe_events")
             triggers += [f"echo 'hist:keys={k}:{HIST_OPTS}' >> {self._trigger_file(ev)}" for k in keysets]
-            self.armed.append(ev)
-        tracefs_script(guest, "\n".join(lines + triggers))
+        return "\n".join(lines + triggers)
 
     def disarm(self, guest: Guest) -> None:
         # Pause the histograms so reading them is not itself counted.

@@ -13,14 +13,16 @@ import pytest
 
 from .cache import Cache
 from .image import GuestImage, build_image
-from .kernel import Kernel, KernelRequest, get_kernel
+from .kernel import Kernel
+from .kernel_choice import KINDS, KernelChoice, single_choice
 from .vm import Guest, GuestOptions
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("harness", "QEMU real-kernel harness")
-    g.addoption("--kernel", choices=["source", "debian"], default="source",
-                help="kernel for VM tests: build linux-source-6.12 (default) or Debian's prebuilt")
+    g.addoption("--kernel", choices=KINDS, default=None,
+                help="kernel for VM tests: source builds linux-source-6.12 (default); debian[-6.12], "
+                     "debian-6.1: Debian's prebuilt")
     g.addoption("--kernel-tree", type=Path, default=None, help="build this kernel tree for VM tests")
     g.addoption("--accel", choices=["auto", "kvm", "tcg"], default="auto", help="QEMU accelerator")
     g.addoption("--harness-cache", type=Path, default=None, help="artifact cache (default ~/.cache/harness)")
@@ -36,12 +38,14 @@ def harness_cache(pytestconfig: pytest.Config) -> Cache:
 
 
 @pytest.fixture(scope="session")
-def kernel(pytestconfig: pytest.Config, harness_cache: Cache) -> Kernel:
-    if pytestconfig.getoption("--kernel") == "debian":
-        from .distro_kernel import get_debian_kernel
+def kernel_choice(pytestconfig: pytest.Config) -> KernelChoice:
+    kind = pytestconfig.getoption("--kernel")
+    return single_choice([kind] if kind else None, pytestconfig.getoption("--kernel-tree"), "pytest")
 
-        return get_debian_kernel(harness_cache)
-    return get_kernel(KernelRequest(tree=pytestconfig.getoption("--kernel-tree")), harness_cache)
+
+@pytest.fixture(scope="session")
+def kernel(kernel_choice: KernelChoice, harness_cache: Cache) -> Kernel:
+    return kernel_choice.get(harness_cache)
 
 
 @pytest.fixture(scope="session")

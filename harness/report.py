@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 from .claims.base import ClaimResult
 from .claims.experiments import EXPERIMENTS
 from .claims.lab import Lab
+from .compare import Comparison
 from .measure import save
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -48,9 +49,12 @@ def run_record(lab: Lab, results: list[ClaimResult], meta: dict) -> dict:
             "tally": dict(Counter(r.verdict for r in results))}
 
 
-def write_report(out: Path, lab: Lab, results: list[ClaimResult], meta: dict) -> dict:
+def write_report(out: Path, lab: Lab, results: list[ClaimResult], meta: dict,
+                 baseline: Comparison | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     record = run_record(lab, results, meta)
+    if baseline is not None:
+        record["baseline"] = baseline.to_dict()
     (out / "results.json").write_text(json.dumps(record, indent=2, default=str))
     table = lab.table()
     if not table.empty:
@@ -59,8 +63,8 @@ def write_report(out: Path, lab: Lab, results: list[ClaimResult], meta: dict) ->
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
     env.filters["fmtnum"] = fmtnum
     (out / "report.html").write_text(env.get_template("report.html.j2").render(**record, plots=plots))
-    (out / "report.md").write_text(render_markdown(record, plots))
-    write_junit(out / "junit.xml", results)
+    (out / "report.md").write_text(render_markdown(record, plots, baseline))
+    write_junit(out / "junit.xml", results, baseline)
     return record
 
 
@@ -131,9 +135,12 @@ def make_plots(out: Path, results: list[ClaimResult]) -> list[Plot]:
     return plots
 
 
-def render_markdown(record: dict, plots: list[Plot]) -> str:
+def render_markdown(record: dict, plots: list[Plot], baseline: Comparison | None = None) -> str:
     k = record["kernel"]
-    lines = [f"# igb page-based receive: claims on kernel {k['release']}", "",
+    lines = [f"# igb page-based receive: claims on kernel {k['release']}", ""]
+    if baseline is not None:
+        lines += ["## Against the baseline", "", baseline.to_markdown(), ""]
+    lines += [
              f"- kernel: {k['release']} ({k.get('source')}, key `{k['key']}`)",
              f"- QEMU: {record['qemu']['version']}, accelerator {record['qemu']['accel']}",
              f"- run `{record['run_id']}`, {record['wall_s']:.0f} s wall: `{record['command']}`",
@@ -153,18 +160,44 @@ def render_markdown(record: dict, plots: list[Plot]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_junit(path: Path, results: list[ClaimResult]) -> None:
-    tally = Counter(r.verdict for r in results)
-    suite = ET.Element("testsuite", name="harness-claims", tests=str(len(results)),
-                       failures=str(tally["refuted"]), skipped=str(tally["inconclusive"]), errors="0",
-                       time=f"{sum(r.seconds for r in results):.1f}")
-    for r in results:
-        case = ET.SubElement(suite, "testcase", classname="claims", name=r.id, time=f"{r.seconds:.1f}")
-        details = "\n".join([c.describe() for c in r.checks] + r.explanation + r.notes)
-        if r.verdict == "refuted":
-            ET.SubElement(case, "failure", message=f"refuted: {r.rule}").text = details
-        elif r.verdict == "inconclusive":
-            ET.SubElement(case, "skipped", message="inconclusive: " + "; ".join(r.notes)[:500]).text = details
+def junit_suite(name: str, claims: list[dict], baseline: dict | None = None) -> ET.Element:
+    """One <testsuite>: a testcase per claim (refuted = failure, inconclusive = skipped),
+    plus one for the baseline comparison when there is one."""
+    tally = Counter(c["verdict"] for c in claims)
+    regressions = [ch for ch in (baseline or {}).get("changes", []) if ch.get("regression")]
+    suite = ET.Element("testsuite", name=name, tests=str(len(claims) + (baseline is not None)),
+                       failures=str(tally["refuted"] + bool(regressions)), skipped=str(tally["inconclusive"]),
+                       errors="0", time=f"{sum(c['seconds'] for c in claims):.1f}")
+    for c in claims:
+        case = ET.SubElement(suite, "testcase", classname=f"{name}.claims", name=c["id"], time=f"{c['seconds']:.1f}")
+        checks = [f"{ch['rule']}: measured {fmtnum(ch['value'])}" for ch in c["checks"]]
+        details = "\n".join(checks + c["explanation"] + c["notes"])
+        if c["verdict"] == "refuted":
+            ET.SubElement(case, "failure", message=f"refuted: {c['rule']}").text = details
+        elif c["verdict"] == "inconclusive":
+            ET.SubElement(case, "skipped", message="inconclusive: " + "; ".join(c["notes"])[:500]).text = details
         else:
             ET.SubElement(case, "system-out").text = details
+    if baseline is not None:
+        case = ET.SubElement(suite, "testcase", classname=f"{name}.baseline", name="against-baseline", time="0")
+        lines = [ch["text"] for ch in baseline.get("changes", [])]
+        if regressions:
+            ET.SubElement(case, "failure", message=f"{len(regressions)} regressions against "
+                          f"{baseline.get('base', 'the baseline')}").text = "\n".join(lines)
+        else:
+            ET.SubElement(case, "system-out").text = "\n".join(lines) or "no change beyond tolerance"
+    return suite
+
+
+def write_junit(path: Path, results: list[ClaimResult], baseline: Comparison | None = None) -> None:
+    suite = junit_suite("harness-claims", [r.to_json() for r in results],
+                        baseline.to_dict() if baseline is not None else None)
     ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def write_junit_suites(path: Path, runs: list[tuple[str, dict]]) -> None:
+    """A kernel matrix: one <testsuite> per kernel (named by its label)."""
+    root = ET.Element("testsuites", name="harness-matrix")
+    for label, record in runs:
+        root.append(junit_suite(f"harness-claims.{label}", record["claims"], record.get("baseline")))
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)

@@ -40,14 +40,14 @@ class HalfPageSync:
 class SkipCpuSync:
     id, slide = "skip-cpu-sync", "8"
     title = "igb maps and unmaps rx pages with DMA_ATTR_SKIP_CPU_SYNC (syncs are explicit and partial)"
-    experiments = ("ring-fill", "rx-debug")
+    experiments = ("ring-fill", "rx-page-refs")
 
     def evaluate(self, lab: Lab) -> ClaimResult:
         maps_frac, maps = attr_fraction(lab, "ring-fill", "dma_map_page_attrs", "igb", DMA_ATTR_SKIP_CPU_SYNC)
         unmaps_frac, unmaps = attr_fraction(lab, "ring-fill", "dma_unmap_page_attrs", "igb",
                                             DMA_ATTR_SKIP_CPU_SYNC)
         ctl_frac, ctl = attr_fraction(lab, "ring-fill", "dma_map_page_attrs", "e1000e", DMA_ATTR_SKIP_CPU_SYNC)
-        reports = value(lab, "rx-debug", "console_dma_api_reports", "")
+        reports = value(lab, "rx-page-refs", "console_dma_api_reports", "")
         how = "kprobe on dma_(un)map_page_attrs, attrs argument, hist by device and attrs; igb down/up + traffic"
         attrs = detail(lab, "ring-fill", "dma_map_page_attrs:attrs", "igb").get("by_attrs", {})
         return ClaimResult(self.id, self.title, self.slide, [

@@ -7,14 +7,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
 from ..cache import Cache
 from ..errors import HarnessError
 from ..image import GuestImage, build_image
-from ..kernel import DEFAULT_FRAGMENTS, Kernel, KernelRequest, get_kernel
+from ..kernel import DEFAULT_FRAGMENTS, Kernel, get_kernel
+from ..kernel_choice import KernelChoice
 from ..measure import Measurement
 from ..paths import PATCHES_DIR
 from ..vm import Guest, GuestOptions
@@ -32,8 +32,6 @@ VARIANTS = {
     "stock": Variant("stock", DEFAULT_FRAGMENTS, purpose="the kernel under test"),
     "no-reuse": Variant("no-reuse", DEFAULT_FRAGMENTS, ("igb-no-page-reuse.patch",),
                         "igb_can_reuse_rx_page() always false: the A side of page-reuse"),
-    "debug": Variant("debug", (*DEFAULT_FRAGMENTS, "debug-checks"),
-                     purpose="CONFIG_DEBUG_PAGE_REF (page_ref events) and CONFIG_DMA_API_DEBUG"),
 }
 DMA_MODES = {
     "direct": {},
@@ -47,13 +45,12 @@ def log(msg: str) -> None:
 
 
 class Lab:
-    def __init__(self, cache: Cache, run_id: str, *, tree: Path | None = None, accel: str = "auto",
-                 kernel: Kernel | None = None) -> None:
+    def __init__(self, cache: Cache, run_id: str, *, choice: KernelChoice | None = None,
+                 accel: str = "auto") -> None:
         self.cache = cache
         self.run_id = run_id
-        self.tree = tree
+        self.choice = choice or KernelChoice("source")
         self.accel = accel
-        self._fixed_kernel = kernel  # e.g. Debian's prebuilt: no variants can be built from it
         self._kernels: dict[str, Kernel] = {}
         self._kernel_errors: dict[str, str] = {}
         self._image: GuestImage | None = None
@@ -78,14 +75,13 @@ class Lab:
         return self._kernels[variant]
 
     def _get_kernel(self, variant: str) -> Kernel:
-        if self._fixed_kernel is not None:
+        if self.choice.prebuilt:
             if variant != "stock":
                 raise HarnessError(f"a prebuilt kernel has no {variant!r} variant (it needs a build)")
-            return self._fixed_kernel
+            return self.choice.prebuilt_kernel(self.cache)
         v = VARIANTS[variant]
         log(f"kernel variant {variant}: {v.purpose}")
-        request = KernelRequest(tree=self.tree, fragments=v.fragments, variant=variant,
-                                patches=tuple(PATCHES_DIR / p for p in v.patches))
+        request = self.choice.build_request(v.fragments, tuple(PATCHES_DIR / p for p in v.patches), variant)
         return get_kernel(request, self.cache)
 
     def image(self) -> GuestImage:

@@ -58,11 +58,11 @@ class PageReuse:
 class PagecntBias:
     id, slide = "pagecnt-bias", "7"
     title = "igb takes page references in bulk (page_ref_add + pagecnt_bias), not one per frame"
-    experiments = ("rx-debug",)
+    experiments = ("rx-page-refs",)
 
     def evaluate(self, lab: Lab) -> ClaimResult:
-        gets = per_packet(lab, "rx-debug", "calls:__page_ref_mod", "igb")
-        puts = per_packet(lab, "rx-debug", "calls:__page_ref_mod_and_test", "igb")
+        gets = per_packet(lab, "rx-page-refs", "calls:__page_ref_mod", "igb")
+        puts = per_packet(lab, "rx-page-refs", "calls:__page_ref_mod_and_test", "igb")
         how = ("CONFIG_DEBUG_PAGE_REF kernel, page_ref_mod tracepoints active; function_graph counts "
                "__page_ref_mod (page_ref_add/inc) and __page_ref_mod_and_test (put) under igb_poll")
         return ClaimResult(self.id, self.title, self.slide, [

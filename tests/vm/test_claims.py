@@ -14,10 +14,9 @@ pytestmark = pytest.mark.vm
 
 
 @pytest.fixture(scope="session")
-def claims_lab(pytestconfig, harness_cache, kernel):
-    fixed = kernel if kernel.meta.get("source") == "debian-prebuilt" else None
-    lab = Lab(harness_cache, "pytest-" + secrets.token_hex(3), tree=pytestconfig.getoption("--kernel-tree"),
-              accel=pytestconfig.getoption("--accel"), kernel=fixed)
+def claims_lab(pytestconfig, harness_cache, kernel_choice):
+    lab = Lab(harness_cache, "pytest-" + secrets.token_hex(3), choice=kernel_choice,
+              accel=pytestconfig.getoption("--accel"))
     yield lab
     lab.close()
 

@@ -1,0 +1,212 @@
+"""`harness run` over one or several kernels: one results set per kernel, each
+optionally compared with a baseline, and for several kernels a report that
+puts them side by side."""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+
+from .cache import Cache
+from .compare import Tolerance, compare_results, load_results, metric_matrix, verdict_matrix
+from .errors import HarnessError
+from .kernel_choice import KernelChoice
+from .measure import load as load_measurements
+from .report import TEMPLATES, fmtnum, write_junit_suites
+
+
+def log(msg: str) -> None:
+    print(f"harness: {msg}", file=sys.stderr, flush=True)
+
+
+def load_baselines(path: Path, choices: list[KernelChoice]) -> dict[str, dict]:
+    """Baseline results per kernel label. One kernel: `path` is its results.json or
+    out directory. Several: `path` is a matrix out directory (one subdirectory per
+    kernel); a kernel without a baseline there is compared with nothing (said in its report)."""
+    if len(choices) == 1:
+        return {choices[0].label: load_results(path)}
+    if not path.is_dir():
+        raise HarnessError(f"--baseline {path}: for a run over several kernels give the earlier run's out "
+                           "directory (one subdirectory per kernel)")
+    found = {c.label: load_results(path / c.label) for c in choices if (path / c.label / "results.json").is_file()}
+    if not found:
+        raise HarnessError(f"--baseline {path}: no results.json under any of "
+                           f"{', '.join(c.label + '/' for c in choices)}")
+    return found
+
+
+def run_kernel(choice: KernelChoice, claims: list, cache: Cache, out: Path, accel: str,
+               baseline: dict | None, tol: Tolerance, *, keep: bool = False) -> dict:
+    """The claims on one kernel; writes `out` and returns its results record."""
+    from .claims.lab import Lab
+    from .claims.runner import run_claims
+    from .report import write_report
+    from .smoke import qemu_version
+
+    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+    started = time.monotonic()
+    lab = Lab(cache, run_id, choice=choice, accel=accel)
+    try:
+        kernel = lab.kernel("stock")  # fail early on a kernel that cannot be had
+        results = run_claims(lab, claims)
+    finally:
+        lab.close()
+    meta = {
+        "run_id": run_id, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "command": shlex.join(["harness", *sys.argv[1:]]), "wall_s": round(time.monotonic() - started, 1),
+        "kernel": {"label": choice.label, "release": kernel.release, "key": kernel.key, **kernel.meta},
+        "qemu": {"version": qemu_version(), "accel": lab.boots[0]["accel"] if lab.boots else "none"},
+    }
+    comparison = None
+    if baseline is not None:
+        comparison = compare_results(baseline, {**meta, "claims": [r.to_json() for r in results]}, tol)
+    record = write_report(out, lab, results, meta, baseline=comparison)
+    for r in results:
+        print(f"  {r.verdict:12s} {r.id:18s} {r.checks[0].describe() if r.checks else ''}")
+    if comparison is not None:
+        print(comparison.to_markdown())
+    log(f"{choice.label}: {', '.join(f'{n} {v}' for v, n in record['tally'].items())} in "
+        f"{record['wall_s']:.0f}s; report: {out / 'report.html'}")
+    if keep:
+        _keep(lab)
+    return record
+
+
+def _keep(lab: object) -> None:
+    """Boot the kernel under test again and hold it until Ctrl-C (the harness owns QEMU)."""
+    from .investigate import prepare_guest, usage
+
+    g = lab.guest("stock", "direct")  # type: ignore[attr-defined]
+    try:
+        prepare_guest(g, lab.cache)  # type: ignore[attr-defined]
+        print(usage(g, "press Ctrl-C here to stop the guest"), file=sys.stderr, flush=True)
+        while g.alive():
+            time.sleep(1)
+        log("the guest exited")
+    except KeyboardInterrupt:
+        log("stopping the kept guest")
+    finally:
+        lab.close()  # type: ignore[attr-defined]
+
+
+# ---- the comparison report of a matrix run ------------------------------------
+def write_matrix(out: Path, runs: list[tuple[str, dict]], tol: Tolerance) -> dict:
+    """out/matrix.json, report.html and report.md comparing the kernels (the first
+    is the reference for the deltas), and one JUnit file with a suite per kernel."""
+    verdicts = verdict_matrix(runs)
+    metrics = metric_matrix(runs, tol)
+    labels = [label for label, _ in runs]
+    kernels = {label: {"release": r["kernel"]["release"], "source": r["kernel"].get("source"),
+                       "tally": r["tally"], "wall_s": r["wall_s"], "dir": label,
+                       "baseline": r.get("baseline")} for label, r in runs}
+    counts, same = count_matrix(out, labels, tol)
+    record = {"labels": labels, "reference": labels[0], "kernels": kernels, "verdicts": verdicts,
+              "metrics": metrics, "counts": counts, "counts_same": same,
+              "tolerance": {"rel": tol.rel, "abs": tol.abs}}
+    (out / "matrix.json").write_text(json.dumps(record, indent=2, default=_nan_to_none))
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
+    env.filters["fmtnum"] = fmtnum
+    env.filters["signed"] = _signed
+    (out / "report.html").write_text(env.get_template("matrix.html.j2").render(**record))
+    (out / "report.md").write_text(render_matrix_markdown(record))
+    write_junit_suites(out / "junit.xml", [(label, r) for label, r in runs])
+    differing = sum(1 for m in metrics if m["differs"])
+    log(f"matrix of {len(labels)} kernels: {differing} of {len(metrics)} figures differ beyond tolerance; "
+        f"report: {out / 'report.html'}")
+    return record
+
+
+# Per-frame rows that are about the run rather than the driver (pktgen's own rate).
+NOT_COMPARED = ("pktgen_pps", "pktgen_sent")
+
+
+def count_matrix(out: Path, labels: list[str], tol: Tolerance) -> tuple[list[dict], int]:
+    """Every per-frame count of every experiment (measurements.csv of each kernel),
+    side by side; returns the rows that differ beyond `tol` from the reference
+    kernel (or exist on one side only) and how many agree."""
+    frames = []
+    for label in labels:
+        path = out / label / "measurements.csv"
+        if path.is_file():
+            m = load_measurements(path)
+            m = m[~m.metric.isin(NOT_COMPARED) & (m.driver.fillna("") != "")]
+            frames.append(m.assign(kernel=label))
+    if not frames:
+        return [], 0
+    table = pd.concat(frames).pivot_table(index=["experiment", "driver", "metric"], columns="kernel",
+                                          values="per_packet", aggfunc="sum", dropna=False)
+    rows, same = [], 0
+    ref = labels[0]
+    for (experiment, driver, metric), values in table.iterrows():
+        vals = {lb: _finite(values.get(lb)) for lb in labels}
+        deltas = {lb: (vals[lb] - vals[ref]) if vals[lb] is not None and vals[ref] is not None else None
+                  for lb in labels[1:]}
+        differs = any((vals[lb] is None) != (vals[ref] is None)
+                      or (deltas[lb] is not None and tol.moved(vals[ref], vals[lb])) for lb in labels[1:])
+        if differs:
+            rows.append({"experiment": experiment, "driver": driver, "metric": metric, "values": vals,
+                         "delta": deltas})
+        else:
+            same += 1
+    return rows, same
+
+
+def _finite(x: object) -> float | None:
+    try:
+        v = float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _nan_to_none(x: object) -> object:
+    return None if isinstance(x, float) and x != x else str(x)
+
+
+def _signed(x: float | None, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and x != x):
+        return ""
+    return f"{x:+.{digits}f}"
+
+
+def render_matrix_markdown(record: dict) -> str:
+    labels = record["labels"]
+    ref = record["reference"]
+    lines = ["# igb page-based receive: the claims on several kernels", ""]
+    for label in labels:
+        k = record["kernels"][label]
+        tally = ", ".join(f"{n} {v}" for v, n in k["tally"].items())
+        lines.append(f"- **{label}**: {k['release']} ({k['source']}), {tally}, {k['wall_s']:.0f} s; "
+                     f"details in [{label}/report.md]({label}/report.md)")
+    lines += ["", "## Verdicts", "", "| claim | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    for row in record["verdicts"]:
+        lines.append(f"| {row['claim']} | " + " | ".join(row["verdicts"].get(label) or "—" for label in labels) + " |")
+    rel, abs_ = record["tolerance"]["rel"], record["tolerance"]["abs"]
+    lines += ["", f"## Figures (per received frame unless the name says otherwise; Δ against {ref}; "
+              f"**bold**: a row that differs beyond ±{rel:.0%} and ±{abs_:g})", "",
+              "| claim | figure | " + " | ".join(labels) + " | " + " | ".join(f"Δ {lb}" for lb in labels[1:]) + " |",
+              "|---" * (2 + 2 * len(labels) - 1) + "|"]
+    for m in record["metrics"]:
+        values = [fmtnum(m["values"].get(label)) for label in labels]
+        deltas = []
+        for label in labels[1:]:
+            d = _signed(m["delta"].get(label))
+            deltas.append(f"**{d}**" if d and m["differs"] else d)
+        lines.append(f"| {m['claim']} | {m['metric']} | " + " | ".join(values) + " | " + " | ".join(deltas) + " |")
+    lines += ["", f"## Per-frame counts of every experiment that differ ({len(record['counts'])} differ, "
+              f"{record['counts_same']} agree)", "",
+              "| experiment | driver | count | " + " | ".join(labels) + " | "
+              + " | ".join(f"Δ {lb}" for lb in labels[1:]) + " |", "|---" * (3 + 2 * len(labels) - 1) + "|"]
+    for c in record["counts"]:
+        lines.append(f"| {c['experiment']} | {c['driver']} | {c['metric']} | "
+                     + " | ".join(fmtnum(c["values"][lb]) for lb in labels) + " | "
+                     + " | ".join(_signed(c["delta"][lb]) for lb in labels[1:]) + " |")
+    return "\n".join(lines) + "\n"
