@@ -10,10 +10,12 @@ verifies the manifest before use; a corrupt artifact is removed and rebuilt.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -88,7 +90,7 @@ class Cache:
         try:
             return verify(path)
         except CorruptArtifact as e:
-            print(f"harness: cache: {e}; rebuilding", flush=True)
+            print(f"harness: cache: {e}; rebuilding", file=sys.stderr, flush=True)
             shutil.rmtree(path, ignore_errors=True)
             return None
 
@@ -110,10 +112,23 @@ class Cache:
                 write_manifest(tmp, meta, hash_files=verify_files)
                 final = self.root / kind / key
                 os.rename(tmp, final)
+            except OSError as e:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise HarnessError(f"no space left on the cache's file system while making {kind}/{key} "
+                                       f"({e.filename or self.root}); {free_space(self.root)}: free space or "
+                                       "point --cache / HARNESS_CACHE elsewhere (the partial artifact was "
+                                       "removed)") from e
+                raise
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
             return verify(final)
+
+
+def free_space(path: Path) -> str:
+    st = os.statvfs(path)
+    return f"{st.f_bavail * st.f_frsize / 2**20:.0f} MiB free of {st.f_blocks * st.f_frsize / 2**20:.0f} MiB"
 
 
 def write_manifest(path: Path, meta: dict, *, hash_files: bool = True) -> None:

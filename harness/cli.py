@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import signal
 import subprocess
 import sys
@@ -105,9 +106,15 @@ def cmd_boot(args: argparse.Namespace) -> int:
         raise HarnessError("harness boot: give the command to run after --, e.g. harness boot -- uname -a")
     with booted_guest(args) as guest:
         # One argument is a shell snippet as typed ('ethtool -i eth0; ...'); several are an argv.
+        mark = guest.console.line_count() if guest.console else 0
         result = guest.run(command[0] if len(command) == 1 else command, check=False, timeout=args.timeout)
         sys.stdout.write(result.stdout)
         sys.stderr.write(result.stderr)
+        crashes = guest.console.reports_since(mark) if guest.console else []
+        if crashes:
+            print("harness: the kernel reported on the guest console during the command:\n  | "
+                  + "\n  | ".join(crashes[:30]) + f"\n  console log: {guest.console_log}", file=sys.stderr)
+            return result.rc or 1
         return result.rc
 
 
@@ -224,6 +231,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except HarnessError as e:
         print(f"harness: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"harness: error: no space left on device writing {e.filename or '?'}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"harness: interrupted after {time.monotonic() - started:.0f}s; guests stopped", file=sys.stderr)

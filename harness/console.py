@@ -20,6 +20,7 @@ INIT_FAILED_RE = re.compile(r"HARNESS-INIT-FAILED: (.*)")
 CRASH_PATTERNS = (
     re.compile(r"Kernel panic - not syncing"),
     re.compile(r"\bBUG: "),
+    re.compile(r"\bkernel BUG at "),
     re.compile(r"\bOops(: |\b)"),
     re.compile(r"\bWARNING: .* at "),
     re.compile(r"\bKASAN: "),
@@ -119,6 +120,24 @@ class ConsoleWatcher:
         if is_crash_line(line):
             self.crash_lines.append(line)
             self._crash_marks.append(self._line_no)
+
+    def reports_since(self, line_no: int, context: int = 24) -> list[str]:
+        """The crash lines after console line `line_no`, each with the lines that
+        follow it (its call trace) up to `---[ end trace` or `context` lines."""
+        with self._lock:
+            first = self._line_no - len(self.tail) + 1  # console line number of tail[0]
+            tail = list(self.tail)
+            out: list[str] = []
+            shown = 0  # last line number already in `out`
+            for mark in self._crash_marks:
+                if mark <= line_no or mark <= shown:
+                    continue
+                for n in range(max(mark, first), min(mark + context, self._line_no) + 1):
+                    out.append(tail[n - first])
+                    shown = n
+                    if "---[ end trace" in tail[n - first]:
+                        break
+            return out
 
     def last_lines(self, n: int = 30) -> list[str]:
         with self._lock:

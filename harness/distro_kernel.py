@@ -22,7 +22,9 @@ from .kernel import Kernel
 # linux-image-6.12.38+deb12-amd64-unsigned (backports), linux-image-6.1.0-41-amd64-unsigned (bookworm)
 PACKAGE_NAME = re.compile(r"^linux-image-(\d+\.\d+\.\d+(?:[-+][\w.]+?)?-amd64)-unsigned$")
 SERIES = ("6.12", "6.1")
-BOOT_MODULES = ("virtio_blk", "ext4")  # to mount the root disk
+# To mount the root disk (virtio_pci is built in from 6.12 on, a module in 6.1;
+# modprobe --show-depends skips built-ins).
+BOOT_MODULES = ("virtio_pci", "virtio_blk", "ext4")
 GUEST_MODULES = ("virtio_net", "igb", "e1000e", "pktgen")  # loaded by harness-init
 BUSYBOX = Path("/bin/busybox")
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 # " 1)               |  igb_poll() {"   " 0)   0.950 us    |    napi_build_skb();"   " 0) + 10.1 us |  }"
 GRAPH_LINE = re.compile(r"^\s*(\d+)\)\s*(?:[^|]*)\|(\s*)(.*?)\s*$")
-GRAPH_CALL = re.compile(r"^([A-Za-z_][\w.]*)\(\)\s*(\{|;)")
+# Module functions carry their module on older kernels: `igb_poll [igb]() {` (6.1).
+GRAPH_CALL = re.compile(r"^([A-Za-z_][\w.]*)(?: \[\w+\])?\(\)\s*(\{|;)")
 GRAPH_CLOSE = re.compile(r"^\}")
 
 

@@ -30,13 +30,19 @@ def scripts(guest: Guest) -> dict[str, str]:
     igb, e1000e = guest.nic("igb"), guest.nic("e1000e")
     mac = {n.name: n.mac for n in guest.nics}
     count = "${1:-" + str(BY_HAND_PKTGEN.count) + "}"
-    pktgen = pktgen_script(e1000e, mac[igb], BY_HAND_PKTGEN).replace(f"count {BY_HAND_PKTGEN.count}",
-                                                                      f"count {count}")
+    # The frame count becomes the script's first argument (outside single quotes, so the shell expands it).
+    fixed = f"echo 'count {BY_HAND_PKTGEN.count}'"
+    pktgen = pktgen_script(e1000e, mac[igb], BY_HAND_PKTGEN)
+    assert fixed in pktgen, "pktgen_script changed how it sets the count"
+    pktgen = pktgen.replace(fixed, f'echo "count {count}"')
     graph = GraphProbe()
     hooks = list(POLL_ROOTS) + RX_PATH_FUNCTIONS
     return {
         "pktgen.sh": f"# {count} frames {e1000e} (e1000e) -> {igb} (igb) at {BY_HAND_PKTGEN.rate_pps}/s\n"
-                     f"ip link set dev {e1000e} up; ip link set dev {igb} up\n" + pktgen,
+                     f"ip link set dev {e1000e} up; ip link set dev {igb} up\n"
+                     # The emulated PHYs take a moment to report carrier; frames sent before are lost.
+                     f"for i in $(seq 100); do [ $(cat /sys/class/net/{e1000e}/carrier) = 1 ] && "
+                     f"[ $(cat /sys/class/net/{igb}/carrier) = 1 ] && break; sleep 0.1; done\n" + pktgen,
         # Functions that are not traceable in this kernel make the filter write
         # fail: the script keeps only the available ones.
         "graph-arm.sh": "hooks=$(grep -oxE '" + "|".join(hooks) + f"' {T}/available_filter_functions | "

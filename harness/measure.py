@@ -53,7 +53,8 @@ class Measurement:
         rows = self.rows(metric, driver)
         if rows.empty:
             raise KeyError(f"no {metric} for {driver} in this measurement")
-        return float(rows.value.sum())
+        # min_count=1: a value that could not be measured (NaN) stays NaN, not 0.
+        return float(rows.value.sum(min_count=1))
 
     def per_packet(self, metric: str, driver: str) -> float:
         return self.value(metric, driver) / self.traffic.received

@@ -190,7 +190,7 @@ DEVNAME = "devname=+0(+0(%di)):string"
 # Two hist triggers per event: a string key (256 bytes) plus three numbers is
 # over the hist key-size limit (EINVAL). The size argument is fetched as `len`:
 # a key named `size` clashes with the trigger's own `size=` parameter.
-SIZE_KEYS, ATTR_KEYS = "devname,dir,len", "devname,attrs"
+SIZE_KEYS, ATTR_KEYS = "devname,dir,len", "devname,dir,attrs"
 DMA_KPROBES = {
     # event: (function, fetch args, hist key sets)
     "dma_map": ("dma_map_page_attrs", f"{DEVNAME} len=%cx:u64 dir=%r8:u32 attrs=%r9:u64", (SIZE_KEYS, ATTR_KEYS)),
@@ -273,15 +273,25 @@ class DmaProbe:
 
     @staticmethod
     def _attr_observations(func: str, table: HistTable, drivers: dict[str, str]) -> list[Observation]:
+        """attrs per driver, overall and by direction (a driver's rx maps are
+        DMA_FROM_DEVICE; its tx maps, e.g. IPv6 router solicitations at link up, are not)."""
         method = f"kprobe on {func}, attrs argument, hist trigger keyed by {ATTR_KEYS}"
-        per: dict[str, dict[int, int]] = {}
+        per: dict[str, dict[str, dict[int, int]]] = {}
         for keys, vals in table.rows:
             driver = drivers.get(keys["devname"], keys["devname"])
-            attrs = per.setdefault(driver, {})
+            direction = DMA_DIRECTIONS.get(keys.get("dir", ""), keys.get("dir", "?"))
+            attrs = per.setdefault(driver, {}).setdefault(direction, {})
             attrs[int(keys["attrs"])] = attrs.get(int(keys["attrs"]), 0) + vals["hitcount"]
-        return [Observation(f"{func}:attrs", sum(a.values()), driver, method,
-                            {"by_attrs": {hex(k): v for k, v in sorted(a.items())}})
-                for driver, a in per.items()]
+        obs = []
+        for driver, by_dir in per.items():
+            total: dict[int, int] = {}
+            for attrs in by_dir.values():
+                for k, v in attrs.items():
+                    total[k] = total.get(k, 0) + v
+            obs.append(Observation(f"{func}:attrs", sum(total.values()), driver, method, {
+                "by_attrs": {hex(k): v for k, v in sorted(total.items())},
+                "by_dir_attrs": {d: {hex(k): v for k, v in sorted(a.items())} for d, a in sorted(by_dir.items())}}))
+        return obs
 
     def cleanup(self, guest: Guest) -> None:
         # Triggers must go before their kprobe event can be removed.

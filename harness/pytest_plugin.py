@@ -87,7 +87,7 @@ def fresh_guest(kernel: Kernel, guest_image: GuestImage, guest_options: GuestOpt
 def _fail_on_crash(g: Guest, since_line: int) -> None:
     if g.console is None or g.crash_expected:
         return
-    crashes = g.console.crashes_since(since_line)
+    crashes = g.console.reports_since(since_line)
     if crashes:
         pytest.fail("kernel reported on the guest console:\n" + "\n".join(f"  | {c}" for c in crashes[:20])
                     + f"\n  console log: {g.console_log}", pytrace=False)

@@ -103,17 +103,17 @@ def make_plots(out: Path, results: list[ClaimResult]) -> list[Plot]:
                           "keyed by device): stock igb, the same igb with igb_can_reuse_rx_page() patched to false, "
                           "and the e1000e receiving.", "page_reuse.png"))
     skb = [
-        ("default", _value(results, "build-skb-vs-copy", "napi_build_skb per frame (default)"),
+        ("default", _value(results, "build-skb-vs-copy", "build_skb per frame (default)"),
          _value(results, "build-skb-vs-copy", "copying skb allocations per frame (default)")),
-        ("legacy-rx", _value(results, "build-skb-vs-copy", "napi_build_skb per frame (legacy-rx)"),
+        ("legacy-rx", _value(results, "build-skb-vs-copy", "build_skb per frame (legacy-rx)"),
          _value(results, "build-skb-vs-copy", "copying skb allocations per frame (legacy-rx)")),
-        ("XDP_DROP", _value(results, "xdp", "napi_build_skb per frame under XDP_DROP"), math.nan),
-        ("XDP_PASS", _value(results, "xdp", "napi_build_skb per frame under XDP_PASS"), math.nan),
+        ("XDP_DROP", _value(results, "xdp", "build_skb per frame under XDP_DROP"), math.nan),
+        ("XDP_PASS", _value(results, "xdp", "build_skb per frame under XDP_PASS"), math.nan),
     ]
     if any(not math.isnan(b) for _, b, _ in skb):
         fig, ax = plt.subplots(figsize=(7, 3.2), dpi=110)
         xs = range(len(skb))
-        for offset, idx, label, color in ((-0.2, 1, "napi_build_skb (skb around the rx page)", "#2e7d32"),
+        for offset, idx, label, color in ((-0.2, 1, "build_skb (skb around the rx page)", "#2e7d32"),
                                           (0.2, 2, "copying skb allocations", "#ef6c00")):
             vals = [row[idx] for row in skb]
             bars = ax.bar([x + offset for x in xs], [0 if math.isnan(v) else v for v in vals], 0.4,

@@ -282,7 +282,15 @@ class Guest:
         return names[0]
 
     def console_tail(self, n: int = 30) -> list[str]:
-        return self.console.last_lines(n) if self.console else []
+        """The console lines an error shows: the last `n`, or, once the kernel has
+        reported a crash, that report (with its call trace) and then the last few."""
+        if self.console is None:
+            return []
+        report = self.console.reports_since(0, context=n)[:n]
+        if not report:
+            return self.console.last_lines(n)
+        last = self.console.last_lines(8)
+        return report + (["..."] + last if last and last[-1] not in report else [])
 
     # ---- commands --------------------------------------------------------
     def run(self, cmd: Sequence[str] | str, *, check: bool = True, timeout: float | None = None,

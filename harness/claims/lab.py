@@ -56,6 +56,7 @@ class Lab:
         self._image: GuestImage | None = None
         self._guest: Guest | None = None
         self._guest_key: tuple[str, str] | None = None
+        self._boot_errors: dict[tuple[str, str], str] = {}
         self.results: dict[str, Measurement] = {}
         self.failures: dict[str, str] = {}  # experiment -> why it could not be measured
         self.frames: list[pd.DataFrame] = []
@@ -96,12 +97,18 @@ class Lab:
         key = (variant, dma_mode)
         if self._guest is not None and self._guest_key == key and self._guest.alive():
             return self._guest
+        if key in self._boot_errors:  # a guest that failed to boot is not booted again for every experiment
+            raise HarnessError(self._boot_errors[key])
         self.stop_guest()
         kernel = self.kernel(variant)
         opts = GuestOptions(accel=self.accel, **DMA_MODES[dma_mode])
         log(f"booting {kernel.label} with DMA mode {dma_mode} ...")
         g = Guest(kernel, self.image(), opts, self.cache)
-        g.__enter__()
+        try:
+            g.__enter__()
+        except HarnessError as e:
+            self._boot_errors[key] = f"{variant} kernel, DMA mode {dma_mode}: boot failed: {str(e).splitlines()[0]}"
+            raise
         self._guest, self._guest_key = g, key
         self.boots.append({"variant": variant, "dma_mode": dma_mode, "kernel": kernel.key,
                            "release": kernel.release, "accel": g.spec.accel, "times": g.times.summary(),

@@ -8,6 +8,9 @@ import json
 from ..measure import Measurement
 from .lab import Lab
 
+# An skb built around the rx page: napi_build_skb since 6.x's igb, build_skb in
+# 6.1's. Neither calls the other, so the sum counts each skb once.
+BUILD_SKB = ("calls:napi_build_skb", "calls:build_skb")
 COPY_SKB_ALLOCS = ("calls:napi_alloc_skb", "calls:__napi_alloc_skb", "calls:__netdev_alloc_skb")
 DMA_ATTR_SKIP_CPU_SYNC = 1 << 5  # include/linux/dma-mapping.h
 
@@ -48,9 +51,12 @@ def detail(lab: Lab, experiment: str, metric: str, driver: str) -> dict:
     return json.loads(rows.iloc[0].detail) if not rows.empty and rows.iloc[0].detail else {}
 
 
-def attr_fraction(lab: Lab, experiment: str, func: str, driver: str, bit: int) -> tuple[float | None, int]:
-    """Fraction of `driver`'s calls of `func` whose attrs have `bit` set, and the call count."""
-    by = detail(lab, experiment, f"{func}:attrs", driver).get("by_attrs")
+def attr_fraction(lab: Lab, experiment: str, func: str, driver: str, bit: int,
+                  direction: str | None = None) -> tuple[float | None, int]:
+    """Fraction of `driver`'s calls of `func` (in DMA `direction`, e.g. "from_device",
+    if given) whose attrs have `bit` set, and the call count."""
+    d = detail(lab, experiment, f"{func}:attrs", driver)
+    by = d.get("by_attrs") if direction is None else d.get("by_dir_attrs", {}).get(direction)
     if by is None:
         return None, 0
     total = sum(by.values())

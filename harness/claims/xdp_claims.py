@@ -6,7 +6,7 @@ from ..errors import HarnessError
 from ..igb_source import IGB_H, igb_rx_layout
 from .base import Check, ClaimResult
 from .lab import Lab
-from .rules import fmt, per_packet, value
+from .rules import BUILD_SKB, fmt, per_packet, per_packet_sum, value
 
 GRAPH = "function_graph under igb_poll, calls per received frame"
 DMA = "kprobe on dma_map_page_attrs keyed by device"
@@ -20,10 +20,10 @@ class XdpOnPages:
 
     def evaluate(self, lab: Lab) -> ClaimResult:
         runs = per_packet(lab, "xdp-drop", "xdp_run_cnt:xdp_drop", "igb")
-        drop_skb = per_packet(lab, "xdp-drop", "calls:napi_build_skb", "igb")
+        drop_skb = per_packet_sum(lab, "xdp-drop", BUILD_SKB, "igb")
         drop_alloc = per_packet(lab, "xdp-drop", "calls:__alloc_pages_noprof", "igb")
         drop_maps = per_packet(lab, "xdp-drop", "dma_map_page_attrs", "igb")
-        pass_skb = per_packet(lab, "xdp-pass", "calls:napi_build_skb", "igb")
+        pass_skb = per_packet_sum(lab, "xdp-pass", BUILD_SKB, "igb")
         tx_back = per_packet(lab, "xdp-tx", "counter:link.rx_packets", "e1000e")
         tx_alloc = per_packet(lab, "xdp-tx", "calls:__alloc_pages_noprof", "igb")
         headroom = value(lab, "xdp-headroom", "xdp_buff_headroom", "igb")
@@ -32,10 +32,10 @@ class XdpOnPages:
         checks = [
             Check("XDP_DROP program runs per frame (bpftool run_cnt)", runs, "~", 1.0, rel_tol=0.001,
                   how="bpftool prog show run_cnt delta / frames received"),
-            Check("napi_build_skb per frame under XDP_DROP", drop_skb, "<", 0.01, how=GRAPH),
+            Check("build_skb per frame under XDP_DROP", drop_skb, "<", 0.01, how=GRAPH),
             Check("page allocations per frame under XDP_DROP", drop_alloc, "<", 0.05, how=GRAPH),
             Check("igb DMA maps per frame under XDP_DROP", drop_maps, "<", 0.05, how=DMA),
-            Check("napi_build_skb per frame under XDP_PASS", pass_skb, "~", 1.0, rel_tol=0.02, how=GRAPH),
+            Check("build_skb per frame under XDP_PASS", pass_skb, "~", 1.0, rel_tol=0.02, how=GRAPH),
             Check("frames bounced back to the e1000e per frame under XDP_TX", tx_back, "~", 1.0, rel_tol=0.01,
                   how="ip -j -s link rx_packets delta on the e1000e"),
             Check("page allocations per frame under XDP_TX", tx_alloc, "<", 0.05, how=GRAPH),

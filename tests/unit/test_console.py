@@ -59,3 +59,19 @@ def test_dma_api_debug_banner_is_allowed_but_reports_are_not():
     assert not is_crash_line("[    0.425713] DMA-API: preallocated 65536 debug entries")
     assert not is_crash_line("[    0.426096] DMA-API: debugging enabled by kernel config")
     assert is_crash_line("[   12.1] igb 0000:00:04.0: DMA-API: device driver frees DMA memory with wrong function")
+
+
+def test_reports_since_carries_the_call_trace(tmp_path):
+    from harness.console import ConsoleWatcher
+
+    w = ConsoleWatcher(child=None, log_path=tmp_path / "log")  # type: ignore[arg-type]
+    w._feed("[    1.0] boot line\n")
+    mark = w.line_count()
+    w._feed("[    5.1] lkdtm: Performing direct entry WARNING\n"
+            "[    5.2] WARNING: CPU: 1 PID: 123 at drivers/misc/lkdtm/bugs.c:111 lkdtm_WARNING+0x9/0x10\n"
+            "[    5.3] Call Trace:\n[    5.4]  <TASK>\n[    5.5]  lkdtm_do_action+0x16/0x30\n"
+            "[    5.6] ---[ end trace 0000000000000000 ]---\n[    5.7] unrelated\n")
+    got = w.reports_since(mark)
+    assert got[0].endswith("lkdtm_WARNING+0x9/0x10") and got[-1].endswith("---[ end trace 0000000000000000 ]---")
+    assert len(got) == 5
+    assert w.reports_since(w.line_count()) == []

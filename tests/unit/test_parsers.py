@@ -128,3 +128,17 @@ def test_perf_stat_csv_marks_unsupported():
     values = parse_perf_stat_csv(fixture("perf_stat_tcg.csv"))
     assert values["cycles"] is None and values["instructions"] is None
     assert values["task-clock"] == 3994.07 and values["context-switches"] == 1616.0
+
+
+def test_function_graph_of_a_module_names_its_module():
+    """Debian 6.1 (igb as a module) prints `igb_poll [igb]() {`, as captured from its guest."""
+    text = """\
+# tracer: function_graph
+ 0)               |  igb_poll [igb]() {
+ 0)   1.553 us    |    build_skb();
+ 0)   6.142 us    |    napi_complete_done();
+ 0) # 1988.910 us |  }
+"""
+    graph = count_graph(text, {"igb_poll"})
+    assert graph.roots_entered == {"igb_poll": 1}
+    assert graph.counts["igb_poll"] == {"build_skb": 1, "napi_complete_done": 1}

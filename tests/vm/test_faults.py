@@ -2,6 +2,7 @@
 evidence, and leave no QEMU behind."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -92,3 +93,115 @@ def test_killing_every_sleep_does_not_kill_init(guest):
     time.sleep(1)
     assert guest.run(["true"]).rc == 0
     assert guest.run(["cat", "/proc/1/comm"]).stdout.strip() == "tini"
+
+
+# ---- through the CLI, as a user meets them ----------------------------------
+LKDTM = "/sys/kernel/debug/provoke-crash/DIRECT"
+
+
+def qemu_pids() -> set[int]:
+    out = subprocess.run(["pgrep", "-f", "qemu-system-x86_64 -name harness-guest"], capture_output=True, text=True)
+    return {int(p) for p in out.stdout.split()}
+
+
+def harness_cli(*args: str, cache: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args[:1], "--cache", str(cache), *args[1:]],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def assert_no_new_qemu(before: set[int]) -> None:
+    time.sleep(0.5)
+    left = qemu_pids() - before
+    assert not left, f"QEMU processes left behind: {left}"
+
+
+def test_warn_during_a_command_fails_it_with_the_report(harness_cache):
+    """LKDTM's WARNING: the command itself succeeds, the kernel's report fails it."""
+    before = qemu_pids()
+    res = harness_cli("boot", "--", f"echo WARNING > {LKDTM}", cache=harness_cache.root)
+    assert res.returncode == 1, res.stderr
+    assert "the kernel reported on the guest console during the command" in res.stderr
+    assert "WARNING: CPU:" in res.stderr and "lkdtm_WARNING" in res.stderr
+    assert "Call Trace:" in res.stderr  # the report's lines, not just its first
+    assert_no_new_qemu(before)
+
+
+def test_bug_during_a_command_is_reported(harness_cache):
+    before = qemu_pids()
+    res = harness_cli("boot", "--", f"echo BUG > {LKDTM}", cache=harness_cache.root)
+    assert res.returncode != 0, res.stderr
+    # oops=panic: the guest dies; the error leads with the report, not only the panic at its end.
+    assert "kernel BUG at" in res.stderr and "lkdtm/bugs.c" in res.stderr, res.stderr
+    assert "Call Trace:" in res.stderr and "Kernel panic - not syncing" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+    assert_no_new_qemu(before)
+
+
+def test_sigterm_during_a_command_stops_the_guest(harness_cache):
+    before = qemu_pids()
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "boot", "--cache", str(harness_cache.root),
+                             "--", "sleep", "600"], stderr=subprocess.PIPE, text=True)
+    seen = ""
+    while "guest ready" not in seen:
+        line = proc.stderr.readline()
+        assert line, f"harness ended before the guest was ready: {seen}"
+        seen += line
+    time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert_no_new_qemu(before)
+
+
+def test_ssh_connection_dropped(fresh_guest):
+    """sshd killed under a running command: the error says the connection was lost, with the console."""
+    g = fresh_guest()
+    with pytest.raises(GuestError) as e:
+        g.run("pkill -KILL -x sshd; sleep 30", timeout=20)
+    text = str(e.value)
+    assert "ssh" in text.lower() and "last console lines" in text, text
+
+
+def test_disk_full_cache_is_a_clear_error(tmp_path):
+    """A cache on a full file system: one line naming the cause, no half-written artifact."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")  # reason: tmpfs mount needs CAP_SYS_ADMIN
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(small)], check=True)
+    try:
+        res = harness_cli("kernel", cache=small, timeout=120)
+        assert res.returncode == 2, res.stderr
+        assert "Traceback" not in res.stderr
+        assert "no space left" in res.stderr.lower() and "MiB free of 8 MiB" in res.stderr, res.stderr
+        leftovers = [p for p in small.rglob("*.tmp-*")]
+        assert not leftovers, f"partial artifacts left: {leftovers}"
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+def test_corrupt_cached_kernel_is_never_booted(kernel, tmp_path):
+    """A kernel artifact whose vmlinux changed after publishing is detected on the
+    next use and rebuilt, never booted (the rebuild is interrupted here)."""
+    cache = tmp_path / "cache"
+    art = kernel.vmlinux.parent
+    copy = cache / "kernels" / art.name
+    shutil.copytree(art, copy)
+    with (copy / "vmlinux").open("r+b") as f:
+        f.seek(4096)
+        f.write(b"\xcc" * 64)  # int3 over a page of the kernel's text
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "boot", "--cache", str(cache), "--", "true"],
+                            stderr=subprocess.PIPE, text=True)
+    seen = ""
+    while "unpacking" not in seen and "building kernel" not in seen:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen += line
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    seen += err
+    assert "vmlinux does not match its recorded sha256; rebuilding" in seen, seen
+    assert "booting" not in seen
+    assert not (copy / "vmlinux").exists()  # the corrupt artifact is gone, not kept for the next run
