@@ -290,7 +290,7 @@ class Guest:
         if not report:
             return self.console.last_lines(n)
         last = self.console.last_lines(8)
-        return report + (["..."] + last if last and last[-1] not in report else [])
+        return report + (["...", *last] if last and last[-1] not in report else [])
 
     # ---- commands --------------------------------------------------------
     def run(self, cmd: Sequence[str] | str, *, check: bool = True, timeout: float | None = None,
