@@ -319,8 +319,8 @@ def metric_matrix(runs: list[tuple[str, dict]], tol: Tolerance = DEFAULT_TOLERAN
     """One row per (claim, metric) over the runs, in order of first appearance.
 
     Row: `claim`, `metric`, `values` {label: value or None}, `delta` and `rel` {label: vs the first run, or None}
-    for every run after the first, and `differs` (some run moved beyond `tol` from the first, or was measured
-    on one side only). JSON-ready: NaN is None.
+    for every run after the first, `differs` (some run moved beyond `tol` from the first, or was measured
+    on one side only) and `one_sided` (measured on some runs only). JSON-ready: NaN is None.
     """
     labels = _check_labels(runs)
     keys: dict[tuple[str, str], None] = {}
@@ -336,7 +336,8 @@ def metric_matrix(runs: list[tuple[str, dict]], tol: Tolerance = DEFAULT_TOLERAN
     for key in keys:
         values = [pr.get(key) for pr in per_run]
         row: dict[str, Any] = {"claim": key[0], "metric": key[1], "values": dict(zip(labels, values, strict=True)),
-                               "delta": {}, "rel": {}, "differs": False}
+                               "delta": {}, "rel": {}, "differs": False,
+                               "one_sided": 0 < sum(map(_is_num, values)) < len(values)}
         for label, value in zip(labels[1:], values[1:], strict=True):
             moved, delta, rel, _ = _metric_delta(values[0], value, tol)
             row["delta"][label], row["rel"][label] = delta, rel

@@ -3,10 +3,15 @@ that streams a long command's output to a log file while showing progress."""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -90,6 +95,7 @@ def run_logged(
             text=True, errors="replace", start_new_session=True,
         )
         assert proc.stdout is not None
+        _track(proc, True)
         try:
             for line in proc.stdout:
                 log.write(line)
@@ -107,9 +113,36 @@ def run_logged(
             proc.kill()
             proc.wait()
             raise
+        finally:
+            _track(proc, False)
     if rc != 0:
         raise BuildError(f"{what} (exit {rc})", str(log_path), first_error_lines(log_path))
     print(f"  {what}: done in {time.monotonic() - start:.0f}s", file=sys.stderr, flush=True)
+
+
+# Long commands still running, by the thread that runs them: a background job
+# (the guest image built while the kernel compiles) is cancelled by killing its
+# command's process group, and nothing outlives the harness.
+_running: dict[int, set[subprocess.Popen]] = {}
+_running_lock = threading.Lock()
+
+
+def _track(proc: subprocess.Popen, running: bool) -> None:
+    with _running_lock:
+        procs = _running.setdefault(threading.get_ident(), set())
+        procs.add(proc) if running else procs.discard(proc)
+
+
+def kill_running_commands(thread_id: int | None = None) -> None:
+    """Kill the process groups of the long commands of `thread_id` (all threads if None)."""
+    with _running_lock:
+        procs = [p for tid, ps in _running.items() if thread_id in (None, tid) for p in ps]
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):  # start_new_session: the group is the command's
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+atexit.register(kill_running_commands)
 
 
 def first_error_lines(log_path: Path, limit: int = 12) -> list[str]:

@@ -4,6 +4,7 @@ image. Results are immutable cache artifacts keyed by everything that made them.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -98,10 +99,14 @@ def get_kernel(request: KernelRequest, cache: Cache | None = None) -> Kernel:
         # debug info name that path), so a patched variant recompiles one file.
         with cache.lock("work", "linux"):
             work = _stage_work_tree(origin, patches, cache)
-            build_key = hash_parts([("origin", str(origin)), ("variant", request.variant)]
-                                   + [(f.name, f.text) for f in fragments]
-                                   + [(p.name, p.read_bytes()) for p in patches])
-            meta = _build(work, out, cache.dir("build", build_key), fragments, cache, request, source_id)
+            # One build dir per source and config, shared by its variants: they differ
+            # only by patches, so a variant built after its stock kernel recompiles the
+            # patched files and relinks (no tools, no ccache lookups of 1,500 objects).
+            build_dir = cache.dir("build", hash_parts([("origin", str(origin))]
+                                                      + [(f.name, f.text) for f in fragments]))
+            patched = _refresh_patched_files(work, build_dir, patches)
+            meta = _build(work, out, build_dir, fragments, cache, request, source_id)
+            _record_patched_files(build_dir, patched)
             _keep_sources(work, out)
         return {**meta, "source_origin": str(origin)}
 
@@ -196,6 +201,43 @@ def _stage_work_tree(origin: Path, patches: list[Path], cache: Cache) -> Path:
     return dest
 
 
+PATCHED_FILES_STATE = ".harness-patched-files"
+PATCH_TARGET = re.compile(r"^(?:\+\+\+|---) (\S+)")
+
+
+def patched_paths(patch_text: str) -> set[str]:
+    """The tree paths a -p1 unified diff touches (created, changed or deleted)."""
+    paths = set()
+    for line in patch_text.splitlines():
+        if (m := PATCH_TARGET.match(line)) and m.group(1) != "/dev/null":
+            paths.add(m.group(1).split("/", 1)[-1])
+    return paths
+
+
+def _refresh_patched_files(work: Path, build_dir: Path, patches: list[Path]) -> set[str]:
+    """Give a fresh mtime to every file this build patches or the build dir's last
+    build had patched. The work tree restores unpatched files with their original
+    (old) mtimes, which make would take as older than the patched build's objects;
+    a new inode also keeps the origin (hard-linked) untouched."""
+    patched = set().union(*(patched_paths(p.read_text(errors="replace")) for p in patches))
+    state = build_dir / PATCHED_FILES_STATE
+    before = set(json.loads(state.read_text())) if state.is_file() else set()
+    # Written before the build: an interrupted build's files are refreshed next time too.
+    state.write_text(json.dumps(sorted(patched | before)))
+    for rel in sorted(patched | before):
+        path = work / rel
+        if path.is_file():
+            fresh = path.with_name(f".{path.name}.harness-fresh")
+            shutil.copyfile(path, fresh)
+            fresh.chmod(path.stat().st_mode)
+            os.replace(fresh, path)
+    return patched
+
+
+def _record_patched_files(build_dir: Path, patched: set[str]) -> None:
+    (build_dir / PATCHED_FILES_STATE).write_text(json.dumps(sorted(patched)))
+
+
 def _keep_sources(work: Path, out: Path) -> None:
     """The driver sources this kernel was built from, kept with it (the work tree
     is reused by the next build): claims read source lines from here."""
@@ -209,9 +251,9 @@ def _make_env(cache: Cache, src: Path) -> dict[str, str]:
     env.update(
         CCACHE_DIR=str(cache.dir("ccache")),
         CCACHE_BASEDIR=str(src),
-        # With -g ccache would hash the build directory, so variants (their own
-        # build dirs) would share nothing; the cost is a comp_dir in DWARF that
-        # may name another variant's build dir (same sources).
+        # With -g ccache would hash the build directory, so builds in other build
+        # dirs (other configs, trees) would share nothing; the cost is a comp_dir
+        # in DWARF that may name another build dir (same sources).
         CCACHE_NOHASHDIR="1",
         CCACHE_MAXSIZE=os.environ.get("CCACHE_MAXSIZE", "5G"),
         KBUILD_BUILD_TIMESTAMP="harness",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import HarnessError
 from ..hostcmd import run_checked
-from .base import Check, ClaimResult, inconclusive
+from .base import Check, ClaimResult
 from .lab import Lab
 
 FENCES = ("lfence", "sfence", "mfence")
@@ -86,14 +86,11 @@ class Barriers:
     def evaluate(self, lab: Lab) -> ClaimResult:
         try:
             kernel = lab.kernel("stock")
-        except HarnessError as e:
-            return inconclusive(self.id, self.title, self.slide, str(e))
-        try:
             source = kernel.source_file(SOURCE).read_text()
         except HarnessError as e:
-            return inconclusive(self.id, self.title, self.slide, f"needs igb's source: {e}")
+            return self._unmeasured(f"needs igb's source: {e}")
         if kernel.vmlinux is None:
-            return inconclusive(self.id, self.title, self.slide, "needs the kernel's vmlinux (a self-built kernel)")
+            return self._unmeasured("needs the kernel's vmlinux (a self-built kernel)")
         ranges = function_ranges(source, HOT_FUNCTIONS)
         sites = barrier_sites(source, ranges)
         fences: list[Fence] = []
@@ -101,8 +98,7 @@ class Barriers:
             out = run_checked(["objdump", "-dl", "--no-show-raw-insn", f"--disassemble={sym}", str(kernel.vmlinux)],
                               what=f"objdump of {sym}")
             if "igb_main.c:" not in out:
-                return inconclusive(self.id, self.title, self.slide,
-                                    f"no line info for {sym} in vmlinux (needs CONFIG_DEBUG_INFO)")
+                return self._unmeasured(f"no line info for {sym} in vmlinux (needs CONFIG_DEBUG_INFO)")
             fences += parse_fences(out)
         in_hot = [f for f in fences if f.file.endswith(SOURCE)
                   and any(a <= f.line <= b for a, b in ranges.values())]
@@ -110,14 +106,9 @@ class Barriers:
         dma_sites = [s for s in sites if s[1] in ("dma_rmb", "dma_wmb")]
         how = (f"objdump -dl of {', '.join(DISASSEMBLED)} in vmlinux; fences attributed by DWARF line to "
                f"{SOURCE} lines of {', '.join(f'{k}() {a}-{b}' for k, (a, b) in ranges.items())}")
+        checks = self._checks(float(len(ranges)), float(len(dma_sites)), float(len(in_hot)), how)
         lines = source.splitlines()
-        return ClaimResult(self.id, self.title, self.slide, [
-            Check("rx/refill functions found in the source", float(len(ranges)), "==", len(HOT_FUNCTIONS),
-                  how=f"{SOURCE}"),
-            Check("dma_rmb()/dma_wmb() call sites in igb_clean_rx_irq() and igb_alloc_rx_buffers()",
-                  float(len(dma_sites)), ">=", 1, how=f"{SOURCE}"),
-            Check("fence instructions attributed to the rx/refill source lines", float(len(in_hot)), "==", 0, how=how),
-        ], [
+        return ClaimResult(self.id, self.title, self.slide, checks, [
             "Barrier calls in the rx/refill path: " + ", ".join(f"{b}() at line {n} in {fn}()"
                                                                   for n, b, fn in sites) + ".",
             f"{len(in_hot)} fence instructions come from those lines"
@@ -128,3 +119,17 @@ class Barriers:
                 if f.file.endswith(SOURCE) else f"{f.insn} at {Path(f.file).name}:{f.line} in {f.function}()"
                 for f in elsewhere) or "none") + ".",
         ])
+
+    @staticmethod
+    def _checks(functions: float | None, dma_sites: float | None, fences: float | None,
+                how: str = "") -> list[Check]:
+        return [
+            Check("rx/refill functions found in the source", functions, "==", len(HOT_FUNCTIONS), how=SOURCE),
+            Check("dma_rmb()/dma_wmb() call sites in igb_clean_rx_irq() and igb_alloc_rx_buffers()",
+                  dma_sites, ">=", 1, how=SOURCE),
+            Check("fence instructions attributed to the rx/refill source lines", fences, "==", 0, how=how),
+        ]
+
+    def _unmeasured(self, why: str) -> ClaimResult:
+        """The same checks, none measured: the claim is inconclusive and says why."""
+        return ClaimResult(self.id, self.title, self.slide, self._checks(None, None, None), notes=[why])

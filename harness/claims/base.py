@@ -75,6 +75,16 @@ class ClaimResult:
         return " AND ".join(c.rule for c in self.checks)
 
     @property
+    def deciding_check(self) -> Check | None:
+        """What a one-line summary shows: the first check that fails, else the first
+        not measured, else the first."""
+        for state in (False, None):
+            for check in self.checks:
+                if check.holds() is state:
+                    return check
+        return self.checks[0] if self.checks else None
+
+    @property
     def metrics(self) -> dict[str, float | None]:
         return {c.what: c.value for c in self.checks}
 
@@ -85,11 +95,6 @@ class ClaimResult:
             "checks": [{"rule": c.rule, "value": c.value, "holds": c.holds(), "how": c.how} for c in self.checks],
             "explanation": self.explanation, "notes": self.notes, "seconds": round(self.seconds, 1),
         }
-
-
-def inconclusive(id_: str, title: str, slide: str, why: str) -> ClaimResult:
-    """A claim whose experiment could not run: the reason is the verdict's evidence."""
-    return ClaimResult(id_, title, slide, [Check(why, None, "==", 0)], notes=[why])
 
 
 class Claim(Protocol):

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ..background import BackgroundJob
 from ..cache import Cache
 from ..errors import HarnessError
 from ..image import GuestImage, build_image
@@ -54,6 +55,7 @@ class Lab:
         self._kernels: dict[str, Kernel] = {}
         self._kernel_errors: dict[str, str] = {}
         self._image: GuestImage | None = None
+        self._image_job: BackgroundJob[GuestImage] | None = None
         self._guest: Guest | None = None
         self._guest_key: tuple[str, str] | None = None
         self._boot_errors: dict[tuple[str, str], str] = {}
@@ -85,9 +87,15 @@ class Lab:
         request = self.choice.build_request(v.fragments, tuple(PATCHES_DIR / p for p in v.patches), variant)
         return get_kernel(request, self.cache)
 
+    def prefetch_image(self) -> None:
+        """Start getting the guest image in the background: on a cold cache mmdebstrap
+        (network, dpkg) then overlaps the kernel build (CPU)."""
+        if self._image is None and self._image_job is None:
+            self._image_job = BackgroundJob("guest image", lambda: build_image(cache=self.cache))
+
     def image(self) -> GuestImage:
         if self._image is None:
-            self._image = build_image(cache=self.cache)
+            self._image = self._image_job.result() if self._image_job else build_image(cache=self.cache)
         return self._image
 
     # ---- guests ------------------------------------------------------------
@@ -157,6 +165,8 @@ class Lab:
 
     def close(self) -> None:
         try:
+            if self._image_job is not None and self._image is None:
+                self._image_job.cancel()
             self.stop_guest()
         finally:
             self._guest = None

@@ -32,7 +32,7 @@ def test_corrupt_artifact_is_rebuilt(tmp_path, capsys):
 
     again = cache.get_or_build("k", "key", rebuild)
     assert rebuilt == [1] and (again.path / "bzImage").read_bytes() == b"good"
-    assert "does not match its recorded sha256" in capsys.readouterr().out
+    assert "does not match its recorded sha256" in capsys.readouterr().err
 
 
 def test_failed_build_leaves_nothing(tmp_path):

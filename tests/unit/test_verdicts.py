@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from harness.claims.base import Check, ClaimResult, inconclusive
+from harness.claims.base import Check, ClaimResult
 
 
 def claim(*checks: Check) -> ClaimResult:
@@ -23,7 +23,6 @@ def test_one_failure_refutes_even_with_an_unmeasured_check():
 def test_unmeasured_makes_inconclusive():
     assert claim(Check("a", 0.0, "<", 1), Check("b", None, "<", 1)).verdict == "inconclusive"
     assert claim(Check("a", math.nan, "<", 1)).verdict == "inconclusive"
-    assert inconclusive("x", "t", "7", "kernel variant unavailable").verdict == "inconclusive"
 
 
 def test_no_checks_is_never_confirmed():
@@ -39,3 +38,11 @@ def test_check_rejects_non_numbers_and_positional_how():
 
 def test_describe_says_what_failed():
     assert Check("igb maps/frame", 0.98, "<", 0.05).describe() == "igb maps/frame < 0.05: measured 0.98 (FAILS)"
+
+
+def test_the_one_line_summary_shows_the_check_that_decided():
+    holds, unmeasured, fails = Check("a", 0.0, "<", 1), Check("b", None, "<", 1), Check("c", 2.0, "<", 1)
+    assert claim(holds, unmeasured).deciding_check is unmeasured
+    assert claim(holds, unmeasured, fails).deciding_check is fails
+    assert claim(holds, Check("d", 0.5, "<", 1)).deciding_check is holds
+    assert claim().deciding_check is None
