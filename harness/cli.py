@@ -58,8 +58,13 @@ def _add_guest_args(p: argparse.ArgumentParser) -> None:
 
 
 def kernel_from_args(args: argparse.Namespace, cache: Cache) -> Kernel:
-    choice = single_choice(args.kernel, args.kernel_tree, args.cmd)
-    return choice.get(cache, tuple(args.fragment or ()), tuple(args.patch) + _variant_patches(args))
+    choice = single_choice(args.kernel, args.kernel_tree, args.cmd, *_user_build(args))
+    return choice.get(cache, _variant_patches(args))
+
+
+def _user_build(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[Path, ...]]:
+    """--fragment and --patch, for every kernel that is built."""
+    return tuple(args.fragment or ()), tuple(args.patch)
 
 
 def _variant_patches(args: argparse.Namespace) -> tuple[Path, ...]:
@@ -89,8 +94,8 @@ def booted_guest(args: argparse.Namespace) -> Iterator[Guest]:
 
 def cmd_kernel(args: argparse.Namespace) -> int:
     cache = Cache(args.cache)
-    for choice in kernel_choices(args.kernel, args.kernel_tree):
-        print(describe(choice.get(cache, tuple(args.fragment or ()), tuple(args.patch))))
+    for choice in kernel_choices(args.kernel, args.kernel_tree, *_user_build(args)):
+        print(describe(choice.get(cache)))
     return 0
 
 
@@ -139,7 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .matrix import load_baselines, run_kernel, write_matrix
 
     claims = select([c.strip() for c in args.claims.split(",")] if args.claims else None)
-    choices = kernel_choices(args.kernel, args.kernel_tree)
+    choices = kernel_choices(args.kernel, args.kernel_tree, *_user_build(args))
     tol = Tolerance(args.tolerance, args.abs_tolerance)
     # Read the baseline before an hour of work, so a wrong path fails at once.
     baselines = load_baselines(args.baseline, choices) if args.baseline else {}

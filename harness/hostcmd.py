@@ -54,7 +54,8 @@ def run_checked(cmd: Sequence[str], *, cwd: Path | None = None, what: str = "", 
     require_tool(cmd[0])
     try:
         proc = subprocess.run(
-            list(cmd), cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+            list(cmd), cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False,
+            stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired as e:
         raise BuildError(what or cmd[0], "-", [f"timed out after {timeout:.0f}s: {' '.join(cmd)}"]) from e

@@ -196,7 +196,8 @@ def _stage_work_tree(origin: Path, patches: list[Path], cache: Cache) -> Path:
     run_checked(["rsync", "-a", "--delete", *excludes, f"--link-dest={origin}", f"{origin}/", f"{dest}/"],
                 what=f"staging {origin} as the build tree", timeout=1800)
     for patch in patches:
-        run_checked(["patch", "-p1", "-d", str(dest), "-i", str(patch), "--no-backup-if-mismatch", "-s"],
+        # --forward: a patch already applied (twice on the command line) fails instead of asking.
+        run_checked(["patch", "-p1", "--forward", "-d", str(dest), "-i", str(patch), "--no-backup-if-mismatch", "-s"],
                     what=f"applying {patch.name} (does it still apply to this tree?)")
     return dest
 

@@ -22,6 +22,10 @@ PREBUILT_SERIES = {"debian": "6.12", "debian-6.12": "6.12", "debian-6.1": "6.1"}
 class KernelChoice:
     kind: str  # source | tree | debian-6.12 | debian-6.1
     tree: Path | None = None
+    # The user's --fragment and --patch (built kernels only): they replace the default
+    # fragments and come before a variant's own patches.
+    fragments: tuple[str, ...] = ()
+    patches: tuple[Path, ...] = ()
 
     @property
     def label(self) -> str:
@@ -37,36 +41,46 @@ class KernelChoice:
 
         return get_debian_kernel(cache, PREBUILT_SERIES[self.kind])
 
-    def build_request(self, fragments: tuple[str, ...] | None = None, patches: tuple[Path, ...] = (),
+    def build_request(self, fragments: tuple[str, ...] = (), patches: tuple[Path, ...] = (),
                       variant: str = "stock") -> KernelRequest:
-        return KernelRequest(tree=self.tree, fragments=fragments or KernelRequest().fragments,
-                             patches=patches, variant=variant)
+        """This choice's build: the user's fragments (else `fragments`, else the defaults),
+        the user's patches then `patches` (a variant's)."""
+        return KernelRequest(tree=self.tree, fragments=self.fragments or fragments or KernelRequest().fragments,
+                             patches=self.patches + patches, variant=variant)
 
-    def get(self, cache: Cache, fragments: tuple[str, ...] | None = None, patches: tuple[Path, ...] = ()) -> Kernel:
+    def get(self, cache: Cache, patches: tuple[Path, ...] = ()) -> Kernel:
         if self.prebuilt:
-            if fragments or patches:
-                raise HarnessError(f"--kernel {self.kind} is Debian's prebuilt image: it takes no --fragment "
-                                   "or --patch")
+            if self.fragments or self.patches or patches:
+                raise HarnessError(f"--kernel {self.kind} is Debian's prebuilt image: it has no variants and "
+                                   "takes no --fragment or --patch")
             return self.prebuilt_kernel(cache)
-        return get_kernel(self.build_request(fragments, patches), cache)
+        return get_kernel(self.build_request(patches=patches), cache)
 
 
-def kernel_choices(kinds: list[str] | None, tree: Path | None) -> list[KernelChoice]:
-    """The kernels asked for, in order, without duplicates (`debian` = `debian-6.12`)."""
+def kernel_choices(kinds: list[str] | None, tree: Path | None, fragments: tuple[str, ...] = (),
+                   patches: tuple[Path, ...] = ()) -> list[KernelChoice]:
+    """The kernels asked for, in order, without duplicates (`debian` = `debian-6.12`);
+    `fragments` and `patches` go to every kernel that is built."""
     choices: list[KernelChoice] = []
     for kind in kinds or ([] if tree is not None else ["source"]):
         if kind not in KINDS:
             raise HarnessError(f"unknown --kernel {kind!r}; known: {', '.join(KINDS)}")
         choice = KernelChoice("debian-6.12" if kind == "debian" else kind)
+        if not choice.prebuilt:
+            choice = KernelChoice(choice.kind, fragments=fragments, patches=patches)
         if choice not in choices:
             choices.append(choice)
     if tree is not None:
-        choices.append(KernelChoice("tree", tree))
+        choices.append(KernelChoice("tree", tree, fragments, patches))
+    if (fragments or patches) and all(c.prebuilt for c in choices):
+        raise HarnessError(f"--fragment and --patch need a kernel that is built (--kernel source or "
+                           f"--kernel-tree); {', '.join(c.kind for c in choices)} is Debian's prebuilt image")
     return choices
 
 
-def single_choice(kinds: list[str] | None, tree: Path | None, command: str) -> KernelChoice:
-    choices = kernel_choices(kinds, tree)
+def single_choice(kinds: list[str] | None, tree: Path | None, command: str, fragments: tuple[str, ...] = (),
+                  patches: tuple[Path, ...] = ()) -> KernelChoice:
+    choices = kernel_choices(kinds, tree, fragments, patches)
     if len(choices) != 1:
         raise HarnessError(f"harness {command} takes one kernel (got {', '.join(c.label for c in choices)}); "
                            "only `harness run` and `harness kernel` take several")

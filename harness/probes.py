@@ -58,6 +58,7 @@ def tracefs_script(guest: Guest, script: str) -> None:
 # which function was probed.
 FUNCTION_ALIASES = {
     "__alloc_pages_noprof": ("__alloc_pages",),
+    "napi_alloc_skb": ("__napi_alloc_skb",),  # 6.1: napi_alloc_skb() is an inline wrapper of it
     "skb_add_rx_frag_netmem": ("skb_add_rx_frag",),
     "__dma_sync_single_for_cpu": ("dma_sync_single_for_cpu",),
     "__dma_sync_single_for_device": ("dma_sync_single_for_device",),
@@ -106,7 +107,7 @@ def ring_buffer_losses(guest: Guest) -> int:
 POLL_ROOTS = {"igb_poll": "igb", "e1000e_poll": "e1000e"}
 RX_PATH_FUNCTIONS = [
     # skb construction
-    "napi_build_skb", "build_skb", "napi_alloc_skb", "__napi_alloc_skb", "__netdev_alloc_skb",
+    "napi_build_skb", "build_skb", "napi_alloc_skb", "__netdev_alloc_skb",
     "skb_add_rx_frag_netmem", "napi_gro_receive", "netif_receive_skb",
     # page life cycle
     "__alloc_pages_noprof", "__page_frag_cache_drain", "__folio_put",

@@ -111,7 +111,8 @@ class Barriers:
         return ClaimResult(self.id, self.title, self.slide, checks, [
             "Barrier calls in the rx/refill path: " + ", ".join(f"{b}() at line {n} in {fn}()"
                                                                   for n, b, fn in sites) + ".",
-            f"{len(in_hot)} fence instructions come from those lines"
+            f"{len(in_hot)} fence instruction{'' if len(in_hot) == 1 else 's'} come{'s' if len(in_hot) == 1 else ''} "
+            "from those lines"
             + (": " + ", ".join(f"{f.insn} at line {f.line} ({lines[f.line - 1].strip()})" for f in in_hot)
                if in_hot else "") + ".",
             "Fences elsewhere in the same code: " + (", ".join(

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import build_parser
+from harness.cli import _user_build, build_parser
 from harness.distro_kernel import newest_package
 from harness.errors import HarnessError
+from harness.kernel import DEFAULT_FRAGMENTS
 from harness.kernel_choice import KernelChoice, kernel_choices, single_choice
 
 
@@ -31,8 +32,27 @@ def test_single_kernel_commands_refuse_a_matrix():
 
 
 def test_prebuilt_takes_no_patch(tmp_path):
-    with pytest.raises(HarnessError, match="prebuilt image: it takes no --fragment or --patch"):
+    with pytest.raises(HarnessError, match="prebuilt image: it has no variants and takes no --fragment or --patch"):
         KernelChoice("debian-6.1").get(cache=None, patches=(Path("x.patch"),))  # type: ignore[arg-type]
+    with pytest.raises(HarnessError, match="--patch need a kernel that is built"):
+        kernel_choices(["debian-6.1"], None, patches=(Path("x.patch"),))
+
+
+def test_user_patches_and_fragments_go_to_every_built_kernel(tmp_path):
+    mine = (Path("break-igb.patch"),)
+    got = kernel_choices(["source", "debian-6.1"], tmp_path, ("base", "nics"), mine)
+    assert [(c.label, c.fragments, c.patches) for c in got] == [
+        ("source", ("base", "nics"), mine), ("debian-6.1", (), ()), (f"tree-{tmp_path.name}", ("base", "nics"), mine)]
+    # a variant's patch comes after the user's; the user's fragments win over the variant's
+    request = got[0].build_request(("base", "nics", "observe"), (Path("variant.patch"),), "no-reuse")
+    assert request.patches == (*mine, Path("variant.patch")) and request.fragments == ("base", "nics")
+    assert KernelChoice("source").build_request().fragments == DEFAULT_FRAGMENTS
+
+
+def test_run_passes_patch_and_fragment_to_the_claims_kernel():
+    args = build_parser().parse_args(["run", "--patch", "b.patch", "--fragment", "base", "--out", "o"])
+    (choice,) = kernel_choices(args.kernel, args.kernel_tree, *_user_build(args))
+    assert choice.patches == (Path("b.patch"),) and choice.fragments == ("base",)
 
 
 def test_cli_parses_a_matrix_with_baseline_and_keep():

@@ -55,4 +55,4 @@ def test_edited_baseline_is_flagged(first_run, tmp_path):
     res = subprocess.run([sys.executable, "-m", "harness.cli", "compare", str(edited), str(first_run)],
                          capture_output=True, text=True, check=False)
     assert res.returncode == 3, res.stdout + res.stderr
-    assert name in res.stdout and "0.5000 -> 1.0000" in res.stdout, res.stdout
+    assert name in res.stdout and "| 0.5000 | 1.0000 |" in res.stdout, res.stdout

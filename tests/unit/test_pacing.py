@@ -1,0 +1,54 @@
+"""A measurement whose frames QEMU dropped (the receiver fell behind) is sent again
+at half the rate, up to twice; losses the NIC counted are not retried."""
+
+import pytest
+
+from harness import measure
+from harness.measure import FramesLost, RunContext, measure_rx
+from harness.traffic import PktgenConfig, PktgenResult, TrafficRun
+
+
+class FakeGuest:
+    def nic(self, driver):
+        return {"igb": "eth2", "e1000e": "eth1"}[driver]
+
+
+def traffic(cfg, received, rx_delta_extra=None):
+    result = PktgenResult(sent=cfg.count, usec=1, pps=cfg.rate_pps, errors=0, pkt_size=60, raw="")
+    return TrafficRun("eth1", "eth2", cfg, result, 1.0, {}, {"link.rx_packets": received, **(rx_delta_extra or {})})
+
+
+def run_with(monkeypatch, outcomes):
+    rates = []
+
+    def once(guest, probes, src, dst, cfg, while_armed, max_loss):
+        rates.append(cfg.rate_pps)
+        received, extra = outcomes[len(rates) - 1]
+        t = traffic(cfg, received, extra)
+        if received < cfg.count:
+            raise FramesLost(t, [])
+        return [], t
+
+    monkeypatch.setattr(measure, "_measure_once", once)
+    ctx = RunContext("run", "kernel", "stock", "direct", "")
+    return rates, lambda: measure_rx(FakeGuest(), ctx, [], pktgen=PktgenConfig(count=1000, rate_pps=5000))
+
+
+def test_dropped_before_the_nic_is_sent_again_slower(monkeypatch):
+    rates, go = run_with(monkeypatch, [(990, None), (997, None), (1000, None)])
+    m = go()
+    assert rates == [5000, 2500, 1250] and m.traffic.received == 1000
+
+
+def test_gives_up_after_two_retries(monkeypatch):
+    rates, go = run_with(monkeypatch, [(990, None)] * 3)
+    with pytest.raises(FramesLost, match="10 missing"):
+        go()
+    assert rates == [5000, 2500, 1250]
+
+
+def test_losses_the_nic_counted_are_not_retried(monkeypatch):
+    rates, go = run_with(monkeypatch, [(990, {"rx_no_buffer_count": 10})])
+    with pytest.raises(FramesLost, match="rx_no_buffer_count"):
+        go()
+    assert rates == [5000]
