@@ -141,7 +141,8 @@ def render_markdown(record: dict, plots: list[Plot], baseline: Comparison | None
     if baseline is not None:
         lines += ["## Against the baseline", "", baseline.to_markdown(), ""]
     lines += [
-             f"- kernel: {k['release']} ({k.get('source')}, key `{k['key']}`)",
+             f"- kernel: {k['release']} ({k.get('source')}, key `{k['key']}`"
+             + (f", patched with {', '.join(k['patches'])}" if k.get("patches") else "") + ")",
              f"- QEMU: {record['qemu']['version']}, accelerator {record['qemu']['accel']}",
              f"- run `{record['run_id']}`, {record['wall_s']:.0f} s wall: `{record['command']}`",
              f"- verdicts: {', '.join(f'{n} {v}' for v, n in record['tally'].items())}", "",

@@ -154,6 +154,19 @@ class Guest:
         except HarnessError as e:
             raise GuestError(f"{e}\n  qemu: {self.command_line}", self.console.last_lines()) from e
         self.times.ssh = time.monotonic() - started
+        if self.options.iommu:
+            self._check_behind_iommu()
+
+    def _check_behind_iommu(self) -> None:
+        """With --iommu every NIC under test must be in an IOMMU group: a kernel
+        without the Intel IOMMU driver boots fine and silently maps directly."""
+        nics = [n for n in self.nics if n.driver in ("igb", "e1000e")]
+        out = self.run(" ; ".join(f"readlink /sys/class/net/{n.name}/device/iommu_group || echo none"
+                                  for n in nics), check=False).stdout.split()
+        missing = [n.name for n, group in zip(nics, out, strict=False) if group == "none"]
+        if missing or len(out) != len(nics):
+            raise GuestError(f"--iommu: {', '.join(missing) or 'the NICs'} not behind the virtual IOMMU "
+                             "(no iommu_group; is CONFIG_INTEL_IOMMU set in this kernel?)", self.console.last_lines())
 
     def _launch(self) -> float:
         assert self.spec is not None and self.workdir is not None

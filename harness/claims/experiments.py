@@ -157,12 +157,14 @@ EXPERIMENTS = {e.name: e for e in [
                "XDP_TX on igb (native), 5,000 frames at 2,500/s"),
     Experiment("xdp-headroom", "stock", "direct", xdp_headroom, "xdp_headroom.o on igb, 200 frames"),
     Experiment("rx-swiotlb", "stock", "swiotlb", rx_dma_only, "5,000 frames e1000e -> igb with swiotlb=force"),
+    Experiment("rx-iommu", "stock", "iommu", rx_dma_only,
+               "5,000 frames e1000e -> igb behind QEMU's intel-iommu (intel_iommu=on)"),
     Experiment("rx-no-reuse", "no-reuse", "direct", rx_variant,
                "5,000 frames e1000e -> igb at 2,500/s, no-reuse kernel"),
     Experiment("rx-page-refs", "stock", "direct", page_refs,
                "5,000 frames e1000e -> igb, page_ref tracepoints on (CONFIG_DEBUG_PAGE_REF)"),
 ]}
-GUEST_ORDER = [("stock", "direct"), ("stock", "swiotlb"), ("no-reuse", "direct")]
+GUEST_ORDER = [("stock", "direct"), ("stock", "swiotlb"), ("stock", "iommu"), ("no-reuse", "direct")]
 
 
 def run_experiment(lab: Lab, name: str) -> Measurement:
