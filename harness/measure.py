@@ -90,6 +90,7 @@ def measure_rx(guest: Guest, ctx: RunContext, probes: Sequence[Probe], *, src: s
     saying how many and where."""
     started = time.monotonic()
     cfg = pktgen or MEASURE_PKTGEN
+    lossy: list[str] = []  # the attempts sent again slower
     for attempt in range(PACING_RETRIES + 1):
         try:
             observations, traffic = _measure_once(guest, probes, src, dst, cfg, while_armed, max_loss)
@@ -97,11 +98,13 @@ def measure_rx(guest: Guest, ctx: RunContext, probes: Sequence[Probe], *, src: s
         except FramesLost as e:
             if attempt == PACING_RETRIES or not e.before_nic or not cfg.rate_pps:
                 raise
+            lossy.append(e.summary)
             cfg = replace(cfg, rate_pps=cfg.rate_pps // 2)
             print(f"harness: {e.summary}; sending again at {cfg.rate_pps} frames/s", file=sys.stderr, flush=True)
     observations += counter_observations(traffic, src, dst)
     observations.append(Observation("frames_missing", traffic.missed, dst,
-                                    traffic.loss_report() if traffic.missed else "pktgen sent - received on dst"))
+                                    traffic.loss_report() if traffic.missed else "pktgen sent - received on dst",
+                                    {"earlier_attempts": lossy} if lossy else {}))
     frame = to_frame(ctx, observations, traffic, guest.nic(dst), guest.nic(src), dst)
     return Measurement(traffic, frame, time.monotonic() - started)
 

@@ -38,6 +38,8 @@ def test_dropped_before_the_nic_is_sent_again_slower(monkeypatch):
     rates, go = run_with(monkeypatch, [(990, None), (997, None), (1000, None)])
     m = go()
     assert rates == [5000, 2500, 1250] and m.traffic.received == 1000
+    missing = m.frame[m.frame.metric == "frames_missing"].iloc[0]
+    assert "10 missing" in missing.detail and "3 missing" in missing.detail  # the lossy attempts stay on record
 
 
 def test_gives_up_after_two_retries(monkeypatch):
