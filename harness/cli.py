@@ -18,7 +18,6 @@ from .errors import HarnessError
 from .image import build_image
 from .kernel import Kernel, describe
 from .kernel_choice import KINDS, kernel_choices, single_choice
-from .paths import PATCHES_DIR
 from .vm import Guest, GuestOptions
 
 # Exit statuses: 0 all well, 1 a claim refuted, 2 a user or set-up error,
@@ -70,8 +69,7 @@ def _user_build(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[Path, 
 def _variant_patches(args: argparse.Namespace) -> tuple[Path, ...]:
     from .claims.lab import VARIANTS
 
-    variant = VARIANTS[getattr(args, "variant", "stock")]
-    return tuple(PATCHES_DIR / p for p in variant.patches)
+    return VARIANTS[getattr(args, "variant", "stock")].patch_paths
 
 
 def guest_options(args: argparse.Namespace) -> GuestOptions:

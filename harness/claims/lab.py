@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -27,6 +28,10 @@ class Variant:
     fragments: tuple[str, ...]
     patches: tuple[str, ...] = ()
     purpose: str = ""
+
+    @property
+    def patch_paths(self) -> tuple[Path, ...]:
+        return tuple(PATCHES_DIR / p for p in self.patches)
 
 
 VARIANTS = {
@@ -84,7 +89,7 @@ class Lab:
             return self.choice.prebuilt_kernel(self.cache)
         v = VARIANTS[variant]
         log(f"kernel variant {variant}: {v.purpose}")
-        request = self.choice.build_request(v.fragments, tuple(PATCHES_DIR / p for p in v.patches), variant)
+        request = self.choice.build_request(v.fragments, v.patch_paths, variant)
         return get_kernel(request, self.cache)
 
     def prefetch_image(self) -> None:
