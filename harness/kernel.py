@@ -223,9 +223,10 @@ def _refresh_patched_files(work: Path, build_dir: Path, patches: list[Path]) -> 
     patched = set().union(*(patched_paths(p.read_text(errors="replace")) for p in patches))
     state = build_dir / PATCHED_FILES_STATE
     before = set(json.loads(state.read_text())) if state.is_file() else set()
+    refresh = sorted(patched | before)
     # Written before the build: an interrupted build's files are refreshed next time too.
-    state.write_text(json.dumps(sorted(patched | before)))
-    for rel in sorted(patched | before):
+    state.write_text(json.dumps(refresh))
+    for rel in refresh:
         path = work / rel
         if path.is_file():
             fresh = path.with_name(f".{path.name}.harness-fresh")

@@ -13,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jinja2
 import pandas as pd
@@ -23,6 +24,9 @@ from .errors import HarnessError
 from .kernel_choice import KernelChoice
 from .measure import load as load_measurements
 from .report import TEMPLATES, fmtnum, write_junit_suites
+
+if TYPE_CHECKING:
+    from .claims.lab import Lab
 
 
 def log(msg: str) -> None:
@@ -85,13 +89,13 @@ def run_kernel(choice: KernelChoice, claims: list, cache: Cache, out: Path, acce
     return record
 
 
-def _keep(lab: object) -> None:
+def _keep(lab: Lab) -> None:
     """Boot the kernel under test again and hold it until Ctrl-C (the harness owns QEMU)."""
     from .investigate import prepare_guest, usage
 
-    g = lab.guest("stock", "direct")  # type: ignore[attr-defined]
+    g = lab.guest("stock", "direct")
     try:
-        prepare_guest(g, lab.cache)  # type: ignore[attr-defined]
+        prepare_guest(g, lab.cache)
         print(usage(g, "press Ctrl-C here to stop the guest"), file=sys.stderr, flush=True)
         while g.alive():
             time.sleep(1)
@@ -99,7 +103,7 @@ def _keep(lab: object) -> None:
     except KeyboardInterrupt:
         log("stopping the kept guest")
     finally:
-        lab.close()  # type: ignore[attr-defined]
+        lab.close()
 
 
 # ---- the comparison report of a matrix run ------------------------------------
