@@ -226,8 +226,18 @@ def _sigterm_as_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _make_interruptible() -> None:
+    """SIGINT and SIGTERM stop the harness and its guests whatever the parent left:
+    a background job of a non-interactive shell starts with SIGINT ignored, and a
+    runner may hand down a blocked signal mask. Either would leave a harness that
+    builds or boots on after being told to stop."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+def main(argv: list[str] | None = None) -> int:
+    _make_interruptible()
     args = build_parser().parse_args(argv)
     started = time.monotonic()
     try:

@@ -103,7 +103,7 @@ def run_logged(
                 status = (progress(line) if progress else None) or line.strip()[:100] or status
                 now = time.monotonic()
                 if now - start > timeout:
-                    proc.kill()
+                    _kill_group(proc)
                     raise BuildError(what, str(log_path), [f"timed out after {timeout:.0f}s"])
                 if now - last_report >= progress_every:
                     last_report = now
@@ -111,7 +111,8 @@ def run_logged(
                           file=sys.stderr, flush=True)
             rc = proc.wait()
         except BaseException:
-            proc.kill()
+            # The whole group: killing make alone leaves its sub-makes compiling.
+            _kill_group(proc)
             proc.wait()
             raise
         finally:
@@ -134,13 +135,17 @@ def _track(proc: subprocess.Popen, running: bool) -> None:
         procs.add(proc) if running else procs.discard(proc)
 
 
+def _kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):  # start_new_session: the group is the command's
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 def kill_running_commands(thread_id: int | None = None) -> None:
     """Kill the process groups of the long commands of `thread_id` (all threads if None)."""
     with _running_lock:
         procs = [p for tid, ps in _running.items() if thread_id in (None, tid) for p in ps]
     for proc in procs:
-        with contextlib.suppress(ProcessLookupError):  # start_new_session: the group is the command's
-            os.killpg(proc.pid, signal.SIGKILL)
+        _kill_group(proc)
 
 
 atexit.register(kill_running_commands)

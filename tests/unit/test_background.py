@@ -36,14 +36,32 @@ def test_cancel_kills_the_running_command_and_its_children(tmp_path):
     assert time.monotonic() - started < 5
     with pytest.raises(BuildError, match="slow"):
         job.result()
-    status = Path(f"/proc/{child}/status")
+    _assert_gone(child, "the cancelled job")
+
+
+def test_an_interrupted_command_takes_its_children_with_it(tmp_path):
+    """Ctrl-C during `make -j`: killing make alone would leave its sub-makes compiling."""
+    script = "sleep 300 & echo child $!; wait"
+    seen: list[int] = []
+
+    def interrupt_once_started(line: str) -> None:
+        if line.startswith("child "):
+            seen.append(int(line.split()[1]))
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_logged(["sh", "-c", script], tmp_path / "log", what="make", progress=interrupt_once_started)
+    _assert_gone(seen[0], "the interrupted command")
+
+
+def _assert_gone(pid: int, owner: str) -> None:
+    status = Path(f"/proc/{pid}/status")
     for _ in range(50):  # reaped by init shortly after the kill
         try:
             state = status.read_text()
         except FileNotFoundError:
-            break
+            return
         if "zombie" in state:
-            break
+            return
         time.sleep(0.05)
-    else:
-        pytest.fail(f"sleep {child} outlived the cancelled job")
+    pytest.fail(f"sleep {pid} outlived {owner}")

@@ -183,7 +183,8 @@ def test_disk_full_cache_is_a_clear_error(tmp_path):
 
 def test_corrupt_cached_kernel_is_never_booted(kernel, tmp_path):
     """A kernel artifact whose vmlinux changed after publishing is detected on the
-    next use and rebuilt, never booted (the rebuild is interrupted here)."""
+    next use and rebuilt, never booted. The rebuild is interrupted once make runs:
+    exit 130, and no compiler of it is left running."""
     cache = tmp_path / "cache"
     art = kernel.vmlinux.parent
     copy = cache / "kernels" / art.name
@@ -192,16 +193,39 @@ def test_corrupt_cached_kernel_is_never_booted(kernel, tmp_path):
         f.seek(4096)
         f.write(b"\xcc" * 64)  # int3 over a page of the kernel's text
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "boot", "--cache", str(cache), "--", "true"],
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     seen = ""
-    while "unpacking" not in seen and "building kernel" not in seen:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        seen += line
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    seen += err
+    try:
+        while "kernel build:" not in seen:  # make's first progress line: compilers are running
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen += line
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        seen += err
+    finally:
+        if proc.poll() is None:  # never leave a kernel build running behind the suite
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, seen
     assert "vmlinux does not match its recorded sha256; rebuilding" in seen, seen
     assert "booting" not in seen
     assert not (copy / "vmlinux").exists()  # the corrupt artifact is gone, not kept for the next run
+    time.sleep(0.5)
+    assert not processes_using(tmp_path), f"the interrupted build left {processes_using(tmp_path)}"
+
+
+def processes_using(path: Path) -> list[str]:
+    """Command lines of the processes that run in `path` or name it."""
+    found = []
+    for proc_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(proc_dir / "cwd")
+            state = (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and (str(path) in cmdline or cwd.startswith(str(path))):
+            found.append(f"{proc_dir.name}: {cmdline.strip()[:120]}")
+    return found
