@@ -252,7 +252,7 @@ def _keep_sources(work: Path, out: Path) -> None:
             shutil.copytree(work / rel, out / "src" / rel, ignore=shutil.ignore_patterns("*.o", ".*.cmd"))
 
 
-def _make_env(cache: Cache, src: Path) -> dict[str, str]:
+def make_env(cache: Cache, src: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         CCACHE_DIR=str(cache.dir("ccache")),
@@ -281,7 +281,7 @@ def _build(src: Path, out: Path, build_dir: Path, fragments: list[Fragment], cac
         require_tool(tool, "needed to build a kernel")
     use_ccache = shutil.which("ccache") is not None
     log = out / "build.log"
-    env = _make_env(cache, src)
+    env = make_env(cache, src)
     jobs = str((os.cpu_count() or 1) + 1)
     make = ["make", "-C", str(src), f"O={build_dir}", "-s"]
     started = time.monotonic()

@@ -7,6 +7,8 @@ QEMU_MIN_MAJOR=8
 APT_PACKAGES=(
   # kernel build
   build-essential flex bison bc libelf-dev libssl-dev dwarves ccache cpio kmod xz-utils zstd rsync patch
+  # barriers claim: igb_main.c also compiled for arm64 (dmb vs dsb)
+  gcc-aarch64-linux-gnu
   # guest image
   mmdebstrap e2fsprogs busybox-static
   # BPF programs

@@ -6,16 +6,24 @@ The rx helpers are inlined into igb_poll, so a fence count over the whole of
 igb_poll would mix in other code (igb_xdp_ring_update_tail's plain wmb() is an
 sfence). The rule attributes every fence in the disassembly (objdump -dl, DWARF
 line info) to its source line, and judges only fences whose line lies inside
-igb_clean_rx_irq() or igb_alloc_rx_buffers() in igb_main.c."""
+igb_clean_rx_irq() or igb_alloc_rx_buffers() in igb_main.c.
+
+The same source compiled for arm64 shows what the barriers are where they cost
+an instruction: dma_rmb()/dma_wmb() become `dmb oshld`/`dmb oshst` (ordering
+against the device only), where rmb()/wmb() would be a `dsb` (a full wait)."""
 
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import HarnessError
+from ..cross_object import cross_igb_object, disassemble, require_cross
+from ..errors import HarnessError, MissingToolError
 from ..hostcmd import run_checked
+from ..kernel import Kernel
 from .base import Check, ClaimResult
 from .lab import Lab
 
@@ -26,6 +34,8 @@ DISASSEMBLED = ("igb_poll", "igb_alloc_rx_buffers")
 BARRIER_CALL = re.compile(r"\b(dma_rmb|dma_wmb|rmb|wmb|mb|smp_rmb|smp_wmb|smp_mb)\(\)")
 
 INSN = re.compile(r"^\s*[0-9a-f]+:\s+(\w+)")
+ARM64_BARRIER = re.compile(r"^\s*[0-9a-f]+:\s+(dmb|dsb)\s+(\w+)")
+CROSS_ARCH = "arm64"
 LINE_INFO = re.compile(r"^(/\S+):(\d+)(?: \(discriminator \d+\))?$")
 FUNC_INFO = re.compile(r"^([\w.]+)\(\):$")
 
@@ -38,9 +48,20 @@ class Fence:
     function: str  # innermost (inlined) function objdump names
 
 
-def parse_fences(objdump_text: str) -> list[Fence]:
-    """Fence instructions of `objdump -dl` output, each with the source line and
-    (inlined) function that the line info in front of it names."""
+def x86_fence(raw: str) -> str | None:
+    m = INSN.match(raw)
+    return m.group(1) if m and m.group(1) in FENCES else None
+
+
+def arm64_barrier(raw: str) -> str | None:
+    m = ARM64_BARRIER.match(raw)
+    return f"{m.group(1)} {m.group(2)}" if m else None
+
+
+def parse_fences(objdump_text: str, barrier: Callable[[str], str | None] = x86_fence) -> list[Fence]:
+    """Barrier instructions (`barrier(line)` names them) of `objdump -dl` output,
+    each with the source line and (inlined) function that the line info in front
+    of it names."""
     fences, file, line, func = [], "?", 0, "?"
     for raw in objdump_text.splitlines():
         text = raw.strip()
@@ -48,9 +69,13 @@ def parse_fences(objdump_text: str) -> list[Fence]:
             func = m.group(1)
         elif m := LINE_INFO.match(text):
             file, line = m.group(1), int(m.group(2))
-        elif (m := INSN.match(raw)) and m.group(1) in FENCES:
-            fences.append(Fence(m.group(1), file, line, func))
+        elif insn := barrier(raw):
+            fences.append(Fence(insn, file, line, func))
     return fences
+
+
+def in_ranges(f: Fence, ranges: dict[str, tuple[int, int]]) -> bool:
+    return f.file.endswith(SOURCE) and any(a <= f.line <= b for a, b in ranges.values())
 
 
 def function_ranges(source: str, names: tuple[str, ...]) -> dict[str, tuple[int, int]]:
@@ -80,7 +105,8 @@ def barrier_sites(source: str, ranges: dict[str, tuple[int, int]]) -> list[tuple
 
 class Barriers:
     id, slide = "barriers", "9"
-    title = "the rx/refill hot path uses dma_rmb/dma_wmb, compiler barriers on x86: no fence instructions"
+    title = ("the rx/refill hot path uses dma_rmb/dma_wmb: compiler barriers on x86 (no fence instructions), "
+             "dmb osh* rather than dsb on arm64")
     experiments: tuple[str, ...] = ()
 
     def evaluate(self, lab: Lab) -> ClaimResult:
@@ -100,15 +126,15 @@ class Barriers:
             if "igb_main.c:" not in out:
                 return self._unmeasured(f"no line info for {sym} in vmlinux (needs CONFIG_DEBUG_INFO)")
             fences += parse_fences(out)
-        in_hot = [f for f in fences if f.file.endswith(SOURCE)
-                  and any(a <= f.line <= b for a, b in ranges.values())]
+        in_hot = [f for f in fences if in_ranges(f, ranges)]
         elsewhere = [f for f in fences if f not in in_hot]
         dma_sites = [s for s in sites if s[1] in ("dma_rmb", "dma_wmb")]
         how = (f"objdump -dl of {', '.join(DISASSEMBLED)} in vmlinux; fences attributed by DWARF line to "
                f"{SOURCE} lines of {', '.join(f'{k}() {a}-{b}' for k, (a, b) in ranges.items())}")
         checks = self._checks(float(len(ranges)), float(len(dma_sites)), float(len(in_hot)), how)
         lines = source.splitlines()
-        return ClaimResult(self.id, self.title, self.slide, checks, [
+        cross_checks, cross_notes = self._cross_arch(lab, kernel, ranges, dma_sites, lines)
+        return ClaimResult(self.id, self.title, self.slide, checks + cross_checks, [
             "Barrier calls in the rx/refill path: " + ", ".join(f"{b}() at line {n} in {fn}()"
                                                                   for n, b, fn in sites) + ".",
             f"{len(in_hot)} fence instruction{'' if len(in_hot) == 1 else 's'} come{'s' if len(in_hot) == 1 else ''} "
@@ -119,7 +145,42 @@ class Barriers:
                 f"{f.insn} at {Path(f.file).name}:{f.line} in {f.function}() ({lines[f.line - 1].strip()})"
                 if f.file.endswith(SOURCE) else f"{f.insn} at {Path(f.file).name}:{f.line} in {f.function}()"
                 for f in elsewhere) or "none") + ".",
+            *cross_notes,
         ])
+
+    def _cross_arch(self, lab: Lab, kernel: Kernel, ranges: dict[str, tuple[int, int]],
+                    dma_sites: list[tuple[int, str, str]], lines: list[str]) -> tuple[list[Check], list[str]]:
+        """The rx/refill lines compiled for arm64: which barrier instruction each becomes."""
+        try:
+            cross = require_cross(CROSS_ARCH)
+        except MissingToolError as e:
+            return [], [f"{CROSS_ARCH} not checked: {e}"]
+        try:
+            text = disassemble(cross_igb_object(kernel, cross, lab.cache), cross)
+        except HarnessError as e:
+            return self._cross_checks(None, None, 0), [f"igb_main.c could not be compiled for {CROSS_ARCH}: {e}"]
+        if "igb_main.c:" not in text:
+            return self._cross_checks(None, None, 0), [f"no line info in the {CROSS_ARCH} igb_main.o"]
+        hot = [f for f in parse_fences(text, arm64_barrier) if in_ranges(f, ranges)]
+        dma_lines = {n for n, _, _ in dma_sites}
+        covered = dma_lines & {f.line for f in hot if f.insn.startswith("dmb osh")}
+        dsb = [f for f in hot if f.insn.startswith("dsb")]
+        how = (f"{cross.gcc} -c of this kernel's igb_main.c (external-module build against an {CROSS_ARCH} config "
+               f"of the same fragments), {cross.objdump} -dl, instructions attributed by DWARF line")
+        seen = Counter((f.line, f.insn) for f in hot)
+        note = (f"On {CROSS_ARCH} the rx/refill lines compile to: " + (", ".join(
+            f"{insn} at line {n} ({lines[n - 1].strip()}){f' x{c}' if c > 1 else ''}"
+            for (n, insn), c in sorted(seen.items())) or "no barrier instruction") + ".")
+        return self._cross_checks(float(len(covered)), float(len(dsb)), len(dma_lines), how), [note]
+
+    @staticmethod
+    def _cross_checks(covered: float | None, dsb: float | None, dma_lines: int, how: str = "") -> list[Check]:
+        return [
+            Check(f"{CROSS_ARCH}: dma_rmb()/dma_wmb() lines compiled to dmb osh* (ordering against the device only)",
+                  covered, "==", dma_lines, how=how),
+            Check(f"{CROSS_ARCH}: dsb (wait-for-completion barrier) instructions from the rx/refill source lines",
+                  dsb, "==", 0, how=how),
+        ]
 
     @staticmethod
     def _checks(functions: float | None, dma_sites: float | None, fences: float | None,

@@ -1,6 +1,17 @@
 from pathlib import Path
 
-from harness.claims.barriers import barrier_sites, function_ranges, parse_fences
+import pytest
+
+from harness.claims.barriers import (
+    arm64_barrier,
+    barrier_sites,
+    function_ranges,
+    in_ranges,
+    parse_fences,
+    x86_fence,
+)
+from harness.cross_object import require_cross
+from harness.errors import HarnessError, MissingToolError
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -39,3 +50,29 @@ def test_function_ranges_skip_prototypes_and_find_barriers():
     assert ranges == {"igb_clean_rx_irq": (6, 11), "igb_alloc_rx_buffers": (15, 18)}
     assert barrier_sites(SOURCE, ranges) == [(9, "dma_rmb", "igb_clean_rx_irq"),
                                              (17, "dma_wmb", "igb_alloc_rx_buffers")]
+
+
+def test_arm64_barriers_in_real_cross_compiled_igb_main():
+    # The dmb/dsb of the harness's arm64 igb_main.o (6.12.95), with their line info.
+    fences = parse_fences((FIX / "objdump_dl_igb_main_arm64.txt").read_text(), arm64_barrier)
+    hot = [(f.insn, f.line) for f in fences if in_ranges(f, {"igb_clean_rx_irq": (8873, 9027),
+                                                               "igb_alloc_rx_buffers": (9076, 9139)})]
+    # dma_rmb() and dma_wmb() only; readl()/writel()'s own dmb name io.h lines, not igb's.
+    assert sorted(set(hot)) == [("dmb oshld", 8916), ("dmb oshst", 9136)]
+    assert {(f.insn, f.function) for f in fences if f.line == 2930} == {("dsb st", "igb_xdp_ring_update_tail")}
+    assert all(f.insn.split()[0] in ("dmb", "dsb") for f in fences)
+
+
+def test_x86_matcher_ignores_arm64_barriers_and_back():
+    assert x86_fence("    9424:\tlfence") == "lfence"
+    assert x86_fence("    9424:\tdmb\toshld") is None
+    assert arm64_barrier("    9424:\tdmb\toshld") == "dmb oshld"
+    assert arm64_barrier("    9424:\tlfence") is None
+
+
+def test_missing_cross_compiler_names_the_package(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(MissingToolError, match="gcc-aarch64-linux-gnu"):
+        require_cross("arm64")
+    with pytest.raises(HarnessError, match="unknown architecture"):
+        require_cross("riscv")
