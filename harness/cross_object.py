@@ -18,11 +18,12 @@ from .cache import Cache, hash_parts
 from .errors import HarnessError, MissingToolError
 from .hostcmd import require_tool, run_checked, run_logged
 from .kconfig import Fragment, resolve_fragments
-from .kernel import KERNEL_KCFLAGS, Kernel, make_env
+from .kernel import KERNEL_KCFLAGS, Kernel, configure, make_env
 from .paths import CONFIGS_DIR
 
 IGB_DIR = "drivers/net/ethernet/intel/igb"
 PREPARED_MARK = ".harness-modules-prepared"
+OBJECT = "igb_main.o"
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ MODULE_FRAGMENT = "CONFIG_MODULES=y\nCONFIG_PCI=y\nCONFIG_NET_VENDOR_INTEL=y\nCO
 
 def require_cross(name: str) -> CrossArch:
     if name not in CROSS_ARCHES:
-        raise HarnessError(f"--cross {name}: unknown architecture (known: {', '.join(CROSS_ARCHES)})")
+        raise HarnessError(f"no cross build for {name!r}: unknown architecture (known: {', '.join(CROSS_ARCHES)})")
     cross = CROSS_ARCHES[name]
     for tool in (cross.gcc, cross.objdump):
         if not shutil.which(tool):
@@ -83,9 +84,6 @@ def cross_igb_object(kernel: Kernel, cross: CrossArch, cache: Cache) -> Path:
     return cache.get_or_build(f"cross-{cross.arch}", object_key, build).file(OBJECT)
 
 
-OBJECT = "igb_main.o"
-
-
 def _make(cross: CrossArch, src: Path) -> list[str]:
     return ["make", "-C", str(src), f"ARCH={cross.arch}", f"CROSS_COMPILE={cross.prefix}"]
 
@@ -103,14 +101,11 @@ def _prepared_build_dir(cross: CrossArch, src: Path, fragments: list[Fragment], 
             return build_dir
         require_tool("make", "needed to build a kernel")
         make, env, log = _make(cross, src), make_env(cache, src), build_dir / "build.log"
-        run_logged([*make, f"O={build_dir}", "-s", "tinyconfig"], log, what=f"{cross.arch} config", env=env)
         module_fragment = build_dir / "igb-module.config"
         module_fragment.write_text(MODULE_FRAGMENT)
-        run_logged([str(src / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(build_dir),
-                    str(build_dir / ".config"), *[str(f.path) for f in fragments], str(module_fragment)],
-                   log, what=f"{cross.arch} merge fragments", env=env, cwd=src)
-        run_logged([*make, f"O={build_dir}", "-s", "olddefconfig"], log, what=f"{cross.arch} olddefconfig", env=env)
-        if "CONFIG_IGB=m" not in (build_dir / ".config").read_text().splitlines():
+        config = configure([*make, f"O={build_dir}", "-s"], src, build_dir,
+                           [*[f.path for f in fragments], module_fragment], log, env, label=cross.arch)
+        if "CONFIG_IGB=m" not in config.splitlines():
             raise HarnessError(f"the {cross.arch} config has no CONFIG_IGB=m (see {build_dir / '.config'})")
         run_logged([*make, f"O={build_dir}", f"-j{(os.cpu_count() or 1) + 1}", "modules_prepare"], log,
                    what=f"{cross.arch} modules_prepare", env=env)

@@ -275,6 +275,17 @@ def make_env(cache: Cache, src: Path) -> dict[str, str]:
     return env
 
 
+def configure(make: list[str], src: Path, build_dir: Path, fragment_paths: list[Path], log: Path,
+              env: dict[str, str], label: str = "kernel") -> str:
+    """tinyconfig, the fragments merged onto it, olddefconfig: `build_dir`'s .config text.
+    `make` is the make command with -C, O= (and ARCH= for a cross build)."""
+    run_logged([*make, "tinyconfig"], log, what=f"{label} config", env=env)
+    run_logged([str(src / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(build_dir), str(build_dir / ".config"),
+                *[str(p) for p in fragment_paths]], log, what=f"{label} merge fragments", env=env, cwd=src)
+    run_logged([*make, "olddefconfig"], log, what=f"{label} olddefconfig", env=env)
+    return (build_dir / ".config").read_text()
+
+
 def _build(src: Path, out: Path, build_dir: Path, fragments: list[Fragment], cache: Cache,
            request: KernelRequest, source_id: str) -> dict:
     for tool in ("make", "gcc", "flex", "bison", "bc"):
@@ -287,12 +298,7 @@ def _build(src: Path, out: Path, build_dir: Path, fragments: list[Fragment], cac
     started = time.monotonic()
     print(f"harness: building kernel {request.variant} from {src} (log: {log})", file=sys.stderr, flush=True)
 
-    run_logged([*make, "tinyconfig"], log, what="kernel config", env=env)
-    merge = src / "scripts/kconfig/merge_config.sh"
-    run_logged([str(merge), "-m", "-O", str(build_dir), str(build_dir / ".config"),
-                *[str(f.path) for f in fragments]], log, what="merge fragments", env=env, cwd=src)
-    run_logged([*make, "olddefconfig"], log, what="kernel olddefconfig", env=env)
-    config_text = (build_dir / ".config").read_text()
+    config_text = configure(make, src, build_dir, [f.path for f in fragments], log, env)
     check_fragments(config_text, fragments, src)
 
     progress = KbuildProgress()
@@ -322,7 +328,8 @@ def _build(src: Path, out: Path, build_dir: Path, fragments: list[Fragment], cac
         "bzimage_bytes": (out / "bzImage").stat().st_size,
         "reproduce": " && ".join([
             f"make -C {src} O=BUILD tinyconfig",
-            f"{merge} -m -O BUILD BUILD/.config " + " ".join(str(f.path) for f in fragments),
+            f"{src}/scripts/kconfig/merge_config.sh -m -O BUILD BUILD/.config "
+            + " ".join(str(f.path) for f in fragments),
             f"make -C {src} O=BUILD olddefconfig",
             f"make -C {src} O=BUILD -j{jobs} KCFLAGS={KERNEL_KCFLAGS} bzImage",
         ]),
