@@ -58,18 +58,15 @@ def _add_guest_args(p: argparse.ArgumentParser) -> None:
 
 def kernel_from_args(args: argparse.Namespace, cache: Cache) -> Kernel:
     choice = single_choice(args.kernel, args.kernel_tree, args.cmd, *_user_build(args))
-    return choice.get(cache, _variant_patches(args))
+    from .claims.lab import VARIANTS
+
+    variant = VARIANTS[getattr(args, "variant", "stock")]
+    return choice.get(cache, variant.patch_paths, variant.name, variant.fragments)
 
 
 def _user_build(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[Path, ...]]:
     """--fragment and --patch, for every kernel that is built."""
     return tuple(args.fragment or ()), tuple(args.patch)
-
-
-def _variant_patches(args: argparse.Namespace) -> tuple[Path, ...]:
-    from .claims.lab import VARIANTS
-
-    return VARIANTS[getattr(args, "variant", "stock")].patch_paths
 
 
 def guest_options(args: argparse.Namespace) -> GuestOptions:

@@ -48,13 +48,17 @@ class KernelChoice:
         return KernelRequest(tree=self.tree, fragments=self.fragments or fragments or KernelRequest().fragments,
                              patches=self.patches + patches, variant=variant)
 
-    def get(self, cache: Cache, patches: tuple[Path, ...] = ()) -> Kernel:
+    def get(self, cache: Cache, patches: tuple[Path, ...] = (), variant: str = "stock",
+            fragments: tuple[str, ...] = ()) -> Kernel:
+        """This choice's kernel; `variant` with its `patches` and `fragments` is a build
+        of it, which a prebuilt image cannot be (the one place that says so)."""
         if self.prebuilt:
-            if self.fragments or self.patches or patches:
+            if self.fragments or self.patches or patches or variant != "stock":
+                wanted = f" (asked for the {variant!r} variant)" if variant != "stock" else ""
                 raise HarnessError(f"--kernel {self.kind} is Debian's prebuilt image: it has no variants and "
-                                   "takes no --fragment or --patch")
+                                   f"takes no --fragment or --patch{wanted}")
             return self.prebuilt_kernel(cache)
-        return get_kernel(self.build_request(patches=patches), cache)
+        return get_kernel(self.build_request(fragments, patches, variant), cache)
 
 
 def kernel_choices(kinds: list[str] | None, tree: Path | None, fragments: tuple[str, ...] = (),

@@ -15,7 +15,7 @@ from ..background import BackgroundJob
 from ..cache import Cache
 from ..errors import HarnessError
 from ..image import GuestImage, build_image
-from ..kernel import DEFAULT_FRAGMENTS, Kernel, get_kernel
+from ..kernel import DEFAULT_FRAGMENTS, Kernel
 from ..kernel_choice import KernelChoice
 from ..measure import Measurement
 from ..paths import PATCHES_DIR
@@ -83,14 +83,10 @@ class Lab:
         return self._kernels[variant]
 
     def _get_kernel(self, variant: str) -> Kernel:
-        if self.choice.prebuilt:
-            if variant != "stock":
-                raise HarnessError(f"a prebuilt kernel has no {variant!r} variant (it needs a build)")
-            return self.choice.prebuilt_kernel(self.cache)
         v = VARIANTS[variant]
-        log(f"kernel variant {variant}: {v.purpose}")
-        request = self.choice.build_request(v.fragments, v.patch_paths, variant)
-        return get_kernel(request, self.cache)
+        if not self.choice.prebuilt:
+            log(f"kernel variant {variant}: {v.purpose}")
+        return self.choice.get(self.cache, v.patch_paths, variant, v.fragments)
 
     def prefetch_image(self) -> None:
         """Start getting the guest image in the background: on a cold cache mmdebstrap
