@@ -34,7 +34,7 @@ def test_single_kernel_commands_refuse_a_matrix():
 def test_prebuilt_takes_no_patch(tmp_path):
     with pytest.raises(HarnessError, match="prebuilt image: it has no variants and takes no --fragment or --patch"):
         KernelChoice("debian-6.1").get(cache=None, patches=(Path("x.patch"),))  # type: ignore[arg-type]
-    with pytest.raises(HarnessError, match="prebuilt image: .* \\(asked for the 'no-reuse' variant\\)"):
+    with pytest.raises(HarnessError, match=r"prebuilt image: .* \(asked for the 'no-reuse' variant\)"):
         KernelChoice("debian-6.1").get(cache=None, variant="no-reuse")  # type: ignore[arg-type]
     with pytest.raises(HarnessError, match="--patch need a kernel that is built"):
         kernel_choices(["debian-6.1"], None, patches=(Path("x.patch"),))
