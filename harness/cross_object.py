@@ -8,7 +8,6 @@ igb sources can be the kernel's own (patches included) without staging a tree.""
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from .cache import Cache, hash_parts
 from .errors import HarnessError, MissingToolError
 from .hostcmd import require_tool, run_checked, run_logged
 from .kconfig import Fragment, resolve_fragments
-from .kernel import KERNEL_KCFLAGS, Kernel, configure, make_env
+from .kernel import KERNEL_KCFLAGS, Kernel, configure, make_env, make_jobs
 from .paths import CONFIGS_DIR
 
 IGB_DIR = "drivers/net/ethernet/intel/igb"
@@ -67,7 +66,8 @@ def cross_igb_object(kernel: Kernel, cross: CrossArch, cache: Cache) -> Path:
     fragments = resolve_fragments(list(kernel.meta.get("fragments", [])), CONFIGS_DIR)
     prepared_key = hash_parts([("origin", origin), ("arch", cross.arch), ("kcflags", KERNEL_KCFLAGS),
                                ("module", MODULE_FRAGMENT)] + [(f.name, f.text) for f in fragments])
-    object_key = hash_parts([("prepared", prepared_key), ("compiler", _cross_compiler_id(cross))]
+    compiler = _cross_compiler_id(cross)
+    object_key = hash_parts([("prepared", prepared_key), ("compiler", compiler)]
                             + [(p.name, p.read_bytes()) for p in sorted(igb_src.iterdir()) if p.is_file()])
 
     def build(out: Path) -> dict:
@@ -79,7 +79,7 @@ def cross_igb_object(kernel: Kernel, cross: CrossArch, cache: Cache) -> Path:
             run_logged([*_make(cross, Path(origin)), f"O={build_dir}", f"M={module_dir}", "igb_main.o"],
                        out / "build.log", what=f"{cross.arch} igb_main.o", env=make_env(cache, Path(origin)))
             shutil.copy2(module_dir / "igb_main.o", out / OBJECT)
-        return {"arch": cross.arch, "compiler": _cross_compiler_id(cross), "kernel": kernel.key}
+        return {"arch": cross.arch, "compiler": compiler, "kernel": kernel.key}
 
     return cache.get_or_build(f"cross-{cross.arch}", object_key, build).file(OBJECT)
 
@@ -107,7 +107,7 @@ def _prepared_build_dir(cross: CrossArch, src: Path, fragments: list[Fragment], 
                            [*[f.path for f in fragments], module_fragment], log, env, label=cross.arch)
         if "CONFIG_IGB=m" not in config.splitlines():
             raise HarnessError(f"the {cross.arch} config has no CONFIG_IGB=m (see {build_dir / '.config'})")
-        run_logged([*make, f"O={build_dir}", f"-j{(os.cpu_count() or 1) + 1}", "modules_prepare"], log,
+        run_logged([*make, f"O={build_dir}", f"-j{make_jobs()}", "modules_prepare"], log,
                    what=f"{cross.arch} modules_prepare", env=env)
         (build_dir / PREPARED_MARK).write_text("")
         return build_dir

@@ -102,8 +102,7 @@ def run_logged(
                 log.write(line)
                 status = (progress(line) if progress else None) or line.strip()[:100] or status
                 now = time.monotonic()
-                if now - start > timeout:
-                    _kill_group(proc)
+                if now - start > timeout:  # the group is killed below, as on any exception
                     raise BuildError(what, str(log_path), [f"timed out after {timeout:.0f}s"])
                 if now - last_report >= progress_every:
                     last_report = now

@@ -275,6 +275,11 @@ def make_env(cache: Cache, src: Path) -> dict[str, str]:
     return env
 
 
+def make_jobs() -> int:
+    """make -j: one job more than CPUs, so a job waiting on I/O leaves no CPU idle."""
+    return (os.cpu_count() or 1) + 1
+
+
 def configure(make: list[str], src: Path, build_dir: Path, fragment_paths: list[Path], log: Path,
               env: dict[str, str], label: str = "kernel") -> str:
     """tinyconfig, the fragments merged onto it, olddefconfig: `build_dir`'s .config text.
@@ -293,7 +298,7 @@ def _build(src: Path, out: Path, build_dir: Path, fragments: list[Fragment], cac
     use_ccache = shutil.which("ccache") is not None
     log = out / "build.log"
     env = make_env(cache, src)
-    jobs = str((os.cpu_count() or 1) + 1)
+    jobs = make_jobs()
     make = ["make", "-C", str(src), f"O={build_dir}", "-s"]
     started = time.monotonic()
     print(f"harness: building kernel {request.variant} from {src} (log: {log})", file=sys.stderr, flush=True)
