@@ -9,20 +9,29 @@ import errno
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
 from .cache import Cache
-from .errors import HarnessError
+from .errors import BuildError, HarnessError
 from .image import build_image
 from .kernel import Kernel, describe
 from .kernel_choice import KINDS, kernel_choices, single_choice
 from .vm import Guest, GuestOptions
 
-# Exit statuses: 0 all well, 1 a claim refuted, 2 a user or set-up error,
-# 3 a regression against the baseline, 130 interrupted.
-EXIT_REFUTED, EXIT_USER_ERROR, EXIT_REGRESSION, EXIT_INTERRUPTED = 1, 2, 3, 130
+# Exit statuses (README lists them): 0 every claim confirmed, 1 a claim refuted,
+# 2 a user or set-up error, 3 a regression against the baseline, 4 inconclusive
+# (nothing refuted), 5 error (a kernel crash or a failed experiment), 130
+# interrupted. Several apply: refuted, then error, then regression, then inconclusive.
+EXIT_OK, EXIT_REFUTED, EXIT_USER_ERROR, EXIT_REGRESSION = 0, 1, 2, 3
+EXIT_INCONCLUSIVE, EXIT_ERROR, EXIT_INTERRUPTED = 4, 5, 130
+# `git bisect run`: 0 good, 1 bad, 125 skip (cannot tell: inconclusive, error,
+# the kernel did not build), 128 stops the bisection (the harness itself is wrong).
+BISECT = {EXIT_OK: 0, EXIT_REFUTED: 1, EXIT_REGRESSION: 1, EXIT_INCONCLUSIVE: 125, EXIT_ERROR: 125}
+BISECT_SKIP, BISECT_ABORT = 125, 128
 
 
 def _add_kernel_args(p: argparse.ArgumentParser) -> None:
@@ -133,29 +142,51 @@ def cmd_check(args: argparse.Namespace) -> int:
     return run_smoke(booted_guest, args)
 
 
+def run_status(records: list[dict]) -> int:
+    """The exit status of a run over one or several kernels (see EXIT_*)."""
+    from .run_record import has_errors
+
+    verdicts = {c["verdict"] for r in records for c in r["claims"]}
+    if "refuted" in verdicts:
+        return EXIT_REFUTED
+    if any(has_errors(r) for r in records):
+        return EXIT_ERROR
+    if any(r.get("baseline") and not r["baseline"]["ok"] for r in records):
+        return EXIT_REGRESSION
+    if "inconclusive" in verdicts:
+        return EXIT_INCONCLUSIVE
+    return EXIT_OK
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .claims.runner import select
     from .compare import Tolerance
-    from .matrix import load_baselines, run_kernel, write_matrix
+    from .kernel_run import run_kernel
+    from .matrix import load_baselines, write_matrix
+    from .outdir import prepare_out
 
     claims = select([c.strip() for c in args.claims.split(",")] if args.claims else None)
     choices = kernel_choices(args.kernel, args.kernel_tree, *_user_build(args))
     tol = Tolerance(args.tolerance, args.abs_tolerance)
-    # Read the baseline before an hour of work, so a wrong path fails at once.
+    # Check what can be checked before an hour of work: the output directories
+    # and the baseline, so a wrong path fails at once.
+    top = prepare_out(args.out)
+    outs = [top] if len(choices) == 1 else [prepare_out(top / c.label) for c in choices]
     baselines = load_baselines(args.baseline, choices) if args.baseline else {}
     cache = Cache(args.cache)
-    records = []
-    for i, choice in enumerate(choices, 1):
+    runs = []
+    for i, (choice, out) in enumerate(zip(choices, outs, strict=True), 1):
         if len(choices) > 1:
             print(f"harness: kernel {i}/{len(choices)}: {choice.label}", file=sys.stderr, flush=True)
-        out = args.out if len(choices) == 1 else args.out / choice.label
-        records.append(run_kernel(choice, claims, cache, out, args.accel, baselines.get(choice.label), tol,
-                                  keep=args.keep and i == len(choices)))
+        runs.append(run_kernel(choice, claims, cache, out, args.accel, baselines.get(choice.label), tol,
+                               keep=args.keep and i == len(choices)))
     if len(choices) > 1:
-        write_matrix(args.out, [(c.label, r) for c, r in zip(choices, records, strict=True)], tol)
-    refuted = any(r["tally"].get("refuted") for r in records)
-    regressed = any(r.get("baseline") and not r["baseline"]["ok"] for r in records)
-    return EXIT_REFUTED if refuted else EXIT_REGRESSION if regressed else 0
+        write_matrix(args.out, runs, tol)
+    status = run_status([r.record for r in runs])
+    if args.bisect:
+        print(f"harness: exit {status} -> {BISECT[status]} for git bisect run", file=sys.stderr)
+        return BISECT[status]
+    return status
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -206,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tolerance_args(r)
     r.add_argument("--keep", action="store_true",
                    help="keep a guest of the (last) kernel up after the claims; print how to reach it")
+    r.add_argument("--bisect", action="store_true",
+                   help="exit statuses for `git bisect run`: 0 good (confirmed), 1 bad (refuted), 125 skip "
+                        "(inconclusive, error, kernel build failed), 128 stop (a set-up error)")
     r.set_defaults(func=cmd_run)
     cmp = sub.add_parser("compare", help="compare two stored runs (results.json or out directories)")
     cmp.add_argument("base", type=Path, help="the earlier run")
@@ -237,19 +271,31 @@ def main(argv: list[str] | None = None) -> int:
     _make_interruptible()
     args = build_parser().parse_args(argv)
     started = time.monotonic()
+    bisect = getattr(args, "bisect", False)
     try:
         return args.func(args)
+    except BuildError as e:
+        print(f"harness: error: {e}", file=sys.stderr)
+        return BISECT_SKIP if bisect else EXIT_USER_ERROR
     except HarnessError as e:
         print(f"harness: error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        print(f"harness: error: no space left on device writing {e.filename or '?'}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return BISECT_ABORT if bisect else EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"harness: interrupted after {time.monotonic() - started:.0f}s; guests stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            print(f"harness: error: no space left on device writing {e.filename or '?'}", file=sys.stderr)
+        else:
+            print(f"harness: error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}", file=sys.stderr)
+        return BISECT_ABORT if bisect else EXIT_USER_ERROR
+    except Exception as e:  # a bug in the harness: one line and where the traceback went, not a traceback
+        with tempfile.NamedTemporaryFile("w", prefix="harness-bug-", suffix=".txt", delete=False) as f:
+            f.write(f"harness {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+        print(f"harness: internal error: {type(e).__name__}: {e}\n"
+              f"harness: this is a bug in the harness, not in the kernel under test; please report it with "
+              f"{f.name}", file=sys.stderr)
+        return BISECT_ABORT if bisect else EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

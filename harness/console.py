@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pexpect
 
+from .crash import KernelReport, classify
+
 READY_RE = re.compile(r"HARNESS-READY nics=(\S*)")
 INIT_FAILED_RE = re.compile(r"HARNESS-INIT-FAILED: (.*)")
 
@@ -35,7 +37,10 @@ CRASH_PATTERNS = (
 ALLOWED = (
     (re.compile(r"DMA-API: preallocated \d+ debug entries"), "CONFIG_DMA_API_DEBUG start-up banner"),
     (re.compile(r"DMA-API: debugging enabled by kernel config"), "CONFIG_DMA_API_DEBUG start-up banner"),
+    # dump_entry_trace() after a DMA-API report: where the buffer was mapped, part of that report.
+    (re.compile(r"DMA-API: Mapped at:"), "the tail of the DMA-API report before it"),
 )
+CUT_HERE = "------------[ cut here ]------------"
 
 
 def is_crash_line(line: str) -> bool:
@@ -138,6 +143,34 @@ class ConsoleWatcher:
                     if "---[ end trace" in tail[n - first]:
                         break
             return out
+
+    def reports(self, line_no: int = 0, context: int = 80) -> list[KernelReport]:
+        """The kernel reports that started after console line `line_no`, one per
+        report (a DMA-API message and the WARNING that carries it are one), each with
+        its lines up to `---[ end trace` or `context` lines."""
+        with self._lock:
+            first = self._line_no - len(self.tail) + 1
+            tail = list(self.tail)
+            marks = [m for m in self._crash_marks if m > line_no]
+            last = self._line_no
+        out: list[KernelReport] = []
+        end = 0
+        for mark in marks:
+            if mark <= end:
+                continue  # inside the report already taken
+            lines = []
+            n = mark
+            for n in range(max(mark, first), min(mark + context, last) + 1):
+                if lines and CUT_HERE in tail[n - first]:
+                    n -= 1  # the next report starts here
+                    break
+                lines.append(tail[n - first])
+                if "---[ end trace" in tail[n - first]:
+                    break
+            end = n
+            if lines:
+                out.append(classify(lines))
+        return out
 
     def last_lines(self, n: int = 30) -> list[str]:
         with self._lock:

@@ -62,11 +62,10 @@ def snapshots(guest: Guest, ifnames: list[str]) -> list[CounterSnapshot]:
 
 
 def delta(before: CounterSnapshot, after: CounterSnapshot) -> dict[str, int]:
-    """ethtool counters that changed (prefixed by nothing) and link counters (prefixed 'link.')."""
-    out = {k: after.ethtool[k] - before.ethtool.get(k, 0) for k in after.ethtool
-           if after.ethtool[k] != before.ethtool.get(k, 0)}
-    out.update({f"link.{k}": after.link[k] - before.link.get(k, 0) for k in after.link
-                if after.link[k] != before.link.get(k, 0)})
+    """Every counter read both times, as after - before: ethtool's (unprefixed) and
+    the link's (prefixed 'link.'). A counter that did not move is a measured 0."""
+    out = {k: after.ethtool[k] - before.ethtool[k] for k in after.ethtool if k in before.ethtool}
+    out.update({f"link.{k}": after.link[k] - before.link[k] for k in after.link if k in before.link})
     return out
 
 

@@ -64,3 +64,9 @@ class GuestCommandError(GuestError):
         self.rc = rc
         self.stdout = stdout
         self.stderr = stderr
+
+
+class Unmeasurable(HarnessError):
+    """The kernel or the host lacks what a measurement needs (a traceable function,
+    a config option, a tool): the claims that need it are inconclusive, saying why.
+    Anything else that goes wrong during an experiment is an error."""

@@ -62,7 +62,8 @@ HIST_ENTRY = re.compile(r"^\{\s*(?P<keys>.*?)\s*\}\s*(?P<vals>hitcount:.*)$")
 HIST_TOTAL = re.compile(r"^\s*(Hits|Entries|Dropped):\s*(\d+)")
 
 
-TRIGGER_INFO = re.compile(r"^# trigger info: hist:keys=([^:\s]+)")
+# `# trigger info: hist:keys=dir,attrs:vals=hitcount:sort=hitcount:size=2048 if device == "x" [active]`
+TRIGGER_INFO = re.compile(r"^# trigger info: hist:keys=([^:\s]+)\S*(?: if (.*?))?(?: \[\w+\])?\s*$")
 
 
 @dataclass(frozen=True)
@@ -75,32 +76,66 @@ class HistTable:
 
 
 def parse_hist_file(text: str) -> dict[str, HistTable]:
-    """An event's `hist` file, one table per hist trigger, by the trigger's key list."""
+    """An event's `hist` file, one table per hist trigger, by the trigger's key list
+    (and ` if <filter>` for a trigger with a filter)."""
     sections: list[tuple[str, list[str]]] = []
     for line in text.splitlines():
         if m := TRIGGER_INFO.match(line):
-            sections.append((m.group(1), []))
+            sections.append((m.group(1) + (f" if {m.group(2)}" if m.group(2) else ""), []))
         elif sections:
             sections[-1][1].append(line)
     return {keys: parse_hist("\n".join(lines), keys) for keys, lines in sections}
 
 
+STACK_KEY = "common_stacktrace"
+STACK_FRAME = re.compile(r"^\s*([\w.]+)\+0x[0-9a-f]+/0x[0-9a-f]+(?: \[(\w+)\])?\s*$")
+
+
 def parse_hist(text: str, keys: str = "") -> HistTable:
     """One hist table: `{ k1: v1, k2: v2 } hitcount: N  val: M` rows and totals.
-    Values in keys are kept as strings (trimmed); a `.hex`/`.sym` suffix is not interpreted."""
+    Values in keys are kept as strings (trimmed); a `.hex`/`.sym` suffix is not interpreted.
+    A `common_stacktrace` key spans lines (one frame a line, up to the closing `}`):
+    its value is the frames' function names joined by ` < ` (innermost first)."""
     rows = []
     totals = {"Hits": 0, "Entries": 0, "Dropped": 0}
+    pending: list[str] | None = None  # lines of an entry whose stack trace is still open
     for line in text.splitlines():
-        if m := HIST_ENTRY.match(line.strip()):
-            keys = {}
-            for part in _split_keys(m.group("keys")):
-                name, _, value = part.partition(":")
-                keys[name.strip()] = value.strip()
-            vals = {k: int(v) for k, v in re.findall(r"(\w+):\s*(-?\d+)", m.group("vals"))}
-            rows.append((keys, vals))
+        stripped = line.strip()
+        if pending is not None:
+            if stripped.startswith("}"):
+                rows.append(_stack_entry(pending, stripped))
+                pending = None
+            else:
+                pending.append(stripped)
+            continue
+        if m := HIST_ENTRY.match(stripped):
+            rows.append((_keys(m.group("keys")), _vals(m.group("vals"))))
+        elif stripped.startswith("{") and stripped.endswith(f"{STACK_KEY}:"):
+            pending = [stripped]
         elif m := HIST_TOTAL.match(line):
             totals[m.group(1)] = int(m.group(2))
     return HistTable(keys, rows, totals["Hits"], totals["Entries"], totals["Dropped"])
+
+
+def _keys(text: str) -> dict[str, str]:
+    keys = {}
+    for part in _split_keys(text):
+        name, _, value = part.partition(":")
+        keys[name.strip()] = value.strip()
+    return keys
+
+
+def _vals(text: str) -> dict[str, int]:
+    return {k: int(v) for k, v in re.findall(r"(\w+):\s*(-?\d+)", text)}
+
+
+def _stack_entry(lines: list[str], closing: str) -> tuple[dict[str, str], dict[str, int]]:
+    """`{ dir: 2, attrs: 34, common_stacktrace:` + frame lines + `} hitcount: N`."""
+    head = lines[0].removeprefix("{").removesuffix(f"{STACK_KEY}:").strip().rstrip(",")
+    keys = _keys(head) if head else {}
+    frames = [m.group(1) for f in lines[1:] if (m := STACK_FRAME.match(f))]
+    keys[STACK_KEY] = " < ".join(frames)
+    return keys, _vals(closing.removeprefix("}"))
 
 
 def _split_keys(text: str) -> list[str]:

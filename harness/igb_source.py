@@ -70,3 +70,50 @@ def igb_rx_layout(igb_h: str, config_text: str, skb_shared_info_size: int) -> Ig
     why = (f"igb_compute_pad({rx_buf_len}) = SKB_WITH_OVERHEAD({half}) - {rx_buf_len} = {half} - "
            f"SKB_DATA_ALIGN(sizeof(struct skb_shared_info) = {skb_shared_info_size}) - {rx_buf_len} = {headroom}")
     return IgbRxLayout(headroom, rx_buf_len, half, why)
+
+
+# The ring states igb_rx_bufsz() tells apart, as the predicates it tests:
+# build_skb is the default at MTU 1500, legacy-rx clears it (igb_set_rx_buffer_len
+# returns before setting anything), and a frame over IGB_MAX_FRAME_BUILD_SKB
+# (MTU 3000) sets the large-buffer flag on a build_skb ring.
+RING_MODES = {
+    "build_skb": {"ring_uses_build_skb"},
+    "legacy": set(),
+    "large": {"ring_uses_build_skb", "ring_uses_large_buffer"},
+}
+BUFSZ_FN = re.compile(r"static inline unsigned int igb_rx_bufsz\(struct igb_ring \*ring\)\s*\{(.*?)\n\}", re.S)
+BUFSZ_BRANCH = re.compile(r"if \((\w+)\(ring\)\)\s*return (\w+);")
+BUFSZ_DEFAULT = re.compile(r"return (\w+);\s*$")
+
+
+def _eval_define(igb_h: str, name: str, seen: tuple[str, ...] = ()) -> int:
+    """A #define of igb.h as a number: other defines and NET_IP_ALIGN substituted, then
+    only integer arithmetic evaluated."""
+    if name == "NET_IP_ALIGN":
+        return NET_IP_ALIGN_X86
+    if name in seen:
+        raise UnknownLayout(f"igb.h: #define {name} refers to itself")
+    expr = _define(igb_h, name)
+    expr = re.sub(r"\b[A-Z_][A-Z0-9_]*\b", lambda m: str(_eval_define(igb_h, m.group(0), (*seen, name))), expr)
+    if not re.fullmatch(r"[\d\s()+\-*/]+", expr):
+        raise UnknownLayout(f"igb.h: #define {name} is not integer arithmetic: {expr!r}")
+    return int(eval(expr, {"__builtins__": {}}, {}))  # digits, spaces, parentheses and + - * / only
+
+
+def igb_rx_bufsz(igb_h: str) -> dict[str, int]:
+    """What igb_rx_bufsz() returns for each ring mode (RING_MODES), read from igb.h:
+    its `if (<predicate>(ring)) return <DEFINE>;` branches in order, then the default
+    `return`. The bytes igb syncs for the device on each refill (igb_alloc_rx_buffers)."""
+    m = BUFSZ_FN.search(igb_h)
+    if not m:
+        raise UnknownLayout("igb.h has no `static inline unsigned int igb_rx_bufsz(struct igb_ring *ring)`")
+    body = m.group(1)
+    branches = BUFSZ_BRANCH.findall(body)
+    default = BUFSZ_DEFAULT.search(body)
+    if not branches or not default:
+        raise UnknownLayout("igb_rx_bufsz() is not a chain of `if (ring_uses_*(ring)) return X;` as in 6.12")
+    out = {}
+    for mode, true_predicates in RING_MODES.items():
+        chosen = next((size for pred, size in branches if pred in true_predicates), default.group(1))
+        out[mode] = _eval_define(igb_h, chosen)
+    return out

@@ -7,7 +7,8 @@ from __future__ import annotations
 import shlex
 
 from .cache import Cache
-from .probes import DMA_KPROBES, POLL_ROOTS, RX_PATH_FUNCTIONS, DmaProbe, GraphProbe, T
+from .dma_probe import DmaProbe
+from .probes import POLL_ROOTS, RX_PATH_FUNCTIONS, GraphProbe, T
 from .traffic import PktgenConfig, pktgen_script
 from .vm import Guest
 from .xdp import build_programs
@@ -36,6 +37,8 @@ def scripts(guest: Guest) -> dict[str, str]:
     assert fixed in pktgen, "pktgen_script changed how it sets the count"
     pktgen = pktgen.replace(fixed, f'echo "count {count}"')
     graph = GraphProbe()
+    dma = DmaProbe()
+    dma.prepare(guest)
     hooks = list(POLL_ROOTS) + RX_PATH_FUNCTIONS
     return {
         "pktgen.sh": f"# {count} frames {e1000e} (e1000e) -> {igb} (igb) at {BY_HAND_PKTGEN.rate_pps}/s\n"
@@ -51,13 +54,9 @@ def scripts(guest: Guest) -> dict[str, str]:
         "graph-read.sh": f"echo 0 > {T}/tracing_on\n"
                          f"# calls per function under each poll function\n"
                          f"grep -oE '[a-z_0-9]+\\(\\)' {T}/trace | sort | uniq -c | sort -rn",
-        "dma-arm.sh": DmaProbe().arm_script(list(DMA_KPROBES)),
-        "dma-read.sh": "\n".join(f"echo '== {ev} ({func})'; cat {T}/events/{DmaProbe.group}/{ev}/hist | "
-                                 "grep -v '^#'" for ev, (func, _, _) in DMA_KPROBES.items()),
-        "probes-off.sh": f"echo 0 > {T}/tracing_on; echo nop > {T}/current_tracer\n"
-                         f"for t in {T}/events/{DmaProbe.group}/*/trigger; do [ -e $t ] || continue; "
-                         "grep -v '^#' $t | while read -r l; do echo \"!${l%% \\[*}\" >> $t; done; done\n"
-                         f"echo > {T}/kprobe_events; true",
+        "dma-arm.sh": dma.arm_script(),
+        "dma-read.sh": dma.read_script(),
+        "probes-off.sh": f"echo 0 > {T}/tracing_on; echo nop > {T}/current_tracer\n" + dma.cleanup_script(),
     }
 
 
@@ -73,7 +72,8 @@ def usage(guest: Guest, how_to_stop: str) -> str:
     pktgen.sh [N]        N frames (default {BY_HAND_PKTGEN.count:,}) {e1000e} -> {igb} at {BY_HAND_PKTGEN.rate_pps}/s;
                          then: ethtool -S {igb} | grep rx_packets
     graph-arm.sh / graph-read.sh   function_graph under igb_poll/e1000e_poll: calls per function
-    dma-arm.sh / dma-read.sh       kprobes on the DMA API with hist triggers by device, dir, len, attrs
+    dma-arm.sh / dma-read.sh       the DMA API (dma:* tracepoints, else kprobes): hist triggers by
+                                   device, dir, size, attrs and calling function
     probes-off.sh                  remove the probes
     xdp/*.o              ip link set dev {igb} xdpdrv obj {GUEST_DIR}/xdp/xdp_drop.o sec xdp
                          (off: ip link set dev {igb} xdpdrv off; counts: sysctl kernel.bpf_stats_enabled=1,

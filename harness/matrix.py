@@ -1,16 +1,12 @@
-"""`harness run` over one or several kernels: one results set per kernel, each
-optionally compared with a baseline, and for several kernels a report that
-puts them side by side."""
+"""A kernel matrix: the results of `harness run` on several kernels (one
+kernel_run each) side by side, and the baselines they are compared with."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
-import secrets
-import shlex
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,15 +14,14 @@ from typing import TYPE_CHECKING
 import jinja2
 import pandas as pd
 
-from .cache import Cache
-from .compare import Tolerance, compare_results, load_results, metric_matrix, verdict_matrix
+from .compare import Tolerance, load_results, metric_matrix, verdict_matrix
 from .errors import HarnessError
 from .kernel_choice import KernelChoice
-from .measure import load as load_measurements
+from .outdir import write_text
 from .report import TEMPLATES, fmtnum, write_junit_suites
 
 if TYPE_CHECKING:
-    from .claims.lab import Lab
+    from .kernel_run import KernelRun
 
 
 def log(msg: str) -> None:
@@ -49,85 +44,30 @@ def load_baselines(path: Path, choices: list[KernelChoice]) -> dict[str, dict]:
     return found
 
 
-def run_kernel(choice: KernelChoice, claims: list, cache: Cache, out: Path, accel: str,
-               baseline: dict | None, tol: Tolerance, *, keep: bool = False) -> dict:
-    """The claims on one kernel; writes `out` and returns its results record."""
-    from .claims.lab import Lab
-    from .claims.runner import experiment_order, run_claims
-    from .report import write_report
-    from .smoke import qemu_version
-
-    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
-    started = time.monotonic()
-    lab = Lab(cache, run_id, choice=choice, accel=accel)
-    try:
-        if experiment_order(claims):  # a guest will be needed
-            lab.prefetch_image()
-        kernel = lab.kernel("stock")  # fail early on a kernel that cannot be had
-        results = run_claims(lab, claims)
-    finally:
-        lab.close()
-    meta = {
-        "run_id": run_id, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "command": shlex.join(["harness", *sys.argv[1:]]), "wall_s": round(time.monotonic() - started, 1),
-        "kernel": {"label": choice.label, "release": kernel.release, "key": kernel.key, **kernel.meta},
-        "qemu": {"version": qemu_version(), "accel": lab.boots[0]["accel"] if lab.boots else "none"},
-    }
-    comparison = None
-    if baseline is not None:
-        comparison = compare_results(baseline, {**meta, "claims": [r.to_json() for r in results]}, tol)
-    record = write_report(out, lab, results, meta, baseline=comparison)
-    for r in results:
-        check = r.deciding_check
-        print(f"  {r.verdict:12s} {r.id:18s} {check.describe() if check else ''}")
-    if comparison is not None:
-        print(comparison.to_markdown())
-    log(f"{choice.label}: {', '.join(f'{n} {v}' for v, n in record['tally'].items())} in "
-        f"{record['wall_s']:.0f}s; report: {out / 'report.html'}")
-    if keep:
-        _keep(lab)
-    return record
-
-
-def _keep(lab: Lab) -> None:
-    """Boot the kernel under test again and hold it until Ctrl-C (the harness owns QEMU)."""
-    from .investigate import prepare_guest, usage
-
-    g = lab.guest("stock", "direct")
-    try:
-        prepare_guest(g, lab.cache)
-        print(usage(g, "press Ctrl-C here to stop the guest"), file=sys.stderr, flush=True)
-        while g.alive():
-            time.sleep(1)
-        log("the guest exited")
-    except KeyboardInterrupt:
-        log("stopping the kept guest")
-    finally:
-        lab.close()
-
-
 # ---- the comparison report of a matrix run ------------------------------------
-def write_matrix(out: Path, runs: list[tuple[str, dict]], tol: Tolerance) -> dict:
+def write_matrix(out: Path, kernel_runs: list[KernelRun], tol: Tolerance) -> dict:
     """out/matrix.json, report.html and report.md comparing the kernels (the first
-    is the reference for the deltas), and one JUnit file with a suite per kernel."""
+    is the reference for the deltas), and one JUnit file with a suite per kernel,
+    from the runs' records and tables in memory."""
+    runs = [(r.label, r.record) for r in kernel_runs]
     verdicts = verdict_matrix(runs)
     metrics = metric_matrix(runs, tol)
     labels = [label for label, _ in runs]
     kernels = {label: {"release": r["kernel"]["release"], "source": r["kernel"].get("source"),
                        "tally": r["tally"], "wall_s": r["wall_s"], "dir": label,
                        "baseline": r.get("baseline")} for label, r in runs}
-    counts = count_matrix(out, labels, tol)
+    counts = count_matrix({r.label: r.table for r in kernel_runs}, labels, tol)
     record = {"labels": labels, "reference": labels[0], "kernels": kernels, "verdicts": verdicts,
               "metrics": metrics, "counts": counts.rows, "counts_same": counts.same,
               "counts_one_sided": counts.one_sided, "counts_batching": counts.batching,
               "tolerance": {"rel": tol.rel, "abs": tol.abs}}
-    (out / "matrix.json").write_text(json.dumps(record, indent=2, default=_nan_to_none))
+    write_text(out / "matrix.json", json.dumps(record, indent=2, default=_nan_to_none))
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
     env.filters["fmtnum"] = fmtnum
     env.filters["signed"] = _signed
-    (out / "report.html").write_text(env.get_template("matrix.html.j2").render(
+    write_text(out / "report.html", env.get_template("matrix.html.j2").render(
         **record, batching_note=BATCHING_NOTE.format(n=record["counts_batching"])))
-    (out / "report.md").write_text(render_matrix_markdown(record))
+    write_text(out / "report.md", render_matrix_markdown(record))
     write_junit_suites(out / "junit.xml", [(label, r) for label, r in runs])
     differing = sum(1 for m in metrics if m["differs"] and not m["one_sided"])
     one_sided = sum(1 for m in metrics if m["one_sided"])
@@ -162,17 +102,16 @@ class CountMatrix:
     batching: int  # left out: timing-dependent counts (_timing_dependent)
 
 
-def count_matrix(out: Path, labels: list[str], tol: Tolerance) -> CountMatrix:
-    """Every per-frame count of every experiment (measurements.csv of each kernel),
+def count_matrix(tables: dict[str, pd.DataFrame], labels: list[str], tol: Tolerance) -> CountMatrix:
+    """Every per-frame count of every experiment (each kernel's measurement table),
     side by side: the rows measured on every kernel that differ beyond `tol` from
     the reference kernel, how many agree, the rows measured on some kernels only,
     and how many per-poll counts were left out."""
     frames = []
     left_out: set[tuple[str, str, str]] = set()
     for label in labels:
-        path = out / label / "measurements.csv"
-        if path.is_file():
-            m = load_measurements(path)
+        m = tables.get(label)
+        if m is not None and not m.empty:
             m = m[~m.metric.isin(NOT_COMPARED) & (m.driver.fillna("") != "")]
             timing = _timing_dependent(m)
             left_out |= set(zip(m.experiment[timing], m.driver[timing], m.metric[timing], strict=True))

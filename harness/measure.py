@@ -15,6 +15,7 @@ import pandas as pd
 from .counters import losses
 from .errors import GuestError
 from .netcheck import bring_up
+from .outdir import write_text
 from .probes import Observation, Probe
 from .traffic import PktgenConfig, TrafficRun, run_pktgen
 from .vm import Guest
@@ -172,8 +173,8 @@ def save(frame: pd.DataFrame, out_dir: Path, stem: str = "measurements") -> tupl
     """CSV for people and spreadsheets, JSON records for programs (same rows)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.json"
-    frame.to_csv(csv_path, index=False)
-    json_path.write_text(frame.to_json(orient="records", indent=1))
+    write_text(csv_path, frame.to_csv(index=False))
+    write_text(json_path, frame.to_json(orient="records", indent=1))
     return csv_path, json_path
 
 

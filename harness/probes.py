@@ -4,9 +4,8 @@ A global count of `dma_map_page_attrs` during traffic mixes the generator's TX
 maps with the receiver's RX maps, so every probe here says whose work it counts:
   - GraphProbe: function_graph rooted at the drivers' poll functions
     (`set_graph_function`), each call attributed to the root open on its CPU;
-  - DmaProbe: kprobe events on the DMA API with the device name fetched from
-    the `struct device *` argument, aggregated by hist triggers per device,
-    direction, attrs and size;
+  - DmaProbe (dma_probe.py): the DMA API per device, direction, size, attrs
+    and calling function;
   - EventCountProbe: tracepoint hit counts (hist triggers).
 Probes arm right before traffic and are read right after it; nothing else uses
 the NICs under test in between."""
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .errors import GuestError
-from .ftrace_parse import HistTable, count_graph, parse_hist, parse_hist_file
+from .ftrace_parse import count_graph, parse_hist
 from .vm import Guest
 
 T = "/sys/kernel/tracing"
@@ -182,126 +181,6 @@ echo 1 > {T}/tracing_on"""
     def cleanup(self, guest: Guest) -> None:
         guest.run(f"echo 0 > {T}/tracing_on; echo nop > {T}/current_tracer; echo > {T}/set_ftrace_filter; "
                   f"echo > {T}/set_graph_function; echo > {T}/trace; echo 1408 > {T}/buffer_size_kb", check=False)
-
-
-# ---- DMA API kprobes, keyed by device ----------------------------------------
-# x86-64 argument registers: di, si, dx, cx, r8, r9. `struct device` starts with
-# its kobject, whose first member is the name: +0(+0(%di)) is dev_name(dev).
-DEVNAME = "devname=+0(+0(%di)):string"
-# Two hist triggers per event: a string key (256 bytes) plus three numbers is
-# over the hist key-size limit (EINVAL). The size argument is fetched as `len`:
-# a key named `size` clashes with the trigger's own `size=` parameter.
-SIZE_KEYS, ATTR_KEYS = "devname,dir,len", "devname,dir,attrs"
-DMA_KPROBES = {
-    # event: (function, fetch args, hist key sets)
-    "dma_map": ("dma_map_page_attrs", f"{DEVNAME} len=%cx:u64 dir=%r8:u32 attrs=%r9:u64", (SIZE_KEYS, ATTR_KEYS)),
-    "dma_unmap": ("dma_unmap_page_attrs", f"{DEVNAME} len=%dx:u64 dir=%cx:u32 attrs=%r8:u64",
-                  (SIZE_KEYS, ATTR_KEYS)),
-    "dma_sync_cpu": ("__dma_sync_single_for_cpu", f"{DEVNAME} len=%dx:u64 dir=%cx:u32", (SIZE_KEYS,)),
-    "dma_sync_dev": ("__dma_sync_single_for_device", f"{DEVNAME} len=%dx:u64 dir=%cx:u32", (SIZE_KEYS,)),
-}
-HIST_OPTS = "sort=hitcount:size=4096"
-DMA_DIRECTIONS = {"0": "bidirectional", "1": "to_device", "2": "from_device", "3": "none"}
-
-
-class DmaProbe:
-    name = "dma_kprobes"
-    group = "harness"
-
-    def __init__(self, events: list[str] | None = None) -> None:
-        self.events = events or list(DMA_KPROBES)
-        self.armed: list[str] = []
-        self.probed: dict[str, str] = {}
-
-    def _trigger_file(self, ev: str) -> str:
-        return f"{T}/events/{self.group}/{ev}/trigger"
-
-    def arm(self, guest: Guest) -> None:
-        self.cleanup(guest)
-        names = [DMA_KPROBES[e][0] for e in self.events]
-        self.probed = resolve_functions(names, traceable(guest, with_aliases(names)))
-        events = [ev for ev in self.events if DMA_KPROBES[ev][0] in self.probed]
-        tracefs_script(guest, self.arm_script(events, self.probed))
-        self.armed = events
-
-    def arm_script(self, events: list[str], probed: dict[str, str] | None = None) -> str:
-        """kprobe events on the DMA API functions of `events` (or their names in
-        `probed`), each with its hist triggers."""
-        lines, triggers = [], []
-        for ev in events:
-            name, args, keysets = DMA_KPROBES[ev]
-            func = (probed or {}).get(name, name)
-            lines.append(f"echo {shlex.quote(f'p:{self.group}/{ev} {func} {args}')} >> {T}/kprobe_events")
-            triggers += [f"echo 'hist:keys={k}:{HIST_OPTS}' >> {self._trigger_file(ev)}" for k in keysets]
-        return "\n".join(lines + triggers)
-
-    def disarm(self, guest: Guest) -> None:
-        # Pause the histograms so reading them is not itself counted.
-        script = [f"echo 'hist:keys={k}:{HIST_OPTS}:pause' >> {self._trigger_file(ev)}"
-                  for ev in self.armed for k in DMA_KPROBES[ev][2]]
-        tracefs_script(guest, "\n".join(script))
-
-    def collect(self, guest: Guest) -> list[Observation]:
-        drivers = pci_drivers(guest)
-        obs = []
-        for ev in self.armed:
-            func = DMA_KPROBES[ev][0]
-            tables = parse_hist_file(guest.run(["cat", f"{T}/events/{self.group}/{ev}/hist"]).stdout)
-            for table in tables.values():
-                if table.dropped:
-                    raise GuestError(f"hist trigger on {func} dropped {table.dropped} entries")
-            obs += self._size_observations(func, tables[SIZE_KEYS], drivers)
-            if ATTR_KEYS in tables:
-                obs += self._attr_observations(func, tables[ATTR_KEYS], drivers)
-        return obs
-
-    @staticmethod
-    def _size_observations(func: str, table: HistTable, drivers: dict[str, str]) -> list[Observation]:
-        method = f"kprobe on {func}, dev_name(dev) from its first argument, hist trigger keyed by {SIZE_KEYS}"
-        per: dict[str, dict] = {d: {"count": 0, "bytes": 0, "by": []} for d in ("igb", "e1000e")}
-        for keys, vals in table.rows:
-            driver = drivers.get(keys["devname"], keys["devname"])
-            d = per.setdefault(driver, {"count": 0, "bytes": 0, "by": []})
-            d["count"] += vals["hitcount"]
-            d["bytes"] += vals["hitcount"] * int(keys["len"])
-            d["by"].append({"dir": DMA_DIRECTIONS.get(keys["dir"], keys["dir"]), "len": int(keys["len"]),
-                            "count": vals["hitcount"]})
-        obs = []
-        for driver, d in per.items():
-            obs.append(Observation(func, d["count"], driver, method, {"by_dir_len": d["by"]}))
-            obs.append(Observation(f"{func}:bytes", d["bytes"], driver, method))
-        return obs
-
-    @staticmethod
-    def _attr_observations(func: str, table: HistTable, drivers: dict[str, str]) -> list[Observation]:
-        """attrs per driver, overall and by direction (a driver's rx maps are
-        DMA_FROM_DEVICE; its tx maps, e.g. IPv6 router solicitations at link up, are not)."""
-        method = f"kprobe on {func}, attrs argument, hist trigger keyed by {ATTR_KEYS}"
-        per: dict[str, dict[str, dict[int, int]]] = {}
-        for keys, vals in table.rows:
-            driver = drivers.get(keys["devname"], keys["devname"])
-            direction = DMA_DIRECTIONS.get(keys.get("dir", ""), keys.get("dir", "?"))
-            attrs = per.setdefault(driver, {}).setdefault(direction, {})
-            attrs[int(keys["attrs"])] = attrs.get(int(keys["attrs"]), 0) + vals["hitcount"]
-        obs = []
-        for driver, by_dir in per.items():
-            total: dict[int, int] = {}
-            for attrs in by_dir.values():
-                for k, v in attrs.items():
-                    total[k] = total.get(k, 0) + v
-            obs.append(Observation(f"{func}:attrs", sum(total.values()), driver, method, {
-                "by_attrs": {hex(k): v for k, v in sorted(total.items())},
-                "by_dir_attrs": {d: {hex(k): v for k, v in sorted(a.items())} for d, a in sorted(by_dir.items())}}))
-        return obs
-
-    def cleanup(self, guest: Guest) -> None:
-        # Triggers must go before their kprobe event can be removed.
-        script = [f"for t in {T}/events/{self.group}/*/trigger; do [ -e $t ] || continue; "
-                  "grep -v '^#' $t | while read -r l; do echo \"!${l%% \\[*}\" >> $t; done; done",
-                  f"for e in {' '.join(DMA_KPROBES)}; do echo \"-:{self.group}/$e\" >> {T}/kprobe_events "
-                  "2>/dev/null; done", "true"]
-        guest.run("\n".join(script), check=False)
-        self.armed = []
 
 
 # ---- tracepoint counts -------------------------------------------------------

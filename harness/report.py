@@ -15,12 +15,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import pandas as pd
 
-from .claims.base import ClaimResult
-from .claims.experiments import EXPERIMENTS
-from .claims.lab import Lab
 from .compare import Comparison
 from .measure import save
+from .outdir import write_bytes, write_text
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -38,58 +37,44 @@ def fmtnum(x: float | None) -> str:
     return f"{x:.4g}" if isinstance(x, float) else str(x)
 
 
-def run_record(lab: Lab, results: list[ClaimResult], meta: dict) -> dict:
-    experiments = []
-    for name, m in lab.results.items():
-        e = EXPERIMENTS[name]
-        experiments.append({"name": name, "what": e.what, "variant": e.variant, "dma_mode": e.dma_mode,
-                            "frames": m.traffic.received, "pps": m.traffic.result.pps, "seconds": m.seconds})
-    return {**meta, "claims": [r.to_json() for r in results], "experiments": experiments,
-            "failures": lab.failures, "boots": lab.boots,
-            "tally": dict(Counter(r.verdict for r in results))}
-
-
-def write_report(out: Path, lab: Lab, results: list[ClaimResult], meta: dict,
-                 baseline: Comparison | None = None) -> dict:
+def write_report(out: Path, record: dict, table: pd.DataFrame, baseline: Comparison | None = None) -> None:
+    """Every file of one kernel's run, from its record (and the measurement table)."""
     out.mkdir(parents=True, exist_ok=True)
-    record = run_record(lab, results, meta)
     if baseline is not None:
         record["baseline"] = baseline.to_dict()
-    (out / "results.json").write_text(json.dumps(record, indent=2, default=str))
-    table = lab.table()
+    write_text(out / "results.json", json.dumps(record, indent=2, default=str))
     if not table.empty:
         save(table, out, "measurements")
-    plots = make_plots(out, results)
+    plots = make_plots(out, record)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
     env.filters["fmtnum"] = fmtnum
-    (out / "report.html").write_text(env.get_template("report.html.j2").render(**record, plots=plots))
-    (out / "report.md").write_text(render_markdown(record, plots, baseline))
-    write_junit(out / "junit.xml", results, baseline)
-    return record
+    write_text(out / "report.html", env.get_template("report.html.j2").render(**record, plots=plots))
+    write_text(out / "report.md", render_markdown(record, plots, baseline))
+    write_junit(out / "junit.xml", record, baseline)
 
 
-def _value(results: list[ClaimResult], claim: str, what: str) -> float:
-    for r in results:
-        if r.id == claim:
-            for c in r.checks:
-                if c.what == what and c.value is not None:
-                    return float(c.value)
+def metric(record: dict, claim: str, check_id: str) -> float:
+    """A check's measured value by claim and check id (NaN when not measured or absent)."""
+    for c in record["claims"]:
+        if c["id"] == claim:
+            v = c["metrics"].get(check_id)
+            return math.nan if v is None else float(v)
     return math.nan
 
 
-def make_plots(out: Path, results: list[ClaimResult]) -> list[Plot]:
+def make_plots(out: Path, record: dict) -> list[Plot]:
     plots = []
     reuse = [
-        ("igb stock", _value(results, "page-reuse", "igb rx DMA maps per frame (stock)")),
-        ("igb, reuse patched out",
-         _value(results, "page-reuse",
-                "igb rx DMA maps per frame, kernel patched so igb_can_reuse_rx_page() is false")),
-        ("e1000e (control)", _value(results, "page-reuse", "e1000e rx DMA maps per frame (control NIC, receiving)")),
+        ("igb stock", metric(record, "page-reuse", "igb-rx-maps-per-frame")),
+        ("igb, receiver\nholds its skbs", metric(record, "page-reuse", "held-skbs-maps-per-frame")),
+        ("igb, reuse\npatched out", metric(record, "page-reuse", "no-reuse-maps-per-frame")),
+        ("e1000e (control)", metric(record, "page-reuse", "e1000e-rx-maps-per-frame")),
     ]
     if any(not math.isnan(v) for _, v in reuse):
         fig, ax = plt.subplots(figsize=(7, 3.2), dpi=110)
         labels, values = zip(*reuse, strict=True)
-        bars = ax.bar(labels, [0 if math.isnan(v) else v for v in values], color=["#2e7d32", "#c62828", "#1565c0"])
+        bars = ax.bar(labels, [0 if math.isnan(v) else v for v in values],
+                      color=["#2e7d32", "#f9a825", "#c62828", "#1565c0"])
         for bar, v in zip(bars, values, strict=True):
             ax.annotate("n/a" if math.isnan(v) else f"{v:.3f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                         ha="center", va="bottom", fontsize=10)
@@ -99,16 +84,17 @@ def make_plots(out: Path, results: list[ClaimResult]) -> list[Plot]:
         fig.tight_layout()
         fig.savefig(out / "page_reuse.png")
         plt.close(fig)
-        plots.append(Plot("page-reuse, three ways", "Receive-side DMA maps per frame (kprobe on dma_map_page_attrs "
-                          "keyed by device): stock igb, the same igb with igb_can_reuse_rx_page() patched to false, "
+        plots.append(Plot("page-reuse, four ways", "Receive-side DMA maps per frame (dma:dma_map_page events keyed "
+                          "by device): stock igb, the same igb with a receiver that holds every skb (a page serves "
+                          "its two halves, then is given up), igb with igb_can_reuse_rx_page() patched to false, "
                           "and the e1000e receiving.", "page_reuse.png"))
     skb = [
-        ("default", _value(results, "build-skb-vs-copy", "build_skb per frame (default)"),
-         _value(results, "build-skb-vs-copy", "copying skb allocations per frame (default)")),
-        ("legacy-rx", _value(results, "build-skb-vs-copy", "build_skb per frame (legacy-rx)"),
-         _value(results, "build-skb-vs-copy", "copying skb allocations per frame (legacy-rx)")),
-        ("XDP_DROP", _value(results, "xdp", "build_skb per frame under XDP_DROP"), math.nan),
-        ("XDP_PASS", _value(results, "xdp", "build_skb per frame under XDP_PASS"), math.nan),
+        ("default", metric(record, "build-skb-vs-copy", "default-build-skb"),
+         metric(record, "build-skb-vs-copy", "default-copy-allocs")),
+        ("legacy-rx", metric(record, "build-skb-vs-copy", "legacy-build-skb"),
+         metric(record, "build-skb-vs-copy", "legacy-copy-allocs")),
+        ("XDP_DROP", metric(record, "xdp", "drop-build-skb"), math.nan),
+        ("XDP_PASS", metric(record, "xdp", "pass-build-skb"), math.nan),
     ]
     if any(not math.isnan(b) for _, b, _ in skb):
         fig, ax = plt.subplots(figsize=(7, 3.2), dpi=110)
@@ -135,9 +121,31 @@ def make_plots(out: Path, results: list[ClaimResult]) -> list[Plot]:
     return plots
 
 
+def problems_markdown(record: dict) -> list[str]:
+    """The run's failures first: crashed or failed experiments, kernel reports, partial results."""
+    lines = []
+    if record.get("partial"):
+        lines.append("- **partial results**: the run stopped before every experiment ran "
+                     f"({record.get('stopped_by', 'interrupted')}); what did not run is unmeasured")
+    for name, f in record.get("failures", {}).items():
+        if f["kind"] == "error":
+            lines.append(f"- **error** in experiment `{name}`: {f['headline']}")
+            for r in f["reports"][:1]:
+                lines += ["", "```", *r["lines"][:30], "```", ""]
+    for r in record.get("kernel_reports", []):
+        if r["counted_as"] == "evidence":
+            lines.append(f"- DMA-API report during `{r['experiment']}` (evidence for the DMA claims): "
+                         f"{r['fingerprint']}")
+    lines += [f"- **error**: {e}" for e in record.get("run_errors", [])]
+    return lines
+
+
 def render_markdown(record: dict, plots: list[Plot], baseline: Comparison | None = None) -> str:
     k = record["kernel"]
     lines = [f"# igb page-based receive: claims on kernel {k['release']}", ""]
+    problems = problems_markdown(record)
+    if problems:
+        lines += ["## Failures and kernel reports", "", *problems, ""]
     if baseline is not None:
         lines += ["## Against the baseline", "", baseline.to_markdown(), ""]
     lines += [
@@ -151,10 +159,13 @@ def render_markdown(record: dict, plots: list[Plot], baseline: Comparison | None
         lines.append(f"| {c['id']} | {c['slide']} | **{c['verdict']}** | {c['rule']} |")
     for c in record["claims"]:
         lines += ["", f"## {c['id']}: {c['verdict']}", "", c["title"], ""]
+        lines += [f"- **error**: {e['headline']}" for e in c.get("errors", [])]
         lines += [f"- {e}" for e in c["explanation"]]
         lines += ["", "| check | measured | result | how measured |", "|---|---|---|---|"]
         for ch in c["checks"]:
             res = {True: "holds", False: "**fails**", None: "not measured"}[ch["holds"]]
+            if ch["holds"] is None and ch.get("unmeasured"):
+                res += f": {ch['unmeasured']}"
             lines.append(f"| {ch['rule']} | {fmtnum(ch['value'])} | {res} | {ch['how']} |")
         lines += [f"- note: {n}" for n in c["notes"]]
     lines += ["", "## Plots", ""] + [f"![{p.title}]({p.file}) {p.caption}" for p in plots]
@@ -162,19 +173,23 @@ def render_markdown(record: dict, plots: list[Plot], baseline: Comparison | None
 
 
 def junit_suite(name: str, claims: list[dict], baseline: dict | None = None) -> ET.Element:
-    """One <testsuite>: a testcase per claim (refuted = failure, inconclusive = skipped),
-    plus one for the baseline comparison when there is one."""
+    """One <testsuite>: a testcase per claim (refuted = failure, error = error,
+    inconclusive = skipped), plus one for the baseline comparison when there is one."""
     tally = Counter(c["verdict"] for c in claims)
     regressions = [ch for ch in (baseline or {}).get("changes", []) if ch.get("regression")]
     suite = ET.Element("testsuite", name=name, tests=str(len(claims) + (baseline is not None)),
                        failures=str(tally["refuted"] + bool(regressions)), skipped=str(tally["inconclusive"]),
-                       errors="0", time=f"{sum(c['seconds'] for c in claims):.1f}")
+                       errors=str(tally["error"]), time=f"{sum(c['seconds'] for c in claims):.1f}")
     for c in claims:
         case = ET.SubElement(suite, "testcase", classname=f"{name}.claims", name=c["id"], time=f"{c['seconds']:.1f}")
         checks = [f"{ch['rule']}: measured {fmtnum(ch['value'])}" for ch in c["checks"]]
         details = "\n".join(checks + c["explanation"] + c["notes"])
-        if c["verdict"] == "refuted":
-            ET.SubElement(case, "failure", message=f"refuted: {c['rule']}").text = details
+        if c["verdict"] == "error":
+            errors = c.get("errors", [])
+            ET.SubElement(case, "error", message="; ".join(e["headline"] for e in errors)[:500]).text = "\n".join(
+                [details] + [line for e in errors for r in e["reports"][:1] for line in r["lines"]])
+        elif c["verdict"] == "refuted":
+            ET.SubElement(case, "failure", message=f"refuted: {c.get('summary') or c['rule']}").text = details
         elif c["verdict"] == "inconclusive":
             ET.SubElement(case, "skipped", message="inconclusive: " + "; ".join(c["notes"])[:500]).text = details
         else:
@@ -190,10 +205,9 @@ def junit_suite(name: str, claims: list[dict], baseline: dict | None = None) -> 
     return suite
 
 
-def write_junit(path: Path, results: list[ClaimResult], baseline: Comparison | None = None) -> None:
-    suite = junit_suite("harness-claims", [r.to_json() for r in results],
-                        baseline.to_dict() if baseline is not None else None)
-    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+def write_junit(path: Path, record: dict, baseline: Comparison | None = None) -> None:
+    suite = junit_suite("harness-claims", record["claims"], baseline.to_dict() if baseline is not None else None)
+    write_bytes(path, ET.tostring(suite, encoding="utf-8", xml_declaration=True))
 
 
 def write_junit_suites(path: Path, runs: list[tuple[str, dict]]) -> None:
@@ -201,4 +215,4 @@ def write_junit_suites(path: Path, runs: list[tuple[str, dict]]) -> None:
     root = ET.Element("testsuites", name="harness-matrix")
     for label, record in runs:
         root.append(junit_suite(f"harness-claims.{label}", record["claims"], record.get("baseline")))
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    write_bytes(path, ET.tostring(root, encoding="utf-8", xml_declaration=True))

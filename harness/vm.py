@@ -195,7 +195,7 @@ class Guest:
         if self.console.init_failure:
             why = f"guest init failed: {self.console.init_failure}"
         elif not self.alive():
-            why = f"QEMU exited during boot after {waited:.1f}s ({self._exit_status()})"
+            why = f"QEMU exited during boot after {waited:.1f}s ({self.exit_status()})"
         else:
             why = f"guest not ready after {waited:.0f}s (boot timeout; no HARNESS-READY line)"
         if self.console.crash_lines:
@@ -218,7 +218,7 @@ class Guest:
     def alive(self) -> bool:
         return self.child is not None and self.child.isalive()
 
-    def _exit_status(self) -> str:
+    def exit_status(self) -> str:
         if self.child is None:
             return "not started"
         if self.child.isalive():
@@ -269,7 +269,7 @@ class Guest:
                 os.killpg(child.pid, signal.SIGKILL)
         with contextlib.suppress(Exception):
             child.close(force=True)
-        self.exit_reason = self.exit_reason or self._exit_status()
+        self.exit_reason = self.exit_reason or self.exit_status()
 
     # ---- facts -----------------------------------------------------------
     @property
@@ -321,7 +321,7 @@ class Guest:
             raise GuestTimeout(f"{e}\n  stderr so far: {e.stderr.strip()[-500:]}", self.console_tail()) from e
         except HarnessError as e:
             self._settle()
-            raise GuestError(f"{e} (qemu {self._exit_status()})", self.console_tail(40)) from e
+            raise GuestError(f"{e} (qemu {self.exit_status()})", self.console_tail(40)) from e
         if check and result.rc != 0:
             raise GuestCommandError(line, result.rc, result.stdout, result.stderr, self.console_tail())
         return result

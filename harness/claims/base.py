@@ -1,7 +1,9 @@
 """Claims and verdicts. A verdict comes only from checks over numbers measured
-in this run: every check is a readable rule (`metric op target`); a check whose
-number could not be measured makes the claim inconclusive, a failed check
-refutes it, and all checks holding confirms it."""
+in this run: every check is a readable rule (`metric op target`) with a stable
+id; a failed check refutes the claim, a check whose number could not be
+measured makes it inconclusive (saying why), a failed experiment the claim
+needs (a kernel crash, a dead guest) makes it `error`, and all checks holding
+confirm it."""
 
 from __future__ import annotations
 
@@ -10,19 +12,22 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from .lab import Lab
+    from .lab import ExperimentFailure, Lab
 
-CONFIRMED, REFUTED, INCONCLUSIVE = "confirmed", "refuted", "inconclusive"
+CONFIRMED, REFUTED, INCONCLUSIVE, ERROR = "confirmed", "refuted", "inconclusive", "error"
+VERDICTS = (CONFIRMED, REFUTED, INCONCLUSIVE, ERROR)
 
 
 @dataclass(frozen=True)
 class Check:
+    id: str  # stable metric id (reports, baselines and plots look values up by it)
     what: str  # the measured quantity, in words
-    value: float | None  # None: could not be measured
+    value: float | None  # None: could not be measured (`unmeasured` says why)
     op: str  # "<", "<=", ">", ">=", "==", "~" (within rel_tol of target)
     target: float
     rel_tol: float = field(default=0.0, kw_only=True)
     how: str = field(default="", kw_only=True)  # how the value was measured
+    unmeasured: str = field(default="", kw_only=True)  # why value is None
 
     def __post_init__(self) -> None:
         if self.value is not None and not isinstance(self.value, int | float):
@@ -44,9 +49,15 @@ class Check:
         return f"{self.what} {'≈' if self.op == '~' else self.op} {target}"
 
     def describe(self) -> str:
-        v = "unavailable" if self.holds() is None else f"{self.value:.4g}"
-        mark = {True: "holds", False: "FAILS", None: "not measured"}[self.holds()]
-        return f"{self.rule}: measured {v} ({mark})"
+        state = self.holds()
+        v = "unavailable" if state is None else f"{self.value:.4g}"
+        mark = {True: "holds", False: "FAILS", None: "not measured"}[state]
+        why = f": {self.unmeasured}" if state is None and self.unmeasured else ""
+        return f"{self.rule}: measured {v} ({mark}{why})"
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "rule": self.rule, "value": self.value, "holds": self.holds(), "how": self.how,
+                "unmeasured": self.unmeasured if self.holds() is None else ""}
 
 
 @dataclass
@@ -57,12 +68,17 @@ class ClaimResult:
     checks: list[Check]
     explanation: list[str] = field(default_factory=list)  # one sentence per comparison shown
     notes: list[str] = field(default_factory=list)  # why inconclusive, caveats
+    errors: list[ExperimentFailure] = field(default_factory=list)  # failed experiments this claim needs
     seconds: float = 0.0
 
     @property
     def verdict(self) -> str:
-        """A failed check refutes even when another could not be measured; a
-        claim is confirmed only when every check was measured and holds."""
+        """A failed experiment makes the claim `error` (its evidence is a crash or a
+        dead guest, not a measurement); otherwise a failed check refutes even when
+        another could not be measured; a claim is confirmed only when every check
+        was measured and holds."""
+        if self.errors:
+            return ERROR
         states = [c.holds() for c in self.checks]
         if any(s is False for s in states):
             return REFUTED
@@ -84,16 +100,30 @@ class ClaimResult:
                     return check
         return self.checks[0] if self.checks else None
 
+    def summary(self) -> str:
+        """One line: the error that decided, else the deciding check."""
+        if self.errors:
+            return self.errors[0].headline
+        check = self.deciding_check
+        return check.describe() if check else ""
+
+    def check(self, check_id: str) -> Check:
+        for c in self.checks:
+            if c.id == check_id:
+                return c
+        raise KeyError(f"claim {self.id} has no check {check_id!r}")
+
     @property
     def metrics(self) -> dict[str, float | None]:
-        return {c.what: c.value for c in self.checks}
+        return {c.id: c.value for c in self.checks}
 
     def to_json(self) -> dict:
         return {
             "id": self.id, "title": self.title, "slide": self.slide, "verdict": self.verdict,
-            "rule": self.rule, "metrics": self.metrics,
-            "checks": [{"rule": c.rule, "value": c.value, "holds": c.holds(), "how": c.how} for c in self.checks],
-            "explanation": self.explanation, "notes": self.notes, "seconds": round(self.seconds, 1),
+            "rule": self.rule, "metrics": self.metrics, "summary": self.summary(),
+            "checks": [c.to_json() for c in self.checks],
+            "explanation": self.explanation, "notes": self.notes,
+            "errors": [e.to_json() for e in self.errors], "seconds": round(self.seconds, 1),
         }
 
 
@@ -101,5 +131,6 @@ class Claim(Protocol):
     id: str
     title: str
     slide: str
+    experiments: tuple[str, ...]
 
     def evaluate(self, lab: Lab) -> ClaimResult: ...

@@ -3,17 +3,20 @@ each made once and shared by every claim that needs it."""
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from .. import dma_debug
 from ..background import BackgroundJob
 from ..cache import Cache
-from ..errors import HarnessError
+from ..crash import KernelReport
+from ..errors import HarnessError, Unmeasurable
 from ..image import GuestImage, build_image
 from ..kernel import DEFAULT_FRAGMENTS, Kernel
 from ..kernel_choice import KernelChoice
@@ -46,6 +49,47 @@ DMA_MODES = {
 }
 
 
+ERROR, UNMEASURABLE = "error", "unmeasurable"
+
+
+@dataclass(frozen=True)
+class ExperimentFailure:
+    """Why an experiment has no measurement. `unmeasurable`: the kernel or host
+    lacks something it needs (the claims are inconclusive). `error`: it went wrong
+    (a kernel report, QEMU gone, a command failed): the claims get `error`."""
+
+    experiment: str
+    kind: str  # ERROR | UNMEASURABLE
+    message: str
+    reports: tuple[KernelReport, ...] = field(default=())
+    qemu_exit: str = ""  # how QEMU ended, when it did
+
+    @property
+    def headline(self) -> str:
+        """The cause first: the kernel's report, else QEMU's end, else the failure."""
+        if self.reports:
+            return f"{self.experiment}: kernel {self.reports[0].fingerprint}"
+        if self.qemu_exit:
+            return f"{self.experiment}: QEMU {self.qemu_exit}; {self.message}"
+        return f"{self.experiment}: {self.message}"
+
+    def to_json(self) -> dict:
+        return {"experiment": self.experiment, "kind": self.kind, "headline": self.headline,
+                "message": self.message, "qemu_exit": self.qemu_exit,
+                "reports": [r.to_json() for r in self.reports]}
+
+
+def describe_exit(status: str) -> str:
+    """`killed by signal 9` -> `killed by signal 9 (SIGKILL)`."""
+    head, _, num = status.rpartition(" ")
+    if head.endswith("signal") and num.isdigit():
+        try:
+            return f"{status} ({signal.Signals(int(num)).name})"
+        except ValueError:
+            return status
+    return status
+
+
 def log(msg: str) -> None:
     print(f"harness: {msg}", file=sys.stderr, flush=True)
 
@@ -65,7 +109,9 @@ class Lab:
         self._guest_key: tuple[str, str] | None = None
         self._boot_errors: dict[tuple[str, str], str] = {}
         self.results: dict[str, Measurement] = {}
-        self.failures: dict[str, str] = {}  # experiment -> why it could not be measured
+        self.failures: dict[str, ExperimentFailure] = {}  # experiment -> why it has no measurement
+        self.stray_reports: list[KernelReport] = []  # kernel reports outside any experiment (boot, teardown)
+        self._accounted = 0  # console line up to which the current guest's reports are accounted
         self.frames: list[pd.DataFrame] = []
         self.boots: list[dict] = []
 
@@ -81,6 +127,14 @@ class Lab:
                 self._kernel_errors[variant] = f"kernel variant {variant!r} unavailable: {e}"
                 raise HarnessError(self._kernel_errors[variant]) from e
         return self._kernels[variant]
+
+    def has_kernel(self, variant: str) -> bool:
+        """Whether the kernel of `variant` has been had already (without getting it)."""
+        return variant in self._kernels
+
+    def has_variant(self, variant: str) -> bool:
+        """Whether this kernel choice can have `variant` (a prebuilt image has none but stock)."""
+        return variant == "stock" or not self.choice.prebuilt
 
     def _get_kernel(self, variant: str) -> Kernel:
         v = VARIANTS[variant]
@@ -119,6 +173,14 @@ class Lab:
             self._boot_errors[key] = f"{variant} kernel, DMA mode {dma_mode}: boot failed: {str(e).splitlines()[0]}"
             raise
         self._guest, self._guest_key = g, key
+        self._accounted = g.console.line_count() if g.console else 0
+        boot_reports = g.console.reports(0) if g.console else []
+        if boot_reports:
+            self.stray_reports += boot_reports
+            self.stop_guest()
+            self._boot_errors[key] = (f"{variant} kernel, DMA mode {dma_mode}: the kernel reported during boot: "
+                                      f"{boot_reports[0].fingerprint}")
+            raise HarnessError(self._boot_errors[key])
         self.boots.append({"variant": variant, "dma_mode": dma_mode, "kernel": kernel.key,
                            "release": kernel.release, "accel": g.spec.accel, "times": g.times.summary(),
                            "qemu": g.command_line})
@@ -126,40 +188,86 @@ class Lab:
         return g
 
     def stop_guest(self) -> None:
-        if self._guest is not None:
-            crashes = self._guest.console.crash_lines if self._guest.console else []
-            self._guest.stop()
-            self._guest = None
-            if crashes:
-                raise HarnessError("kernel reported on the guest console:\n  " + "\n  ".join(crashes[:10]))
+        """Stop the current guest; kernel reports after the last experiment (its
+        teardown) are kept as stray reports, which fail the run."""
+        g, self._guest = self._guest, None
+        if g is None:
+            return
+        if g.console is not None:
+            self.stray_reports += g.console.reports(self._accounted)
+        g.stop()
 
     # ---- measurements --------------------------------------------------------
-    def measurement(self, name: str, make: Callable[[], Measurement]) -> Measurement | None:
-        """Measure once per run; the rows join the run's table under `name`. A
-        failure is kept (with its reason) and the claims that needed it become
-        inconclusive, or refuted if their other checks fail."""
+    def measure(self, name: str, variant: str, dma_mode: str, run: Callable[[Guest], Measurement]) -> None:
+        """Measure `name` once per run on a guest of (variant, DMA mode); the rows
+        join the run's table under `name`. Each experiment is watched: a kernel
+        report on the console (other than a DMA-API report, which is evidence and
+        counted), QEMU ending, or any failure makes it an `error`; a missing
+        capability (Unmeasurable) makes it unmeasurable. Either is kept with its cause."""
         if name in self.results or name in self.failures:
-            return self.results.get(name)
+            return
         started = time.monotonic()
-        log(f"measuring {name} ...")
+        if not self.has_variant(variant):
+            self._fail(name, UNMEASURABLE, f"needs the {variant!r} kernel variant, which "
+                       f"--kernel {self.choice.kind} (a prebuilt image) cannot have")
+            return
         try:
-            m = make()
+            g = self.guest(variant, dma_mode)
+        except Unmeasurable as e:
+            self._fail(name, UNMEASURABLE, str(e).splitlines()[0])
+            return
         except HarnessError as e:
-            self.failures[name] = str(e).splitlines()[0]
-            log(f"experiment {name} failed: {e}")
-            self.stop_guest_quietly()
-            return None
+            self._fail(name, ERROR, str(e).splitlines()[0])
+            return
+        log(f"measuring {name} ...")
+        mark = g.console.line_count() if g.console else 0
+        try:
+            dma_before = dma_debug.arm(g)
+            m = run(g)
+            reports = g.console.reports(mark) if g.console else []
+            crashes = [r for r in reports if not r.is_dma_api]
+            if not crashes and dma_before is not None:
+                dma = dma_debug.read(g, dma_before, reports)
+                m.add("dma_api_errors", dma.errors, "", "debugfs dma-api/error_count delta over the experiment "
+                      "(every driver; CONFIG_DMA_API_DEBUG)", dma.detail())
+            elif not crashes:
+                m.add("dma_api_errors", float("nan"), "", "no debugfs dma-api: kernel without CONFIG_DMA_API_DEBUG",
+                      {"unavailable": True})
+        except Unmeasurable as e:
+            self._fail(name, UNMEASURABLE, str(e).splitlines()[0])
+            self._accounted = g.console.line_count() if g.console else 0
+            return
+        except HarnessError as e:
+            self._fail_on_guest(name, g, mark, getattr(e, "summary", str(e)).splitlines()[0])
+            return
+        if crashes:
+            self._fail_on_guest(name, g, mark, f"the kernel reported {len(crashes)} time(s) during the experiment")
+            return
+        self._accounted = g.console.line_count() if g.console else 0
         m.frame = m.frame.assign(experiment=name)
         self.frames.append(m.frame)
         self.results[name] = m
         log(f"measured {name}: {m.traffic.received} frames in {time.monotonic() - started:.1f}s")
-        return m
 
-    def stop_guest_quietly(self) -> None:
-        """After a failed experiment: the guest may be in any state; boot afresh next time."""
-        if self._guest is not None:
-            self._guest.stop()
-            self._guest = None
+    def _fail_on_guest(self, name: str, g: Guest, mark: int, message: str) -> None:
+        """An experiment that went wrong on its guest: its kernel reports, how QEMU
+        ended, and a fresh guest for the next experiment."""
+        if g.console is not None and not g.alive():
+            g.console.eof.wait(3)  # QEMU's last words
+        reports = tuple(r for r in (g.console.reports(mark) if g.console else []) if not r.is_dma_api) or tuple(
+            g.console.reports(mark) if g.console else [])
+        qemu_exit = "" if g.alive() else describe_exit(g.exit_status())
+        self._fail(name, ERROR, message, reports, qemu_exit)
+        self._accounted = g.console.line_count() if g.console else 0
+        self.stop_guest()
+
+    def _fail(self, name: str, kind: str, message: str, reports: tuple[KernelReport, ...] = (),
+              qemu_exit: str = "") -> None:
+        failure = ExperimentFailure(name, kind, message, reports, qemu_exit)
+        self.failures[name] = failure
+        log(f"experiment {name} {'not measurable' if kind == UNMEASURABLE else 'failed'}: {failure.headline}")
+        for r in reports[:1]:
+            print("  | " + "\n  | ".join(r.lines[:40]), file=sys.stderr, flush=True)
 
     def table(self) -> pd.DataFrame:
         return pd.concat(self.frames, ignore_index=True) if self.frames else pd.DataFrame()

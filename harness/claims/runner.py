@@ -10,7 +10,7 @@ from .barriers import Barriers
 from .base import ClaimResult
 from .dma_claims import HalfPageSync, SkipCpuSync
 from .experiments import EXPERIMENTS, GUEST_ORDER, run_experiment
-from .lab import Lab, log
+from .lab import ERROR, Lab, log
 from .rx_claims import BuildSkbVsCopy, PageBasedRx, PagecntBias, PageReuse
 from .xdp_claims import XdpOnPages
 
@@ -35,7 +35,7 @@ def experiment_order(claims: list) -> list[str]:
                                          list(EXPERIMENTS).index(e)))
 
 
-def run_claims(lab: Lab, claims: list) -> list[ClaimResult]:
+def run_experiments(lab: Lab, claims: list) -> None:
     order = experiment_order(claims)
     try:
         for i, name in enumerate(order, 1):
@@ -43,25 +43,25 @@ def run_claims(lab: Lab, claims: list) -> list[ClaimResult]:
             log(f"[{i}/{len(order)}] {name}: {exp.what} ({exp.variant} kernel, {exp.dma_mode} DMA)")
             run_experiment(lab, name)
     finally:
-        crash = _stop(lab)
+        lab.close()
+
+
+def evaluate_claims(lab: Lab, claims: list) -> list[ClaimResult]:
+    """The verdicts over what the lab measured (also over a partial run: what did
+    not run is unmeasured)."""
     results = []
     for claim in claims:
         started = time.monotonic()
         result = claim.evaluate(lab)
         result.seconds = time.monotonic() - started + sum(
             lab.results[e].seconds for e in claim.experiments if e in lab.results)
-        result.notes += [f"experiment {e} not measured: {lab.failures[e]}"
-                         for e in claim.experiments if e in lab.failures]
-        if crash:
-            result.notes.append(crash)
+        failed = [lab.failures[e] for e in claim.experiments if e in lab.failures]
+        result.errors += [f for f in failed if f.kind == ERROR]
+        result.notes += [f"not measured: {f.headline}" for f in failed if f.kind != ERROR]
         results.append(result)
     return results
 
 
-def _stop(lab: Lab) -> str:
-    try:
-        lab.close()
-    except HarnessError as e:
-        log(str(e))
-        return str(e)
-    return ""
+def run_claims(lab: Lab, claims: list) -> list[ClaimResult]:
+    run_experiments(lab, claims)
+    return evaluate_claims(lab, claims)

@@ -6,10 +6,10 @@ from ..errors import HarnessError
 from ..igb_source import IGB_H, igb_rx_layout
 from .base import Check, ClaimResult
 from .lab import Lab
-from .rules import BUILD_SKB, fmt, per_packet, per_packet_sum, value
+from .rules import BUILD_SKB, fmt, per_packet, per_packet_sum, value, why_unmeasured
 
 GRAPH = "function_graph under igb_poll, calls per received frame"
-DMA = "kprobe on dma_map_page_attrs keyed by device"
+DMA = "dma:dma_map_page events keyed by device"
 
 
 class XdpOnPages:
@@ -29,30 +29,44 @@ class XdpOnPages:
         headroom = value(lab, "xdp-headroom", "xdp_buff_headroom", "igb")
         grow = value(lab, "xdp-headroom", "xdp_prog_max_grow", "igb")
         expected, frame_size, notes = self._expected_headroom(lab)
+        w = {e: why_unmeasured(lab, e) for e in self.experiments}
+        headroom_why = w["xdp-headroom"] if headroom is None else "; ".join(notes)
         checks = [
-            Check("XDP_DROP program runs per frame (bpftool run_cnt)", runs, "~", 1.0, rel_tol=0.001,
-                  how="bpftool prog show run_cnt delta / frames received"),
-            Check("build_skb per frame under XDP_DROP", drop_skb, "<", 0.01, how=GRAPH),
-            Check("page allocations per frame under XDP_DROP", drop_alloc, "<", 0.05, how=GRAPH),
-            Check("igb DMA maps per frame under XDP_DROP", drop_maps, "<", 0.05, how=DMA),
-            Check("build_skb per frame under XDP_PASS", pass_skb, "~", 1.0, rel_tol=0.02, how=GRAPH),
-            Check("frames bounced back to the e1000e per frame under XDP_TX", tx_back, "~", 1.0, rel_tol=0.01,
-                  how="ip -j -s link rx_packets delta on the e1000e"),
-            Check("page allocations per frame under XDP_TX", tx_alloc, "<", 0.05, how=GRAPH),
-            Check("xdp_buff headroom (data - data_hard_start) minus igb_rx_offset() from the source",
-                  None if headroom is None or expected is None else headroom - expected, "==", 0,
-                  how="kprobe on bpf_xdp_adjust_head(xdp, 0) vs igb.h igb_skb_pad()"),
-            Check("headroom the program can claim minus (igb_rx_offset() - sizeof(struct xdp_frame))",
-                  None if grow is None or expected is None or frame_size is None
+            Check("drop-runs-per-frame", "XDP_DROP program runs per frame (bpftool run_cnt)", runs, "~", 1.0,
+                  rel_tol=0.001, how="bpftool prog show run_cnt delta / frames received", unmeasured=w["xdp-drop"]),
+            Check("drop-build-skb", "build_skb per frame under XDP_DROP", drop_skb, "<", 0.01, how=GRAPH,
+                  unmeasured=w["xdp-drop"]),
+            Check("drop-page-allocs", "page allocations per frame under XDP_DROP", drop_alloc, "<", 0.05, how=GRAPH,
+                  unmeasured=w["xdp-drop"]),
+            Check("drop-maps", "igb DMA maps per frame under XDP_DROP", drop_maps, "<", 0.05, how=DMA,
+                  unmeasured=w["xdp-drop"]),
+            Check("pass-build-skb", "build_skb per frame under XDP_PASS", pass_skb, "~", 1.0, rel_tol=0.02, how=GRAPH,
+                  unmeasured=w["xdp-pass"]),
+            Check("tx-bounced-per-frame", "frames bounced back to the e1000e per frame under XDP_TX", tx_back, "~",
+                  1.0, rel_tol=0.01, how="ip -j -s link rx_packets delta on the e1000e (0 when it did not move)",
+                  unmeasured=w["xdp-tx"]),
+            Check("tx-page-allocs", "page allocations per frame under XDP_TX", tx_alloc, "<", 0.05, how=GRAPH,
+                  unmeasured=w["xdp-tx"]),
+            Check("headroom-vs-source", "xdp_buff headroom (data - data_hard_start) minus igb_rx_offset() from the "
+                  "source", None if headroom is None or expected is None else headroom - expected, "==", 0,
+                  how="kprobe on bpf_xdp_adjust_head(xdp, 0) vs igb.h igb_skb_pad()", unmeasured=headroom_why),
+            Check("program-headroom", "headroom the program can claim minus (igb_rx_offset() - "
+                  "sizeof(struct xdp_frame))", None if grow is None or expected is None or frame_size is None
                   else grow - (expected - frame_size), "==", 0,
-                  how="xdp_headroom.o binary search with bpf_xdp_adjust_head; sizes from BTF"),
+                  how="xdp_headroom.o binary search with bpf_xdp_adjust_head; sizes from BTF",
+                  unmeasured=headroom_why),
         ]
+        drop_ok = all(c.holds() for c in checks[:4])
+        tx_ok = all(c.holds() for c in checks[5:7])
         return ClaimResult(self.id, self.title, self.slide, checks, [
             f"XDP_DROP: the program ran {fmt(runs)} times per frame, igb built {fmt(drop_skb, 4)} skbs, "
-            f"allocated {fmt(drop_alloc, 4)} pages and mapped {fmt(drop_maps, 4)} per frame: dropped pages go "
-            "straight back to the ring.",
+            f"allocated {fmt(drop_alloc, 4)} pages and mapped {fmt(drop_maps, 4)} per frame"
+            + (": dropped pages go straight back to the ring." if drop_ok else
+               ": a dropped frame still costs an skb, a page or a map (or the program did not run per frame)."),
             f"XDP_PASS builds {fmt(pass_skb)} skbs per frame; XDP_TX returned {fmt(tx_back)} frames per frame "
-            f"to the sender with {fmt(tx_alloc, 4)} page allocations (transmitted from the rx page).",
+            f"to the sender with {fmt(tx_alloc, 4)} page allocations"
+            + (" (transmitted from the rx page)." if tx_ok else
+               ": XDP_TX did not send every frame back from its rx page."),
             f"Headroom: igb's xdp_buff has {headroom} bytes before the frame (source says {expected}); the "
             f"program can grow the frame by {grow} bytes = headroom - sizeof(struct xdp_frame) ({frame_size}).",
         ], notes)

@@ -21,7 +21,7 @@ def test_experiments_exist_and_group_by_guest():
 
 def test_selecting_claims_runs_only_their_experiments():
     assert experiment_order(select(["barriers"])) == []
-    assert experiment_order(select(["page-reuse"])) == ["rx", "rx-control", "rx-iommu", "rx-no-reuse"]
+    assert experiment_order(select(["page-reuse"])) == ["rx", "rx-control", "rx-held", "rx-iommu", "rx-no-reuse"]
 
 
 def test_unknown_claim_lists_the_known_ones():

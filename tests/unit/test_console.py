@@ -75,3 +75,47 @@ def test_reports_since_carries_the_call_trace(tmp_path):
     assert got[0].endswith("lkdtm_WARNING+0x9/0x10") and got[-1].endswith("---[ end trace 0000000000000000 ]---")
     assert len(got) == 5
     assert w.reports_since(w.line_count()) == []
+
+
+def _watch(tmp_path, text: str) -> ConsoleWatcher:
+    (tmp_path / "in.txt").write_text(text)
+    w = ConsoleWatcher(pexpect.spawn("cat", [str(tmp_path / "in.txt")]), tmp_path / "console.log")
+    w.start()
+    assert w.eof.wait(10)
+    return w
+
+
+FIX = __import__("pathlib").Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def test_three_dma_api_reports_are_three_reports_with_one_fingerprint(tmp_path):
+    # Console of a 6.12.95 guest whose igb_clean_rx_ring() unmaps as DMA_TO_DEVICE (num_errors=3).
+    w = _watch(tmp_path, (FIX / "console_dma_api_direction.txt").read_text())
+    reports = w.reports(0)
+    assert [r.kind for r in reports] == ["DMA-API"] * 3
+    assert {r.driver for r in reports} == {"igb"}
+    assert len({r.fingerprint for r in reports}) == 1
+    r = reports[0]
+    assert r.function == "igb_clean_rx_ring"  # the caller, not the checker (check_unmap)
+    assert r.fingerprint.startswith("DMA-API@igb_clean_rx_ring: DMA-API: igb N:N:N.N: device driver frees DMA "
+                                    "memory with different direction")
+    assert "end trace" in r.lines[-1]
+
+
+def test_a_warning_names_its_function_and_reports_count_once(tmp_path):
+    # A WARN_ON_ONCE() in igb's rx loop (6.12.95, igb built in).
+    w = _watch(tmp_path, (FIX / "console_warning_igb_poll.txt").read_text())
+    (r,) = w.reports(0)
+    assert (r.kind, r.function) == ("WARNING", "igb_poll")
+    assert "igb_main.c:N igb_poll" in r.fingerprint
+    assert w.reports(w.line_count()) == []
+
+
+def test_an_oops_fingerprint_ignores_addresses_and_times():
+    from harness.crash import classify
+
+    a = classify(["[   12.1] BUG: unable to handle page fault for address: ffffffff810c0125",
+                  "[   12.2] RIP: 0010:ftrace_kill+0x25/0x40"])
+    b = classify(["[  99.9] BUG: unable to handle page fault for address: ffffffff81ab0000",
+                  "[ 100.0] RIP: 0010:ftrace_kill+0x27/0x40"])
+    assert a.fingerprint == b.fingerprint and a.function == "ftrace_kill" and a.kind == "BUG"

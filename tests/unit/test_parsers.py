@@ -101,6 +101,13 @@ def test_ip_link_stats_and_losses():
     assert losses(d) == {"rx_missed_errors": 10, "link.rx_dropped": 2}
 
 
+def test_a_counter_that_did_not_move_is_a_measured_zero():
+    # XDP_TX that sends nothing back leaves the sender's rx counter flat: 0, not missing.
+    before = CounterSnapshot("eth1", {"rx_packets": 7}, {"rx_packets": 7, "tx_packets": 3})
+    after = CounterSnapshot("eth1", {"rx_packets": 7}, {"rx_packets": 7, "tx_packets": 5})
+    assert delta(before, after) == {"rx_packets": 0, "link.rx_packets": 0, "link.tx_packets": 2}
+
+
 def test_bpftool_map_dump_with_btf():
     from harness.xdp import parse_map_dump
 

@@ -7,10 +7,11 @@ import pytest
 
 from harness import xdp
 from harness.btf import struct_sizes
+from harness.dma_probe import DmaProbe
 from harness.igb_source import IGB_H, igb_rx_layout
 from harness.measure import MEASURE_PKTGEN, RunContext, measure_rx
 from harness.netcheck import bring_up
-from harness.probes import DmaProbe, GraphProbe
+from harness.probes import GraphProbe
 from harness.traffic import PktgenConfig, run_pktgen
 
 pytestmark = pytest.mark.vm

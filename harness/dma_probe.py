@@ -1,0 +1,210 @@
+"""DMA API calls counted per device, direction, size and attrs, and per calling
+function, so a receiver's rx maps are never mixed with the sender's tx maps and
+every unmap says which path of the driver made it.
+
+Two sources give the same observations:
+  - the kernel's own `dma:*` tracepoints (6.10 and later: dma_map_page,
+    dma_unmap_page, dma_sync_single_for_cpu/_device, with the device name,
+    size, direction and attrs in the event);
+  - kprobes on the DMA API functions that fetch the same values from their
+    arguments (older kernels, e.g. 6.1).
+Hist triggers aggregate in the kernel. A trigger takes at most three keys
+(TRACING_MAP_KEYS_MAX), so the device string goes with two numbers at a time,
+and the calling function comes from a per-device trigger keyed on the stack
+trace (`common_stacktrace`)."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from .errors import GuestError
+from .ftrace_parse import STACK_KEY, HistTable, parse_hist_file
+from .probes import Observation, T, pci_drivers, traceable, tracefs_script
+from .vm import Guest
+
+DMA_DIRECTIONS = {"0": "bidirectional", "1": "to_device", "2": "from_device", "3": "none"}
+# Frames of a stack trace that belong to the DMA API or to tracing, not to the driver.
+INTERNAL_FRAMES = ("dma_", "__dma_", "debug_dma_", "iommu_dma_", "swiotlb_", "trace_", "__trace", "ftrace",
+                   "__ftrace", "kprobe", "__kprobe", "arch_ftrace", "perf_", "event_", "rethook", "fprobe",
+                   "__traceiter", "bpf_trace", "stack_trace", "save_stack")
+
+
+@dataclass(frozen=True)
+class DmaCall:
+    metric: str  # what rules read: the DMA API function's name
+    tracepoint: str  # its tracepoint (events/<group>/<name>)
+    kprobe_args: str  # fetch args for a kprobe on `metric` (x86-64: di, si, dx, cx, r8, r9), device aside
+    has_attrs: bool
+
+
+DMA_CALLS = (
+    DmaCall("dma_map_page_attrs", "dma/dma_map_page", "size=%cx:u64 dir=%r8:u32 attrs=%r9:u64", True),
+    DmaCall("dma_unmap_page_attrs", "dma/dma_unmap_page", "size=%dx:u64 dir=%cx:u32 attrs=%r8:u64", True),
+    DmaCall("__dma_sync_single_for_cpu", "dma/dma_sync_single_for_cpu", "size=%dx:u64 dir=%cx:u32", False),
+    DmaCall("__dma_sync_single_for_device", "dma/dma_sync_single_for_device", "size=%dx:u64 dir=%cx:u32",
+            False),
+)
+# `struct device` starts with its kobject, whose first member is the name:
+# +0(+0(%di)) is dev_name(dev) (the kprobe source names it as the tracepoint does).
+KPROBE_DEVICE = "device=+0(+0(%di)):string"
+SIZE_KEYS, ATTR_KEYS, CALLER_KEYS = "device,dir,size", "device,dir,attrs", f"dir,attrs,{STACK_KEY}"
+HIST_OPTS = "sort=hitcount"
+KPROBE_GROUP = "harness_dma"
+
+
+def caller_of(stack: str) -> str:
+    """The first function of a `common_stacktrace` value (`a < b < c`, innermost
+    first) outside the DMA API and tracing: the driver function that called it."""
+    return next((f for f in stack.split(" < ") if f and not f.startswith(INTERNAL_FRAMES)), "?")
+
+
+class DmaProbe:
+    name = "dma_api"
+
+    def __init__(self, calls: tuple[DmaCall, ...] = DMA_CALLS, drivers: tuple[str, ...] = ("igb", "e1000e")) -> None:
+        self.calls = calls
+        self.drivers = drivers  # whose devices get a per-caller table, and a 0 when nothing was seen
+        self.source = ""  # "tracepoints" or "kprobes", chosen at arm()
+        self.armed: list[DmaCall] = []
+        self.devices: dict[str, str] = {}  # PCI address -> driver, of the drivers above
+
+    # ---- where each call's events live ----------------------------------------
+    def _event_dir(self, call: DmaCall) -> str:
+        if self.source == "tracepoints":
+            return f"{T}/events/{call.tracepoint}"
+        return f"{T}/events/{KPROBE_GROUP}/{call.metric}"
+
+    def triggers(self, call: DmaCall) -> list[str]:
+        out = [f"hist:keys={SIZE_KEYS}:{HIST_OPTS}"]
+        if call.has_attrs:
+            out.append(f"hist:keys={ATTR_KEYS}:{HIST_OPTS}")
+            out += [f'hist:keys={CALLER_KEYS}:{HIST_OPTS} if device == "{dev}"' for dev in sorted(self.devices)]
+        return out
+
+    def arm(self, guest: Guest) -> None:
+        self.cleanup(guest)
+        self.prepare(guest)
+        tracefs_script(guest, self.arm_script())
+
+    def prepare(self, guest: Guest) -> None:
+        """Choose the source (tracepoints where the kernel has them) and the devices."""
+        have = guest.run(f"ls -d {T}/events/dma/dma_map_page {T}/events/dma/dma_unmap_page 2>/dev/null; true"
+                         ).stdout.split()
+        self.source = "tracepoints" if len(have) == 2 else "kprobes"
+        self.devices = {dev: drv for dev, drv in pci_drivers(guest).items() if drv in self.drivers}
+        if self.source == "kprobes":
+            found = traceable(guest, [c.metric for c in self.calls])
+            self.armed = [c for c in self.calls if c.metric in found]
+        else:
+            self.armed = list(self.calls)
+
+    def arm_script(self) -> str:
+        lines, triggers = [], []
+        for call in self.armed:
+            if self.source == "kprobes":
+                probe = f"p:{KPROBE_GROUP}/{call.metric} {call.metric} {KPROBE_DEVICE} {call.kprobe_args}"
+                lines.append(f"echo {shlex.quote(probe)} >> {T}/kprobe_events")
+            triggers += [f"echo {shlex.quote(t)} >> {self._event_dir(call)}/trigger" for t in self.triggers(call)]
+        return "\n".join(lines + triggers)
+
+    def disarm(self, guest: Guest) -> None:
+        # Pause the histograms so reading them is not itself counted.
+        tracefs_script(guest, "\n".join(
+            f"echo {shlex.quote(_paused(t))} >> {self._event_dir(c)}/trigger" for c in self.armed
+            for t in self.triggers(c)))
+
+    def collect(self, guest: Guest) -> list[Observation]:
+        drivers = pci_drivers(guest)
+        obs = []
+        for call in self.armed:
+            tables = parse_hist_file(guest.run(["cat", f"{self._event_dir(call)}/hist"]).stdout)
+            for table in tables.values():
+                if table.dropped:
+                    raise GuestError(f"hist trigger on {call.metric} dropped {table.dropped} entries")
+            obs += self._size_observations(call, tables[SIZE_KEYS], drivers)
+            if call.has_attrs:
+                obs += self._attr_observations(call, tables[ATTR_KEYS], drivers)
+                obs += self._caller_observations(call, tables)
+        return obs
+
+    def _method(self, call: DmaCall, keys: str) -> str:
+        src = (f"tracepoint {call.tracepoint.replace('/', ':')}" if self.source == "tracepoints"
+               else f"kprobe on {call.metric} (device from its struct device argument)")
+        return f"{src}, hist trigger keyed by {keys}"
+
+    def _size_observations(self, call: DmaCall, table: HistTable, drivers: dict[str, str]) -> list[Observation]:
+        per: dict[str, dict] = {d: {"count": 0, "bytes": 0, "by": []} for d in self.drivers}
+        for keys, vals in table.rows:
+            d = per.setdefault(drivers.get(keys["device"], keys["device"]), {"count": 0, "bytes": 0, "by": []})
+            d["count"] += vals["hitcount"]
+            d["bytes"] += vals["hitcount"] * int(keys["size"])
+            d["by"].append({"dir": DMA_DIRECTIONS.get(keys["dir"], keys["dir"]), "len": int(keys["size"]),
+                            "count": vals["hitcount"]})
+        method = self._method(call, SIZE_KEYS)
+        return [o for driver, d in per.items() for o in (
+            Observation(call.metric, d["count"], driver, method, {"by_dir_len": d["by"]}),
+            Observation(f"{call.metric}:bytes", d["bytes"], driver, method))]
+
+    def _attr_observations(self, call: DmaCall, table: HistTable, drivers: dict[str, str]) -> list[Observation]:
+        """attrs per driver, overall and by direction (a driver's rx maps are
+        DMA_FROM_DEVICE; its tx maps are not)."""
+        per: dict[str, dict[str, dict[int, int]]] = {d: {} for d in self.drivers}
+        for keys, vals in table.rows:
+            by_dir = per.setdefault(drivers.get(keys["device"], keys["device"]), {})
+            attrs = by_dir.setdefault(DMA_DIRECTIONS.get(keys["dir"], keys["dir"]), {})
+            attrs[int(keys["attrs"])] = attrs.get(int(keys["attrs"]), 0) + vals["hitcount"]
+        obs = []
+        for driver, by_dir in per.items():
+            total: dict[int, int] = {}
+            for attrs in by_dir.values():
+                for k, v in attrs.items():
+                    total[k] = total.get(k, 0) + v
+            obs.append(Observation(f"{call.metric}:attrs", sum(total.values()), driver,
+                                   self._method(call, ATTR_KEYS), {
+                "by_attrs": {hex(k): v for k, v in sorted(total.items())},
+                "by_dir_attrs": {d: {hex(k): v for k, v in sorted(a.items())} for d, a in sorted(by_dir.items())}}))
+        return obs
+
+    def _caller_observations(self, call: DmaCall, tables: dict[str, HistTable]) -> list[Observation]:
+        """Per driver: which function made each call, with its direction and attrs."""
+        obs = []
+        for dev, driver in sorted(self.devices.items()):
+            table = tables.get(f'{CALLER_KEYS} if device == "{dev}"')
+            if table is None:
+                continue
+            rows: dict[tuple[str, str, str], int] = {}
+            stacks: dict[str, str] = {}
+            for keys, vals in table.rows:
+                caller = caller_of(keys[STACK_KEY])
+                k = (caller, DMA_DIRECTIONS.get(keys["dir"], keys["dir"]), hex(int(keys["attrs"])))
+                rows[k] = rows.get(k, 0) + vals["hitcount"]
+                stacks.setdefault(caller, " < ".join(keys[STACK_KEY].split(" < ")[:6]))
+            by_caller = [{"caller": c, "dir": d, "attrs": a, "count": n, "stack": stacks[c]}
+                         for (c, d, a), n in sorted(rows.items(), key=lambda kv: -kv[1])]
+            obs.append(Observation(f"{call.metric}:callers", sum(rows.values()), driver,
+                                   self._method(call, f"{CALLER_KEYS} for device {dev}"), {"by_caller": by_caller}))
+        return obs
+
+    def read_script(self) -> str:
+        """The histograms as a person reads them (harness shell's dma-read.sh)."""
+        return "\n".join(f"echo '== {c.metric} ({self.source})'; grep -v '^#' {self._event_dir(c)}/hist"
+                         for c in self.armed)
+
+    def cleanup_script(self) -> str:
+        # Triggers must go before a kprobe event can be removed.
+        dirs = " ".join(f"{T}/events/{c.tracepoint}" for c in self.calls) + f" {T}/events/{KPROBE_GROUP}/*"
+        return "\n".join([f"for e in {dirs}; do t=$e/trigger; [ -e $t ] || continue; "
+                          "grep -v '^#' $t | while read -r l; do echo \"!${l%% \\[*}\" >> $t; done; done",
+                          f"for c in {' '.join(c.metric for c in self.calls)}; do "
+                          f"echo \"-:{KPROBE_GROUP}/$c\" >> {T}/kprobe_events 2>/dev/null; done", "true"])
+
+    def cleanup(self, guest: Guest) -> None:
+        guest.run(self.cleanup_script(), check=False)
+        self.armed = []
+
+
+def _paused(trigger: str) -> str:
+    """`hist:keys=...:sort=... if filter` -> the same trigger with `:pause` before its filter."""
+    head, sep, cond = trigger.partition(" if ")
+    return f"{head}:pause{sep}{cond}"
