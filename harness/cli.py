@@ -159,19 +159,21 @@ def run_status(records: list[dict]) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .outdir import prepare_out
+
+    # Check what can be checked before an hour of work (and before the heavy
+    # imports): the output directories and the baseline, so a wrong path fails at once.
+    choices = kernel_choices(args.kernel, args.kernel_tree, *_user_build(args))
+    top = prepare_out(args.out)
+    outs = [top] if len(choices) == 1 else [prepare_out(top / c.label) for c in choices]
+
     from .claims.runner import select
     from .compare import Tolerance
     from .kernel_run import run_kernel
     from .matrix import load_baselines, write_matrix
-    from .outdir import prepare_out
 
     claims = select([c.strip() for c in args.claims.split(",")] if args.claims else None)
-    choices = kernel_choices(args.kernel, args.kernel_tree, *_user_build(args))
     tol = Tolerance(args.tolerance, args.abs_tolerance)
-    # Check what can be checked before an hour of work: the output directories
-    # and the baseline, so a wrong path fails at once.
-    top = prepare_out(args.out)
-    outs = [top] if len(choices) == 1 else [prepare_out(top / c.label) for c in choices]
     baselines = load_baselines(args.baseline, choices) if args.baseline else {}
     cache = Cache(args.cache)
     runs = []

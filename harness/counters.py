@@ -51,14 +51,23 @@ class CounterSnapshot:
 SECTION = "----harness-counters----"
 
 
-def snapshots(guest: Guest, ifnames: list[str]) -> list[CounterSnapshot]:
-    """Counters of several interfaces in one guest command (each SSH round trip
-    costs ~0.1-0.3 s under TCG, and traffic runs take several snapshots)."""
-    script = "; ".join(f"ethtool -S {n} && echo {SECTION} && ip -j -s link show dev {n} && echo {SECTION}"
-                       for n in ifnames)
-    parts = guest.run(f"set -e; {script}").stdout.split(SECTION + "\n")
+def snapshot_script(ifnames: list[str]) -> str:
+    """Shell that prints the counters of several interfaces (parse_snapshots reads it):
+    a traffic run puts it before and after the traffic in one guest command (each SSH
+    round trip costs ~0.1-0.3 s under TCG)."""
+    return "; ".join(f"ethtool -S {n} && echo {SECTION} && ip -j -s link show dev {n} && echo {SECTION}"
+                     for n in ifnames)
+
+
+def parse_snapshots(text: str, ifnames: list[str]) -> list[CounterSnapshot]:
+    parts = text.split(SECTION + "\n")
     return [CounterSnapshot(n, parse_ethtool_stats(parts[2 * i]), parse_ip_link_stats(parts[2 * i + 1]))
             for i, n in enumerate(ifnames)]
+
+
+def snapshots(guest: Guest, ifnames: list[str]) -> list[CounterSnapshot]:
+    """Counters of several interfaces in one guest command."""
+    return parse_snapshots(guest.run(f"set -e; {snapshot_script(ifnames)}").stdout, ifnames)
 
 
 def delta(before: CounterSnapshot, after: CounterSnapshot) -> dict[str, int]:

@@ -16,8 +16,9 @@ from pathlib import Path
 from .cache import Cache, hash_parts
 from .errors import HarnessError, MissingToolError
 from .hostcmd import require_tool, run_checked, run_logged
+from .kbuild import KERNEL_KCFLAGS, configure, make_env, make_jobs
 from .kconfig import Fragment, resolve_fragments
-from .kernel import KERNEL_KCFLAGS, Kernel, configure, make_env, make_jobs
+from .kernel import Kernel
 from .paths import CONFIGS_DIR
 
 IGB_DIR = "drivers/net/ethernet/intel/igb"

@@ -142,3 +142,18 @@ def _split_keys(text: str) -> list[str]:
     """`devname: 0000:00:04.0 , dir: 2` -> ['devname: 0000:00:04.0', 'dir: 2'].
     Split on commas that are followed by `name:` (values may contain colons)."""
     return [p for p in re.split(r"\s*,\s*(?=\w+:)", text) if p]
+
+
+def subtract(now: HistTable, before: HistTable | None) -> HistTable:
+    """The rows of a hist table counted since `before` was read (the same trigger, read
+    earlier): hitcounts and values subtracted per key, rows that did not move dropped."""
+    if before is None:
+        return now
+    base = {tuple(sorted(k.items())): v for k, v in before.rows}
+    rows = []
+    for keys, vals in now.rows:
+        old = base.get(tuple(sorted(keys.items())), {})
+        diff = {name: v - old.get(name, 0) for name, v in vals.items()}
+        if diff.get("hitcount", 0) > 0:
+            rows.append((keys, diff))
+    return HistTable(now.keys, rows, now.hits - before.hits, len(rows), now.dropped)

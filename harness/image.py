@@ -28,7 +28,9 @@ import jinja2
 from .cache import Cache, hash_parts
 from .errors import BuildError, HarnessError
 from .hostcmd import first_error_lines, require_tool, run_checked, run_logged
+from .nics import MGMT_MAC
 from .paths import RECIPES_DIR
+from .qemu_cmd import MODULES_TAG
 
 RECIPE_FILES = ("packages.txt", "init.sh.j2", "sshd_config.conf", "fstab")
 RECIPE_FORMAT_VERSION = "1"  # bump when the build steps below change what they produce
@@ -41,6 +43,8 @@ SIZE_HEADROOM = 64 << 20
 # Values rendered into the init template. The markers are what console.py scans for.
 INIT_CONTEXT = {
     "init_path": INIT_PATH,
+    "mgmt_mac": MGMT_MAC,  # the management NIC is found by its MAC, never by its driver
+    "modules_tag": MODULES_TAG,  # 9p share with a self-built kernel's driver modules
     "ready_marker": "HARNESS-READY",
     "failed_marker": "HARNESS-INIT-FAILED",
     "hostname": "harness-guest",
@@ -217,6 +221,7 @@ def image_key(recipe: Recipe, pubkey: str, mirror: str, suite: str = SUITE) -> s
     return hash_parts(
         [("format", RECIPE_FORMAT_VERSION), ("suite", suite), ("mirror", mirror), ("pubkey", pubkey.strip())]
         + [(f"file:{name}", recipe.files[name]) for name in sorted(recipe.files)]
+        + [("init", render_init(recipe))]  # the template's values too (INIT_CONTEXT)
     )
 
 

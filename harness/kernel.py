@@ -4,34 +4,39 @@ image. Results are immutable cache artifacts keyed by everything that made them.
 
 from __future__ import annotations
 
-import json
-import os
-import re
 import shutil
 import sys
-import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cache import Cache, hash_parts, sha256_file
+from .driver_module import get_module
 from .errors import HarnessError
 from .hostcmd import require_tool, run_checked, run_logged
+from .kbuild import KERNEL_KCFLAGS, KbuildProgress, configure, make_env, make_jobs
 from .kconfig import Fragment, check_fragments, resolve_fragments
+from .nics import module_dirs
 from .paths import CONFIGS_DIR
+from .source_tree import (
+    check_patch,
+    check_tree,
+    debian_tarball,
+    dir_digest,
+    extract_debian_source,
+    patched_paths,
+    record_patched_files,
+    refresh_patched_files,
+    stage_work_tree,
+    tree_fingerprint,
+)
 
 # debug-checks is part of the kernel under test: DEBUG_PAGE_REF costs a static
 # branch per page_ref op until its tracepoints are enabled, and DMA-API debug
 # then checks every DMA call of every experiment. One kernel build instead of a
 # separate debug variant (which recompiled nearly everything: page_ref.h is in mm.h).
 DEFAULT_FRAGMENTS = ("base", "nics", "observe", "debug-checks")
-DEBIAN_SOURCE_TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
-BUILD_RECIPE_VERSION = "3"  # bump when the build steps below change what they produce
-ARTIFACT_FILES = ("bzImage", "System.map", "vmlinux", "config")
-# DWARF without variable location lists (what CONFIG_DEBUG_INFO_REDUCED adds, which
-# BTF excludes): types for BTF and line tables for the barriers claim stay, and
-# -g never changes the generated code. Var-tracking is 5-20 % of each compile.
-KERNEL_KCFLAGS = "-fno-var-tracking"
+BUILD_RECIPE_VERSION = "4"  # bump when the build steps below change what they produce (4: NIC drivers as modules)
 
 
 @dataclass(frozen=True)
@@ -49,22 +54,29 @@ class Kernel:
     bzimage: Path
     config: Path
     release: str
-    key: str
+    key: str  # this kernel as booted: its base build and its driver modules
     system_map: Path | None = None
     vmlinux: Path | None = None
     initrd: Path | None = None  # modules initramfs for a distro kernel
-    modules: tuple[str, ...] = ()  # modules the guest must load (distro kernel)
+    modules: tuple[str, ...] = ()  # modules the guest must load
     meta: dict = field(default_factory=dict)
+    # A self-built kernel's NIC driver modules (module name -> .ko with DWARF); its
+    # variants share `base_key` (one vmlinux) and differ only here.
+    module_files: dict[str, Path] = field(default_factory=dict)
+    base_key: str = ""
+    source_roots: tuple[Path, ...] = ()  # kept sources: the modules' own first, then the base's
 
     def source_file(self, rel: str) -> Path:
-        """A source file of the tree this kernel was built from (kept in the artifact)."""
-        kept = self.bzimage.parent / "src" / rel
-        if kept.is_file():
-            return kept
-        src = self.meta.get("source_dir")  # artifacts built before sources were kept: their own tree
-        if src and (Path(src) / rel).is_file():
-            return Path(src) / rel
+        """A source file of the tree this kernel was built from (kept with its artifacts)."""
+        for root in (*self.source_roots, self.bzimage.parent / "src"):
+            if (root / rel).is_file():
+                return root / rel
         raise HarnessError(f"{rel}: this kernel's source is not available ({self.meta.get('source', 'prebuilt')})")
+
+    def module_file(self, module: str) -> Path:
+        if module not in self.module_files:
+            raise HarnessError(f"kernel {self.release} has no {module}.ko (a prebuilt kernel, or {module} built in)")
+        return self.module_files[module]
 
     @property
     def boot_image(self) -> Path:
@@ -80,80 +92,85 @@ class Kernel:
 
 
 def get_kernel(request: KernelRequest, cache: Cache | None = None) -> Kernel:
+    """The kernel of `request`: its base build (vmlinux and every NIC driver module)
+    cached by everything outside the NIC driver directories, and each driver module
+    rebuilt alone when a patch or an edit touches only its directory."""
     cache = cache or Cache()
     fragments = resolve_fragments(list(request.fragments), CONFIGS_DIR)
-    patches = [_check_patch(p) for p in request.patches]
+    patches = [check_patch(p) for p in request.patches]
+    dirs = module_dirs()
+    base_patches, module_patches = split_patches(patches, dirs)
     if request.tree is not None:
-        source = _check_tree(request.tree)
-        source_id = _tree_fingerprint(source)
+        source = check_tree(request.tree)
+        # A driver directory a base patch also touches is part of the base build.
+        touched = {t for p in base_patches for t in patched_paths(p.read_text(errors="replace"))}
+        separate = tuple(d for d in dirs.values() if not any(t.startswith(d + "/") for t in touched))
+        source_id = tree_fingerprint(source, exclude=separate)
     else:
-        tarball = _debian_tarball()
+        tarball = debian_tarball()
         source_id = f"{tarball.name}:{sha256_file(tarball)}"
         source = None
-    key = hash_parts(
+    base_key = hash_parts(
         [("recipe", BUILD_RECIPE_VERSION), ("source", source_id), ("compiler", _compiler_id())]
         + [(f"fragment:{f.name}", f.text) for f in fragments]
-        + [(f"patch:{p.name}", p.read_bytes()) for p in patches]
+        + [(f"patch:{p.name}", p.read_bytes()) for p in base_patches]
     )
 
     def build(out: Path) -> dict:
-        origin = source if source is not None else _extract_debian_source(cache)
+        origin = source if source is not None else extract_debian_source(cache)
         # Every build compiles from the same path (cache/work/linux): ccache then
         # shares objects between variants and trees (the compile command and the
         # debug info name that path), so a patched variant recompiles one file.
         with cache.lock("work", "linux"):
-            work = _stage_work_tree(origin, patches, cache)
+            work = stage_work_tree(origin, base_patches, cache)
             # One build dir per source and config, shared by its variants: they differ
             # only by patches, so a variant built after its stock kernel recompiles the
             # patched files and relinks (no tools, no ccache lookups of 1,500 objects).
             build_dir = cache.dir("build", hash_parts([("origin", str(origin))]
                                                       + [(f.name, f.text) for f in fragments]))
-            patched = _refresh_patched_files(work, build_dir, patches)
+            patched = refresh_patched_files(work, build_dir, base_patches)
             meta = _build(work, out, build_dir, fragments, cache, request, source_id)
-            _record_patched_files(build_dir, patched)
-            _keep_sources(work, out)
-        return {**meta, "source_origin": str(origin)}
+            record_patched_files(build_dir, patched)
+            _keep_sources(work, out, dirs)
+        return {**meta, "source_origin": str(origin), "build_dir": str(build_dir),
+                "base_patches": [p.name for p in base_patches], "base_patch_paths": [str(p) for p in base_patches],
+                "module_sources": {m: dir_digest(origin / d) for m, d in dirs.items()}}
 
-    art = cache.get_or_build("kernels", key, build)
+    base = cache.get_or_build("kernels", base_key, build)
+    origin = Path(base.meta["source_origin"])
+    files = {ko.stem: ko for ko in sorted(base.path.joinpath("modules").glob("*.ko"))}
+    module_keys, roots = {}, []
+    for module, rel in dirs.items():
+        own = module_patches.get(module, [])
+        current = dir_digest(origin / rel) if request.tree is not None else base.meta["module_sources"][module]
+        if not own and current == base.meta["module_sources"][module]:
+            continue  # the base build's own
+        art = get_module(base, module, rel, own, cache)  # a driver edit: this module alone
+        files[module], module_keys[module] = art.file(f"{module}.ko"), art.meta["key"]
+        roots.append(art.path / "src")
     # The key has no variant name (the same config and patches are the same kernel).
-    meta = {**art.meta, "variant": request.variant}
+    meta = {**base.meta, "variant": request.variant, "patches": [p.name for p in request.patches],
+            "base_key": base_key, "module_builds": {m: module_keys.get(m, f"base:{base_key}") for m in dirs}}
+    key = hash_parts([("base", base_key), *sorted(module_keys.items())]) if module_keys else base_key
     return Kernel(
-        bzimage=art.file("bzImage"), config=art.file("config"), release=meta["release"], key=key,
-        system_map=art.file("System.map"), vmlinux=art.file("vmlinux"), meta=meta,
+        bzimage=base.file("bzImage"), config=base.file("config"), release=meta["release"], key=key,
+        system_map=base.file("System.map"), vmlinux=base.file("vmlinux"), meta=meta,
+        modules=tuple(dirs), module_files=files, base_key=base_key, source_roots=tuple(roots),
     )
 
 
-def _check_tree(tree: Path) -> Path:
-    tree = tree.expanduser().resolve()
-    if not (tree / "Makefile").is_file() or not (tree / "Kconfig").is_file():
-        raise HarnessError(f"--kernel-tree {tree}: not a Linux source tree (no Makefile/Kconfig at its top)")
-    if (tree / ".config").exists():
-        raise HarnessError(
-            f"--kernel-tree {tree}: the tree has a .config (it was configured in-tree); the harness builds "
-            f"out of tree, which kbuild refuses for such a tree: run 'make -C {tree} mrproper' first"
-        )
-    return tree
-
-
-def _tree_fingerprint(tree: Path) -> str:
-    """Size and mtime of every source file: any edit in the tree changes the key."""
-    parts = []
-    for dirpath, dirnames, filenames in os.walk(tree):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            parts.append(f"{os.path.relpath(path, tree)}:{st.st_size}:{st.st_mtime_ns}")
-    return f"tree:{tree}:" + hash_parts([("files", "\n".join(parts))])
-
-
-def _debian_tarball() -> Path:
-    if not DEBIAN_SOURCE_TARBALL.is_file():
-        raise HarnessError(
-            f"{DEBIAN_SOURCE_TARBALL} is missing: apt-get install -t bookworm-backports linux-source-6.12 "
-            "(or run scripts/bootstrap-host.sh), or pass --kernel-tree PATH / --kernel debian"
-        )
-    return DEBIAN_SOURCE_TARBALL
+def split_patches(patches: list[Path], dirs: dict[str, str]) -> tuple[list[Path], dict[str, list[Path]]]:
+    """(patches for the base build, {module: patches touching only that module's directory})."""
+    base: list[Path] = []
+    per_module: dict[str, list[Path]] = {}
+    for p in patches:
+        touched = patched_paths(p.read_text(errors="replace"))
+        owners = {m for m, d in dirs.items() for t in touched if t.startswith(d + "/")}
+        if len(owners) == 1 and all(t.startswith(dirs[next(iter(owners))] + "/") for t in touched):
+            per_module.setdefault(owners.pop(), []).append(p)
+        else:
+            base.append(p)
+    return base, per_module
 
 
 def _compiler_id() -> str:
@@ -161,134 +178,15 @@ def _compiler_id() -> str:
     return run_checked(["gcc", "--version"]).splitlines()[0]
 
 
-def _check_patch(path: Path) -> Path:
-    path = path.expanduser().resolve()
-    if not path.is_file():
-        raise HarnessError(f"kernel patch {path} does not exist")
-    return path
+KEPT_IGNORE = shutil.ignore_patterns("*.o", "*.ko", "*.mod", "*.mod.c", ".*.cmd", "modules.order", "Module.symvers")
 
 
-def _extract_debian_source(cache: Cache) -> Path:
-    """Unpack the tarball once into the cache (atomic, shared by every build)."""
-    tarball = _debian_tarball()
-    key = hash_parts([("tarball", f"{tarball}:{tarball.stat().st_size}:{tarball.stat().st_mtime_ns}")])
-
-    def extract(out: Path) -> dict:
-        print(f"harness: unpacking {tarball} ...", file=sys.stderr, flush=True)
-        require_tool("xz")
-        with tarfile.open(tarball) as tf:
-            tf.extractall(out, filter="fully_trusted")
-        (top,) = [p for p in out.iterdir() if p.is_dir()]
-        return {"tarball": str(tarball), "top": top.name}
-
-    # Verifying 80k source files by hash on every use would cost seconds: trust the
-    # atomic rename here; the build outputs are what get verified.
-    art = cache.get_or_build("sources", key, extract, verify_files=False)
-    return art.path / art.meta["top"]
-
-
-WORK_TREE_EXCLUDES = (".git", "*.o", "*.ko", ".tmp_*")
-KEPT_SOURCES = ("drivers/net/ethernet/intel/igb", "drivers/net/ethernet/intel/e1000e")
-
-
-def _stage_work_tree(origin: Path, patches: list[Path], cache: Cache) -> Path:
-    """cache/work/linux := `origin` (files hard-linked where possible, only changed
-    files touched, so kbuild sees unchanged mtimes) with `patches` applied.
-    patch(1) writes new files rather than through the links: `origin` is never changed."""
-    dest = cache.dir("work") / "linux"
-    excludes = [f"--exclude={x}" for x in WORK_TREE_EXCLUDES]
-    run_checked(["rsync", "-a", "--delete", *excludes, f"--link-dest={origin}", f"{origin}/", f"{dest}/"],
-                what=f"staging {origin} as the build tree", timeout=1800)
-    for patch in patches:
-        # --forward: a patch already applied (twice on the command line) fails instead of asking.
-        run_checked(["patch", "-p1", "--forward", "-d", str(dest), "-i", str(patch), "--no-backup-if-mismatch", "-s"],
-                    what=f"applying {patch.name} (does it still apply to this tree?)")
-    return dest
-
-
-PATCHED_FILES_STATE = ".harness-patched-files"
-PATCH_TARGET = re.compile(r"^(?:\+\+\+|---) (\S+)")
-
-
-def patched_paths(patch_text: str) -> set[str]:
-    """The tree paths a -p1 unified diff touches (created, changed or deleted)."""
-    paths = set()
-    for line in patch_text.splitlines():
-        if (m := PATCH_TARGET.match(line)) and m.group(1) != "/dev/null":
-            paths.add(m.group(1).split("/", 1)[-1])
-    return paths
-
-
-def _refresh_patched_files(work: Path, build_dir: Path, patches: list[Path]) -> set[str]:
-    """Give a fresh mtime to every file this build patches or the build dir's last
-    build had patched. The work tree restores unpatched files with their original
-    (old) mtimes, which make would take as older than the patched build's objects;
-    a new inode also keeps the origin (hard-linked) untouched."""
-    patched = set().union(*(patched_paths(p.read_text(errors="replace")) for p in patches))
-    state = build_dir / PATCHED_FILES_STATE
-    before = set(json.loads(state.read_text())) if state.is_file() else set()
-    refresh = sorted(patched | before)
-    # Written before the build: an interrupted build's files are refreshed next time too.
-    state.write_text(json.dumps(refresh))
-    for rel in refresh:
-        path = work / rel
-        if path.is_file():
-            fresh = path.with_name(f".{path.name}.harness-fresh")
-            shutil.copyfile(path, fresh)
-            fresh.chmod(path.stat().st_mode)
-            os.replace(fresh, path)
-    return patched
-
-
-def _record_patched_files(build_dir: Path, patched: set[str]) -> None:
-    (build_dir / PATCHED_FILES_STATE).write_text(json.dumps(sorted(patched)))
-
-
-def _keep_sources(work: Path, out: Path) -> None:
+def _keep_sources(work: Path, out: Path, dirs: dict[str, str]) -> None:
     """The driver sources this kernel was built from, kept with it (the work tree
     is reused by the next build): claims read source lines from here."""
-    for rel in KEPT_SOURCES:
+    for rel in dirs.values():
         if (work / rel).is_dir():
-            shutil.copytree(work / rel, out / "src" / rel, ignore=shutil.ignore_patterns("*.o", ".*.cmd"))
-
-
-def make_env(cache: Cache, src: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        CCACHE_DIR=str(cache.dir("ccache")),
-        CCACHE_BASEDIR=str(src),
-        # With -g ccache would hash the build directory, so builds in other build
-        # dirs (other configs, trees) would share nothing; the cost is a comp_dir
-        # in DWARF that may name another build dir (same sources).
-        CCACHE_NOHASHDIR="1",
-        CCACHE_MAXSIZE=os.environ.get("CCACHE_MAXSIZE", "5G"),
-        KBUILD_BUILD_TIMESTAMP="harness",
-        KBUILD_BUILD_USER="harness",
-        KBUILD_BUILD_HOST="harness",
-        KBUILD_BUILD_VERSION="1",
-        KCFLAGS=KERNEL_KCFLAGS,
-        # Depend mode: a miss compiles once and takes the headers from the compiler's
-        # -MMD file, instead of running the preprocessor first to hash its output
-        # (0.2-0.4 s per kernel file, paid on every cold build).
-        CCACHE_DEPEND="1",
-    )
-    return env
-
-
-def make_jobs() -> int:
-    """make -j: one job more than CPUs, so a job waiting on I/O leaves no CPU idle."""
-    return (os.cpu_count() or 1) + 1
-
-
-def configure(make: list[str], src: Path, build_dir: Path, fragment_paths: list[Path], log: Path,
-              env: dict[str, str], label: str = "kernel") -> str:
-    """tinyconfig, the fragments merged onto it, olddefconfig: `build_dir`'s .config text.
-    `make` is the make command with -C, O= (and ARCH= for a cross build)."""
-    run_logged([*make, "tinyconfig"], log, what=f"{label} config", env=env)
-    run_logged([str(src / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(build_dir), str(build_dir / ".config"),
-                *[str(p) for p in fragment_paths]], log, what=f"{label} merge fragments", env=env, cwd=src)
-    run_logged([*make, "olddefconfig"], log, what=f"{label} olddefconfig", env=env)
-    return (build_dir / ".config").read_text()
+            shutil.copytree(work / rel, out / "src" / rel, ignore=KEPT_IGNORE)
 
 
 def _build(src: Path, out: Path, build_dir: Path, fragments: list[Fragment], cache: Cache,
@@ -308,12 +206,21 @@ def _build(src: Path, out: Path, build_dir: Path, fragments: list[Fragment], cac
 
     progress = KbuildProgress()
     cc = ["CC=ccache gcc"] if use_ccache else []
-    build_cmd = ["make", "-C", str(src), f"O={build_dir}", f"-j{jobs}", *cc, "bzImage"]
+    build_cmd = ["make", "-C", str(src), f"O={build_dir}", f"-j{jobs}", *cc, "bzImage", "modules"]
     run_logged(build_cmd, log, what="kernel build", env=env, timeout=3 * 3600,
                progress=progress.update)
     for name, rel in (("bzImage", "arch/x86/boot/bzImage"), ("System.map", "System.map"),
-                      ("vmlinux", "vmlinux"), ("config", ".config")):
+                      ("vmlinux", "vmlinux"), ("config", ".config"), ("Module.symvers", "Module.symvers")):
         shutil.copy2(build_dir / rel, out / name)
+    (out / "modules").mkdir()
+    # Every module the build made (modules.order: the NIC drivers and what they select).
+    for line in (build_dir / "modules.order").read_text().split():
+        ko = build_dir / Path(line).with_suffix(".ko")
+        shutil.copy2(ko, out / "modules" / ko.name)
+    for module, rel in module_dirs().items():
+        if not (out / "modules" / f"{module}.ko").is_file():
+            raise HarnessError(f"the kernel build made no {rel}/{module}.ko: is its Kconfig symbol =m in "
+                               "kernel-configs/nics.config?")
     release = (build_dir / "include/config/kernel.release").read_text().strip()
     return {
         "source": "tree" if request.tree else "debian-source",
@@ -336,25 +243,9 @@ def _build(src: Path, out: Path, build_dir: Path, fragments: list[Fragment], cac
             f"{src}/scripts/kconfig/merge_config.sh -m -O BUILD BUILD/.config "
             + " ".join(str(f.path) for f in fragments),
             f"make -C {src} O=BUILD olddefconfig",
-            f"make -C {src} O=BUILD -j{jobs} KCFLAGS={KERNEL_KCFLAGS} bzImage",
+            f"make -C {src} O=BUILD -j{jobs} KCFLAGS={KERNEL_KCFLAGS} bzImage modules",
         ]),
     }
-
-
-class KbuildProgress:
-    """Counts kbuild's `  CC      path` lines: a build's progress in objects compiled."""
-
-    CC_LINE = re.compile(r"^\s+CC\s+(\S+)")
-
-    def __init__(self) -> None:
-        self.compiled = 0
-        self.current = ""
-
-    def update(self, line: str) -> str:
-        if m := self.CC_LINE.match(line):
-            self.compiled += 1
-            self.current = m.group(1)
-        return f"{self.compiled} objects compiled ({self.current})"
 
 
 def describe(kernel: Kernel) -> str:

@@ -62,7 +62,9 @@ def run_kernel(choice: KernelChoice, claims: list, cache: Cache, out: Path, acce
         raise
     finally:
         lab.close()
+    evaluated = time.monotonic()
     results = evaluate_claims(lab, claims)
+    lab.timings["evaluate"] = round(time.monotonic() - evaluated, 1)
     record = build_record(lab, results, meta())
     comparison = compare_results(baseline, record, tol) if baseline is not None else None
     write_report(out, record, lab.table(), baseline=comparison)

@@ -56,19 +56,21 @@ def link_stats(guest: Guest, ifname: str) -> dict:
 
 
 def bring_up(guest: Guest, ifnames: list[str], timeout: float = 20.0) -> float:
-    """Set the interfaces up and wait for carrier on all; returns seconds waited."""
-    guest.run(" && ".join(f"ip link set dev {n} up" for n in ifnames))
+    """Set the interfaces up and wait for carrier on all (one guest command: the
+    wait loops in the guest); returns seconds waited."""
     started = time.monotonic()
     paths = " ".join(f"/sys/class/net/{n}/carrier" for n in ifnames)
-    while True:
-        res = guest.run(f"cat {paths} 2>/dev/null", check=False)
-        if res.stdout.split() == ["1"] * len(ifnames):
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            states = {n: link_stats(guest, n)["operstate"] for n in ifnames}
-            raise GuestError(f"no carrier on {ifnames} after {timeout:.0f}s (operstate {states})",
-                             guest.console_tail())
-        time.sleep(0.2)
+    want = " ".join(["1"] * len(ifnames))
+    res = guest.run(" && ".join(f"ip link set dev {n} up" for n in ifnames)
+                    + f" || exit 4; i=0; while [ \"$(cat {paths} 2>/dev/null | tr '\\n' ' ')\" != '{want} ' ]; do "
+                    f"i=$((i+1)); [ $i -gt {int(timeout * 20)} ] && exit 3; sleep 0.05; done", check=False,
+                    timeout=timeout + 30)
+    if res.rc == 3:
+        states = {n: link_stats(guest, n)["operstate"] for n in ifnames}
+        raise GuestError(f"no carrier on {ifnames} after {timeout:.0f}s (operstate {states})", guest.console_tail())
+    if res.rc != 0:
+        guest.run(" && ".join(f"ip link set dev {n} up" for n in ifnames))  # raises with the guest's stderr
+    return time.monotonic() - started
 
 
 def send_frames(guest: Guest, src_if: str, dst_mac: str, count: int) -> None:

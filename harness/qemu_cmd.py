@@ -6,22 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .nics import DEFAULT_NICS, MGMT_MAC, MGMT_SLOT, nic
+
 # The NICs under test sit on QEMU hub 0: they see each other's frames and
-# nothing else (no host network). Fixed PCI slots keep guest enumeration stable.
-MGMT_MAC = "52:54:00:00:00:0a"
-
-
-@dataclass(frozen=True)
-class NicSpec:
-    model: str  # QEMU device and guest driver name: "igb" or "e1000e"
-    mac: str
-    slot: int  # PCI device number on the root bus
-
-
-DEFAULT_NICS = (
-    NicSpec("igb", "52:54:00:12:34:01", 0x4),
-    NicSpec("e1000e", "52:54:00:12:34:02", 0x5),
-)
+# nothing else (no host network). Their fixed PCI slots (the catalogue's) keep
+# guest enumeration stable.
+ROOT_DISK_SLOT = 0x3
+# The kernel's NIC driver modules reach a self-built kernel's guest over 9p
+# (read-only): the init mounts the share on /lib/modules and loads them.
+MODULES_SLOT, MODULES_TAG = 0x10, "harness-modules"
 
 
 @dataclass(frozen=True)
@@ -35,9 +28,10 @@ class GuestSpec:
     init: str = "/sbin/harness-init"
     memory_mb: int = 1024
     cpus: int = 2
-    nics: tuple[NicSpec, ...] = DEFAULT_NICS
+    nics: tuple[str, ...] = DEFAULT_NICS  # catalogue models (harness.nics)
     cmdline_extra: tuple[str, ...] = ()
-    modules: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()  # modules the init loads (modprobe -a)
+    module_share: Path | None = None  # host directory mounted on the guest's /lib/modules
     iommu: bool = False
     qemu_extra: tuple[str, ...] = field(default=())
     name: str = "harness-guest"
@@ -69,14 +63,22 @@ def accel_args(accel: str) -> list[str]:
     raise ValueError(f"unknown accel {accel!r} (kvm or tcg)")
 
 
-def nic_args(nics: tuple[NicSpec, ...]) -> list[str]:
+def nic_args(models: tuple[str, ...]) -> list[str]:
     args: list[str] = []
-    for i, nic in enumerate(nics):
+    for i, model in enumerate(models):
+        n = nic(model)
         args += [
             "-netdev", f"hubport,id=nut{i},hubid=0",
-            "-device", f"{nic.model},netdev=nut{i},mac={nic.mac},bus=pcie.0,addr={nic.slot:#x}",
+            "-device", f"{n.qemu_device},netdev=nut{i},mac={n.mac},bus=pcie.0,addr={n.slot:#x}",
         ]
     return args
+
+
+def module_share_args(share: Path | None) -> list[str]:
+    if share is None:
+        return []
+    return ["-fsdev", f"local,id=modules,path={share},security_model=none,readonly=on",
+            "-device", f"virtio-9p-pci,fsdev=modules,mount_tag={MODULES_TAG},bus=pcie.0,addr={MODULES_SLOT:#x}"]
 
 
 def qemu_argv(spec: GuestSpec, qemu: str = "qemu-system-x86_64") -> list[str]:
@@ -96,7 +98,7 @@ def qemu_argv(spec: GuestSpec, qemu: str = "qemu-system-x86_64") -> list[str]:
     argv += [
         # snapshot=on: the cached image is never written; writes go to a temp overlay.
         "-drive", f"file={spec.rootfs},if=none,id=root,format=raw,snapshot=on",
-        "-device", "virtio-blk-pci,drive=root,bus=pcie.0,addr=0x3",
+        "-device", f"virtio-blk-pci,drive=root,bus=pcie.0,addr={ROOT_DISK_SLOT:#x}",
         # Serial console on QEMU's stdio (a pty held by the harness); signal=off so
         # a Ctrl-C typed there reaches the guest, not QEMU.
         "-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console",
@@ -104,8 +106,9 @@ def qemu_argv(spec: GuestSpec, qemu: str = "qemu-system-x86_64") -> list[str]:
         # Management NIC: user networking, restricted (no way out), one port
         # forwarded from 127.0.0.1 only, to the guest's sshd.
         "-netdev", f"user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22",
-        "-device", f"virtio-net-pci,netdev=mgmt,mac={MGMT_MAC},bus=pcie.0,addr=0x2",
+        "-device", f"virtio-net-pci,netdev=mgmt,mac={MGMT_MAC},bus=pcie.0,addr={MGMT_SLOT:#x}",
         *nic_args(spec.nics),
+        *module_share_args(spec.module_share),
         *spec.qemu_extra,
     ]
     return argv

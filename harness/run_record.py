@@ -41,7 +41,7 @@ def build_record(lab: Lab, results: list[ClaimResult], meta: dict, *, partial: b
         e = EXPERIMENTS[name]
         experiments.append({"name": name, "what": e.what, "variant": e.variant, "dma_mode": e.dma_mode,
                             "frames": m.traffic.received, "pps": m.traffic.result.pps,
-                            "seconds": round(m.seconds, 1)})
+                            "seconds": round(m.seconds, 1), "phases": m.phases})
     run_errors = [f"kernel report outside any experiment: {r.fingerprint}" for r in lab.stray_reports]
     claims = [r.to_json() for r in results]
     return {
@@ -49,6 +49,8 @@ def build_record(lab: Lab, results: list[ClaimResult], meta: dict, *, partial: b
         "failures": {name: f.to_json() for name, f in lab.failures.items()},
         "kernel_reports": kernel_reports(lab), "run_errors": run_errors, "boots": lab.boots,
         "tally": dict(Counter(c["verdict"] for c in claims)),
+        "timings": {**lab.timings, "boots": round(sum(b.get("boot_s", 0) for b in lab.boots), 1),
+                    "experiments": {e["name"]: e["seconds"] for e in experiments}},
     }
 
 

@@ -7,7 +7,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from .counters import delta, losses, snapshots
+from .counters import delta, losses, parse_snapshots, snapshot_script, snapshots
 from .errors import GuestError
 from .vm import Guest
 
@@ -108,25 +108,33 @@ class TrafficRun:
                 "generator: pace pktgen (PktgenConfig.rate_pps)")
 
 
+TRAFFIC_MARK = "----harness-traffic----"
+
+
 def run_pktgen(guest: Guest, src_if: str, dst_if: str, cfg: PktgenConfig | None = None,
                *, require_all: bool = True, settle: float = 3.0) -> TrafficRun:
     """Send cfg.count frames src_if -> dst_if; return pktgen's result and both NICs'
-    counter deltas. With `require_all`, a run that lost frames raises, saying where."""
+    counter deltas. One guest command takes the counters, runs pktgen and takes
+    them again; only frames still in flight cost more. With `require_all`, a run
+    that lost frames raises, saying where."""
     cfg = cfg or PktgenConfig()
-    dst_mac = guest.run(["cat", f"/sys/class/net/{dst_if}/address"]).stdout.strip()
-    tx0, rx0 = snapshots(guest, [src_if, dst_if])
+    names = [src_if, dst_if]
+    dst_mac = next(n.mac for n in guest.nics if n.name == dst_if)
+    script = (f"set -e\n{snapshot_script(names)}\necho {TRAFFIC_MARK}\n"
+              + pktgen_script(src_if, dst_mac, cfg).replace("set -e\n", "", 1)
+              + f"\necho {TRAFFIC_MARK}\n{snapshot_script(names)}")
     started = time.monotonic()
-    out = guest.run(pktgen_script(src_if, dst_mac, cfg), timeout=max(120.0, cfg.count / 1000)).stdout
+    out = guest.run(script, timeout=max(120.0, cfg.count / 1000)).stdout
     seconds = time.monotonic() - started
-    result = parse_pktgen_result(out)
-    run = TrafficRun(src_if, dst_if, cfg, result, seconds)
+    before, pg, after = out.split(TRAFFIC_MARK + "\n")
+    result = parse_pktgen_result(pg)
+    (tx0, rx0), (tx1, rx1) = parse_snapshots(before, names), parse_snapshots(after, names)
+    run = TrafficRun(src_if, dst_if, cfg, result, seconds, delta(tx0, tx1), delta(rx0, rx1))
     deadline = time.monotonic() + settle
-    while True:  # the last frames may still be in the receiver's NAPI poll
-        tx1, rx1 = snapshots(guest, [src_if, dst_if])
-        run.tx_delta, run.rx_delta = delta(tx0, tx1), delta(rx0, rx1)
-        if run.received >= result.sent or time.monotonic() > deadline:
-            break
+    while run.received < result.sent and time.monotonic() < deadline:  # the last frames may still be in NAPI
         time.sleep(0.2)
+        tx1, rx1 = snapshots(guest, names)
+        run.tx_delta, run.rx_delta = delta(tx0, tx1), delta(rx0, rx1)
     if result.errors or result.sent != cfg.count:
         raise GuestError(f"pktgen on {src_if}: sent {result.sent} of {cfg.count}, errors {result.errors}",
                          guest.console_tail())

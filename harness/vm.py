@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import os
 import shlex
+import shutil
 import signal
 import socket
 import sys
@@ -24,12 +25,14 @@ import pexpect
 
 from .accel import choose_accel
 from .cache import Cache
-from .console import ConsoleWatcher, NicInfo
+from .console import ConsoleWatcher, NicInfo, parse_ready_line
 from .errors import GuestCommandError, GuestError, GuestTimeout, HarnessError
+from .hostcmd import run_checked
 from .image import GuestImage
 from .kernel import Kernel
+from .nics import DEFAULT_NICS, nic
 from .qemu_check import check_qemu
-from .qemu_cmd import DEFAULT_NICS, GuestSpec, NicSpec, qemu_argv
+from .qemu_cmd import GuestSpec, qemu_argv
 from .qmp import QMP, QMPError
 from .ssh import CommandResult, CommandTimeout, SSHSession
 
@@ -42,7 +45,7 @@ class GuestOptions:
     accel: str = "auto"  # auto | kvm | tcg
     memory_mb: int = 1024
     cpus: int = 2
-    nics: tuple[NicSpec, ...] = DEFAULT_NICS
+    nics: tuple[str, ...] = DEFAULT_NICS  # NIC models of the catalogue (harness.nics), on one private hub
     cmdline_extra: tuple[str, ...] = ()
     iommu: bool = False
     qemu_extra: tuple[str, ...] = ()
@@ -50,6 +53,14 @@ class GuestOptions:
     ssh_timeout: float = 60.0  # READY to an SSH session
     command_timeout: float = 120.0  # default bound of one guest command
     workdir: Path | None = None  # console log, QMP socket; a temp dir by default
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dest)
+    except OSError:  # another file system
+        shutil.copy2(src, dest)
 
 
 def free_port() -> int:
@@ -100,6 +111,10 @@ class Guest:
         self.workdir: Path | None = None
         self.exit_reason: str | None = None
         self.crash_expected = False  # a test that crashes the guest on purpose sets this
+        self._loaded: dict[str, Path] = {}  # driver module -> the .ko file loaded
+        # What probes learnt of this guest (PCI drivers, traceable functions): asked once,
+        # forgotten when a driver module is reloaded.
+        self.facts: dict[str, object] = {}
 
     # ---- lifecycle -------------------------------------------------------
     def __enter__(self) -> Guest:
@@ -124,12 +139,14 @@ class Guest:
             self.workdir.mkdir(parents=True, exist_ok=True)
         choice = choose_accel(opts.accel, self.kernel.boot_image, self.cache, QEMU)
         self.times.accel_reason = choice.reason
+        share = self._stage_modules() if self.kernel.module_files else None
+        wanted = {nic(m).module for m in opts.nics}
         self.spec = GuestSpec(
             kernel_image=self.kernel.boot_image, rootfs=self.image.rootfs, accel=choice.accel,
             ssh_port=free_port(), qmp_socket=self.workdir / "qmp.sock", initrd=self.kernel.initrd,
             init=self.image.init, memory_mb=opts.memory_mb, cpus=opts.cpus, nics=opts.nics,
-            cmdline_extra=opts.cmdline_extra, modules=self.kernel.modules, iommu=opts.iommu,
-            qemu_extra=opts.qemu_extra,
+            cmdline_extra=opts.cmdline_extra, modules=tuple(m for m in self.kernel.modules if m in wanted),
+            module_share=share, iommu=opts.iommu, qemu_extra=opts.qemu_extra,
         )
         self._launch_and_wait()
 
@@ -157,10 +174,50 @@ class Guest:
         if self.options.iommu:
             self._check_behind_iommu()
 
+    # ---- driver modules (self-built kernels) ------------------------------
+    def _stage_modules(self) -> Path:
+        """The 9p share the guest mounts on /lib/modules: this kernel's NIC driver
+        modules (hard links to the cached artifacts) with a depmod index."""
+        assert self.workdir is not None
+        root = self.workdir / "modroot"
+        moddir = root / "lib/modules" / self.kernel.release / "kernel"
+        for module, path in self.kernel.module_files.items():
+            _link_or_copy(path, moddir / f"{module}.ko")
+        run_checked(["depmod", "-b", str(root), self.kernel.release], what="depmod on the guest's driver modules")
+        self._loaded = dict(self.kernel.module_files)
+        return root / "lib/modules"
+
+    def use_kernel_modules(self, kernel: Kernel) -> list[str]:
+        """Load `kernel`'s driver modules in place of the running ones (the same base
+        kernel, another variant): rmmod and insmod each module whose build differs,
+        then find the NICs again. Returns the modules swapped."""
+        if kernel.base_key != self.kernel.base_key or not kernel.module_files:
+            raise HarnessError(f"{kernel.label} is not a variant of the running kernel {self.kernel.label}")
+        assert self.spec is not None and self.spec.module_share is not None
+        swapped = [m for m, f in kernel.module_files.items() if self._loaded.get(m) != f and m in self.spec.modules]
+        for module in swapped:
+            rel = f"variants/{kernel.key}/{module}.ko"
+            _link_or_copy(kernel.module_files[module], self.spec.module_share / rel)
+            self.run(f"rmmod {module} && insmod /lib/modules/{rel}")
+            self._loaded[module] = kernel.module_files[module]
+        self.kernel = kernel
+        if swapped:
+            self.rescan_nics()
+        return swapped
+
+    def rescan_nics(self) -> None:
+        """The NICs as the guest has them now (after a driver was reloaded)."""
+        out = self.run("for d in /sys/class/net/*; do [ -e $d/device/driver ] || continue; "
+                       "echo ${d##*/}:$(basename $(readlink $d/device/driver)):$(cat $d/address); done").stdout
+        assert self.console is not None
+        self.console.nics = parse_ready_line(",".join(out.split()))
+        self.facts.clear()
+
     def _check_behind_iommu(self) -> None:
         """With --iommu every NIC under test must be in an IOMMU group: a kernel
         without the Intel IOMMU driver boots fine and silently maps directly."""
-        nics = [n for n in self.nics if n.driver in ("igb", "e1000e")]
+        macs = {nic(m).mac for m in self.options.nics}
+        nics = [n for n in self.nics if n.mac in macs]
         out = self.run(" ; ".join(f"readlink /sys/class/net/{n.name}/device/iommu_group || echo none"
                                   for n in nics), check=False).stdout.split()
         missing = [n.name for n, group in zip(nics, out, strict=False) if group == "none"]
@@ -286,13 +343,19 @@ class Guest:
         assert self.console is not None and self.console.nics is not None
         return self.console.nics
 
-    def nic(self, driver: str) -> str:
-        """The guest interface name bound to `driver` (e.g. "igb" -> "eth0")."""
-        names = [n.name for n in self.nics if n.driver == driver]
-        if len(names) != 1:
-            have = ", ".join(f"{n.name}={n.driver}" for n in self.nics)
-            raise GuestError(f"expected one interface driven by {driver}, found {len(names)} ({have})")
-        return names[0]
+    def nic(self, model: str) -> str:
+        """The guest interface of the NIC `model` (e.g. "igb" -> "eth2"), found by the
+        catalogue's MAC and checked to be bound to the catalogue's driver."""
+        want = nic(model)
+        found = [n for n in self.nics if n.mac == want.mac]
+        have = ", ".join(f"{n.name}={n.driver}" for n in self.nics)
+        if len(found) != 1:
+            raise GuestError(f"no interface with {model}'s MAC {want.mac} in this guest ({have}); is {model} "
+                             "in its --nics?")
+        if found[0].driver != want.driver:
+            raise GuestError(f"{model} ({found[0].name}, {want.mac}) is bound to {found[0].driver}, not "
+                             f"{want.driver} ({have})")
+        return found[0].name
 
     def console_tail(self, n: int = 30) -> list[str]:
         """The console lines an error shows: the last `n`, or, once the kernel has

@@ -11,7 +11,7 @@ from pathlib import Path
 from .cache import Cache, hash_parts
 from .errors import GuestError, HarnessError
 from .hostcmd import require_tool, run_checked
-from .probes import T, tracefs_script
+from .probes import T, teardown_tracer, tracefs_script
 from .vm import Guest
 
 BPF_DIR = Path(__file__).resolve().parent / "bpf"
@@ -116,8 +116,8 @@ HEADROOM_KPROBE = f"p:{HEADROOM_EVENT} bpf_xdp_adjust_head data=+0(%di):x64 hard
 
 def arm_headroom_kprobe(guest: Guest) -> None:
     disarm_headroom_kprobe(guest)
+    teardown_tracer(guest)  # the kprobe's events go to the trace buffer: nothing else in it
     tracefs_script(guest, f"""echo 0 > {T}/tracing_on
-echo nop > {T}/current_tracer
 echo '{HEADROOM_KPROBE}' >> {T}/kprobe_events
 echo 'offset == 0' > {T}/events/{HEADROOM_EVENT}/filter
 echo 1 > {T}/events/{HEADROOM_EVENT}/enable

@@ -45,6 +45,7 @@ HOT_FUNCTIONS = CORE_FUNCTIONS + RX_HELPERS
 # Symbols disassembled in vmlinux: the poll function (the rx loop is inlined there)
 # and the refill; any helper the compiler kept out of line is added by its symbol.
 DISASSEMBLED = ("igb_poll", "igb_alloc_rx_buffers")
+MODULE = "igb"
 
 BARRIER_CALL = re.compile(r"\b(dma_rmb|dma_wmb|dma_mb|rmb|wmb|mb|smp_rmb|smp_wmb|smp_mb|smp_mb__\w+|"
                           r"smp_store_release|smp_load_acquire|virt_[rw]?mb|barrier)\s*\(")
@@ -152,8 +153,13 @@ class Disassembly:
 
 
 def x86_disassembly(kernel: Kernel, ranges: dict[str, tuple[int, int]]) -> Disassembly:
-    """objdump -dl of igb_poll, igb_alloc_rx_buffers and every rx helper that has a
-    symbol of its own in this kernel (one the compiler did not inline)."""
+    """objdump -dl of the whole igb.ko (a self-built kernel's module, with DWARF), or
+    in a vmlinux with igb built in, of igb_poll, igb_alloc_rx_buffers and every rx
+    helper that has a symbol of its own (one the compiler did not inline)."""
+    if MODULE in kernel.module_files:
+        ko = kernel.module_files[MODULE]
+        return Disassembly(run_checked(["objdump", "-dl", "--no-show-raw-insn", str(ko)], what=f"objdump of {ko}"),
+                           (f"{MODULE}.ko",))
     symbols = set(DISASSEMBLED)
     if kernel.system_map is not None:
         names = {line.split()[2] for line in kernel.system_map.read_text().splitlines() if len(line.split()) >= 3}
@@ -177,22 +183,22 @@ class Barriers:
             source = kernel.source_file(SOURCE).read_text()
         except HarnessError as e:
             return self._unmeasured(f"needs igb's source: {e}")
-        if kernel.vmlinux is None:
-            return self._unmeasured("needs the kernel's vmlinux with DWARF (a self-built kernel)")
+        if kernel.vmlinux is None and MODULE not in kernel.module_files:
+            return self._unmeasured("needs igb's object code with DWARF (a self-built kernel's igb.ko or vmlinux)")
         ranges = function_ranges(source, HOT_FUNCTIONS)
         sites = barrier_sites(source, ranges)
         other = [s for s in sites if s[1] not in DMA_BARRIERS]
         dma_sites = [s for s in sites if s[1] in DMA_BARRIERS]
         dis = x86_disassembly(kernel, ranges)
         if "igb_main.c:" not in dis.text:
-            return self._unmeasured("no line info for igb in vmlinux (needs CONFIG_DEBUG_INFO)")
+            return self._unmeasured(f"no line info for igb in {', '.join(dis.symbols)} (needs CONFIG_DEBUG_INFO)")
         covered = covered_functions(dis.text, ranges)
         fences = parse_fences(dis.text)
         in_hot = [f for f in fences if in_ranges(f, ranges)]
         elsewhere = [f for f in fences if f not in in_hot]
         core_found = sum(f in ranges for f in CORE_FUNCTIONS)
         core_covered = sum(f in covered for f in CORE_FUNCTIONS)
-        how = (f"objdump -dl of {', '.join(dis.symbols)} in vmlinux; fences attributed by DWARF line to the "
+        how = (f"objdump -dl of {', '.join(dis.symbols)}; fences attributed by DWARF line to the "
                f"{SOURCE} lines of {len(ranges)} rx/refill functions")
         checks = self._checks(float(core_found), float(core_covered), float(len(dma_sites)), float(len(other)),
                               None if core_covered < len(CORE_FUNCTIONS) else float(len(in_hot)), how)

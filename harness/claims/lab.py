@@ -106,7 +106,7 @@ class Lab:
         self._image: GuestImage | None = None
         self._image_job: BackgroundJob[GuestImage] | None = None
         self._guest: Guest | None = None
-        self._guest_key: tuple[str, str] | None = None
+        self._guest_key: tuple[str, str] | None = None  # (base kernel key, DMA mode)
         self._boot_errors: dict[tuple[str, str], str] = {}
         self.results: dict[str, Measurement] = {}
         self.failures: dict[str, ExperimentFailure] = {}  # experiment -> why it has no measurement
@@ -114,6 +114,7 @@ class Lab:
         self._accounted = 0  # console line up to which the current guest's reports are accounted
         self.frames: list[pd.DataFrame] = []
         self.boots: list[dict] = []
+        self.timings: dict[str, float] = {}  # where the run's time went: "kernel:<variant>", "image wait", ...
 
     # ---- artifacts ---------------------------------------------------------
     def kernel(self, variant: str = "stock") -> Kernel:
@@ -121,8 +122,10 @@ class Lab:
         if variant in self._kernel_errors:
             raise HarnessError(self._kernel_errors[variant])
         if variant not in self._kernels:
+            started = time.monotonic()
             try:
                 self._kernels[variant] = self._get_kernel(variant)
+                self.timings[f"kernel:{variant}"] = round(time.monotonic() - started, 1)
             except HarnessError as e:
                 self._kernel_errors[variant] = f"kernel variant {variant!r} unavailable: {e}"
                 raise HarnessError(self._kernel_errors[variant]) from e
@@ -150,42 +153,65 @@ class Lab:
 
     def image(self) -> GuestImage:
         if self._image is None:
+            started = time.monotonic()
             self._image = self._image_job.result() if self._image_job else build_image(cache=self.cache)
+            self.timings["image (wait)"] = round(time.monotonic() - started, 1)
         return self._image
 
     # ---- guests ------------------------------------------------------------
     def guest(self, variant: str = "stock", dma_mode: str = "direct") -> Guest:
         """A booted guest of (variant, DMA mode). One guest lives at a time (2 cores):
-        asking for another stops the current one."""
-        key = (variant, dma_mode)
-        if self._guest is not None and self._guest_key == key and self._guest.alive():
-            return self._guest
-        if key in self._boot_errors:  # a guest that failed to boot is not booted again for every experiment
-            raise HarnessError(self._boot_errors[key])
-        self.stop_guest()
+        asking for another stops the current one, except that a variant that differs
+        only by its driver modules is loaded into the running guest of its base kernel."""
+        if (variant, dma_mode) in self._boot_errors:  # a guest that failed is not booted again for every experiment
+            raise HarnessError(self._boot_errors[(variant, dma_mode)])
         kernel = self.kernel(variant)
+        g = self._guest
+        if g is not None and g.alive() and self._guest_key == (kernel.base_key or kernel.key, dma_mode):
+            if g.kernel.key != kernel.key:
+                self._swap_modules(g, kernel, variant, dma_mode)
+            return g
+        self.stop_guest()
         opts = GuestOptions(accel=self.accel, **DMA_MODES[dma_mode])
         log(f"booting {kernel.label} with DMA mode {dma_mode} ...")
         g = Guest(kernel, self.image(), opts, self.cache)
         try:
             g.__enter__()
         except HarnessError as e:
-            self._boot_errors[key] = f"{variant} kernel, DMA mode {dma_mode}: boot failed: {str(e).splitlines()[0]}"
+            self._boot_errors[(variant, dma_mode)] = (f"{variant} kernel, DMA mode {dma_mode}: boot failed: "
+                                                      f"{str(e).splitlines()[0]}")
             raise
-        self._guest, self._guest_key = g, key
-        self._accounted = g.console.line_count() if g.console else 0
-        boot_reports = g.console.reports(0) if g.console else []
-        if boot_reports:
-            self.stray_reports += boot_reports
-            self.stop_guest()
-            self._boot_errors[key] = (f"{variant} kernel, DMA mode {dma_mode}: the kernel reported during boot: "
-                                      f"{boot_reports[0].fingerprint}")
-            raise HarnessError(self._boot_errors[key])
+        self._guest, self._guest_key = g, (kernel.base_key or kernel.key, dma_mode)
+        self._accounted = 0
+        self._check_quiet(g, variant, dma_mode, "during boot")
         self.boots.append({"variant": variant, "dma_mode": dma_mode, "kernel": kernel.key,
                            "release": kernel.release, "accel": g.spec.accel, "times": g.times.summary(),
+                           "boot_s": round(g.times.ssh, 2), "modules": kernel.meta.get("module_builds", {}),
                            "qemu": g.command_line})
         log(f"guest ready ({g.times.summary()})")
         return g
+
+    def _swap_modules(self, g: Guest, kernel: Kernel, variant: str, dma_mode: str) -> None:
+        started = time.monotonic()
+        swapped = g.use_kernel_modules(kernel)
+        log(f"{variant}: loaded its {', '.join(m + '.ko' for m in swapped) or 'modules'} into the running guest "
+            f"({time.monotonic() - started:.1f}s, no reboot)")
+        self._check_quiet(g, variant, dma_mode, "while its driver modules were loaded")
+        self.boots.append({"variant": variant, "dma_mode": dma_mode, "kernel": kernel.key, "release": kernel.release,
+                           "accel": g.spec.accel, "times": f"modules reloaded in the running guest: {swapped}",
+                           "boot_s": round(time.monotonic() - started, 2),
+                           "modules": kernel.meta.get("module_builds", {}), "qemu": g.command_line})
+
+    def _check_quiet(self, g: Guest, variant: str, dma_mode: str, when: str) -> None:
+        """Kernel reports before any experiment (boot, module load) fail that guest."""
+        reports = g.console.reports(self._accounted) if g.console else []
+        self._accounted = g.console.line_count() if g.console else 0
+        if reports:
+            self.stray_reports += reports
+            self.stop_guest()
+            self._boot_errors[(variant, dma_mode)] = (f"{variant} kernel, DMA mode {dma_mode}: the kernel reported "
+                                                      f"{when}: {reports[0].fingerprint}")
+            raise HarnessError(self._boot_errors[(variant, dma_mode)])
 
     def stop_guest(self) -> None:
         """Stop the current guest; kernel reports after the last experiment (its

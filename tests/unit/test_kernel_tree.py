@@ -3,8 +3,10 @@ mtimes, so make recompiles them whichever way the work tree switched."""
 
 import os
 
-from harness.kernel import _record_patched_files, _refresh_patched_files, patched_paths
 from harness.paths import PATCHES_DIR
+from harness.source_tree import patched_paths
+from harness.source_tree import record_patched_files as _record_patched_files
+from harness.source_tree import refresh_patched_files as _refresh_patched_files
 
 PATCH = """--- a/drivers/net/ethernet/intel/igb/igb_main.c
 +++ b/drivers/net/ethernet/intel/igb/igb_main.c
@@ -65,3 +67,34 @@ def test_an_interrupted_patched_build_is_remembered(tmp_path):
     os.utime(src, (1_000_000, 1_000_000))
     _refresh_patched_files(work, build, [])
     assert os.stat(src).st_mtime > 1_000_000
+
+
+def test_a_driver_only_patch_rebuilds_that_module_alone(tmp_path):
+    from harness.kernel import split_patches
+    from harness.nics import module_dirs
+
+    igb_only = tmp_path / "igb.patch"
+    igb_only.write_text(PATCH)
+    both = tmp_path / "both.patch"
+    both.write_text(PATCH + "--- a/net/core/dev.c\n+++ b/net/core/dev.c\n@@ -1 +1 @@\n-a\n+b\n")
+    base, per_module = split_patches([igb_only, both, PATCHES_DIR / "igb-no-page-reuse.patch"], module_dirs())
+    assert base == [both]  # touches the kernel outside the driver: the base build carries it
+    assert per_module == {"igb": [igb_only, PATCHES_DIR / "igb-no-page-reuse.patch"]}
+
+
+def test_tree_fingerprint_leaves_driver_dirs_out(tmp_path):
+    from harness.source_tree import dir_digest, tree_fingerprint
+
+    igb = tmp_path / "drivers/net/ethernet/intel/igb"
+    igb.mkdir(parents=True)
+    (igb / "igb_main.c").write_text("int a;\n")
+    (tmp_path / "Makefile").write_text("all:\n")
+    before, digest = tree_fingerprint(tmp_path, ("drivers/net/ethernet/intel/igb",)), dir_digest(igb)
+    (igb / "igb_main.c").write_text("int b;\n")  # a driver edit: the base stays, the module's digest moves
+    assert tree_fingerprint(tmp_path, ("drivers/net/ethernet/intel/igb",)) == before
+    edited = dir_digest(igb)
+    assert edited != digest
+    (igb / "igb_main.o").write_bytes(b"\x7fELF")  # build products do not count
+    assert dir_digest(igb) == edited
+    (tmp_path / "Makefile").write_text("all: x\n")  # an edit elsewhere: the base moves
+    assert tree_fingerprint(tmp_path, ("drivers/net/ethernet/intel/igb",)) != before

@@ -75,3 +75,19 @@ def test_extra_cmdline_modules_and_initrd():
     line = kernel_cmdline(s).split()
     assert "swiotlb=force" in line and "harness.modules=igb,e1000e" in line
     assert arg_after(qemu_argv(s), "-initrd") == ["/k/initrd.cpio"]
+
+
+def test_nics_come_from_the_catalogue_with_slot_macs():
+    devices = arg_after(qemu_argv(spec(nics=("e1000e", "igb"))), "-device")
+    igb = next(d for d in devices if d.startswith("igb,"))
+    assert "mac=52:54:00:12:34:04" in igb and "addr=0x4" in igb
+    with pytest.raises(Exception, match="unknown NIC 'rtl'"):
+        qemu_argv(spec(nics=("igb", "rtl")))
+
+
+def test_module_share_is_read_only_9p():
+    argv = qemu_argv(spec(module_share=Path("/w/modroot/lib/modules")))
+    (fsdev,) = arg_after(argv, "-fsdev")
+    assert fsdev == "local,id=modules,path=/w/modroot/lib/modules,security_model=none,readonly=on"
+    assert any(d.startswith("virtio-9p-pci,fsdev=modules,mount_tag=harness-modules") for d in arg_after(argv, "-device"))
+    assert arg_after(qemu_argv(spec()), "-fsdev") == []

@@ -229,3 +229,70 @@ def processes_using(path: Path) -> list[str]:
         if state != "Z" and (str(path) in cmdline or cwd.startswith(str(path))):
             found.append(f"{proc_dir.name}: {cmdline.strip()[:120]}")
     return found
+
+
+# ---- harness run: a dead guest or a bad output path is an error, never a green run ----
+def run_until(args: list[str], marker: str, cache: Path) -> tuple[subprocess.Popen, str]:
+    """Start `harness run ...` and read its stderr until `marker` shows up."""
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--cache", str(cache), *args],
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    seen = ""
+    while marker not in seen:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen += line
+    return proc, seen
+
+
+def test_qemu_killed_during_an_experiment_is_an_error(tmp_path, harness_cache):
+    before = qemu_pids()
+    out = tmp_path / "out"
+    proc, seen = run_until(["--claims", "page-based-rx", "--out", str(out)], "measuring rx ...", harness_cache.root)
+    assert "measuring rx ..." in seen, seen
+    (pid,) = qemu_pids() - before
+    os.kill(pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 5, seen + err
+    assert "Traceback" not in err
+    import json
+
+    record = json.loads((out / "results.json").read_text())
+    (claim,) = record["claims"]
+    assert claim["verdict"] == "error", claim
+    assert "killed by signal 9 (SIGKILL)" in claim["errors"][0]["headline"], claim["errors"]
+    assert (out / "report.md").read_text().splitlines()[2] == "## Failures and kernel reports"
+    assert_no_new_qemu(before)
+
+
+def test_interrupted_run_keeps_what_it_measured(tmp_path, harness_cache):
+    before = qemu_pids()
+    out = tmp_path / "out"
+    proc, seen = run_until(["--claims", "page-based-rx,build-skb-vs-copy", "--out", str(out)],
+                           "measuring legacy-rx ...", harness_cache.root)
+    assert "measured rx:" in seen, seen
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    import json
+
+    record = json.loads((out / "results.json").read_text())
+    assert record["partial"] is True and "KeyboardInterrupt" in record["stopped_by"], record.get("stopped_by")
+    verdicts = {c["id"]: c["verdict"] for c in record["claims"]}
+    assert verdicts["page-based-rx"] == "confirmed"  # measured before the interrupt
+    assert verdicts["build-skb-vs-copy"] != "confirmed"
+    assert "partial results" in (out / "report.md").read_text()
+    assert_no_new_qemu(before)
+
+
+@pytest.mark.parametrize("bad", ["/proc/version/out", "file-not-dir"])
+def test_bad_out_fails_before_any_work(tmp_path, bad, harness_cache):
+    if bad == "file-not-dir":
+        (tmp_path / bad).write_text("a file")
+        bad = str(tmp_path / bad)
+    started = time.monotonic()
+    res = harness_cli("run", "--out", bad, cache=harness_cache.root, timeout=60)
+    elapsed = time.monotonic() - started
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith("harness: error: --out ") and "Traceback" not in res.stderr, res.stderr
+    assert elapsed < 2.5, f"took {elapsed:.1f}s: the output path must be checked before any work"

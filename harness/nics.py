@@ -1,0 +1,79 @@
+"""The NIC catalogue: the one place that knows the emulated NICs. Every other
+module reads a NIC's facts from here (QEMU device, guest driver and module,
+Kconfig symbols, source directory, rx poll and refill functions, XDP modes the
+driver offers, PCI slot and MAC). What the running guest can tell (the driver
+actually bound, XDP features over netlink, a page_pool) is probed there, not
+written here.
+
+Adding a NIC: one entry below, its Kconfig line in kernel-configs/nics.config,
+and tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import HarnessError
+
+
+@dataclass(frozen=True)
+class NicModel:
+    model: str  # the catalogue name users type (--nics igb,e1000e)
+    qemu_device: str  # QEMU -device name
+    driver: str  # the guest driver that binds it (/sys/.../driver, ethtool -i)
+    module: str  # its kernel module (built as a module of the harness kernel)
+    kconfig: str  # the Kconfig symbol of that driver
+    source_dir: str  # the driver's directory in the kernel tree
+    poll: str  # NAPI poll function: the root every rx-path count is attributed to
+    refill: str  # the function that gives the device fresh rx buffers
+    xdp_native: bool  # the driver offers native (driver-mode) XDP; generic XDP works on any
+    slot: int  # PCI device number on the root bus (fixed, so enumeration is stable)
+    title: str  # what the device is, for reports
+
+    @property
+    def mac(self) -> str:
+        """52:54:00 (QEMU's OUI), then 12:34 and the PCI slot: one MAC per slot."""
+        return f"52:54:00:12:34:{self.slot:02x}"
+
+    @property
+    def pci_address(self) -> str:
+        return f"0000:00:{self.slot:02x}.0"
+
+
+CATALOGUE: dict[str, NicModel] = {n.model: n for n in (
+    NicModel("igb", "igb", "igb", "igb", "CONFIG_IGB", "drivers/net/ethernet/intel/igb", "igb_poll",
+             "igb_alloc_rx_buffers", True, 0x4, "Intel 82576 (igb): page-based rx with page reuse"),
+    NicModel("e1000e", "e1000e", "e1000e", "e1000e", "CONFIG_E1000E", "drivers/net/ethernet/intel/e1000e",
+             "e1000e_poll", "e1000_alloc_rx_buffers", False, 0x5, "Intel 82574L (e1000e): an skb and a map per frame"),
+)}
+DEFAULT_NICS = ("igb", "e1000e")
+# The management NIC (virtio-net on QEMU user networking, for SSH): found in the
+# guest by this MAC, never by its driver, so a virtio-net under test is not it.
+MGMT_MAC = "52:54:00:00:00:0a"
+MGMT_SLOT = 0x2
+
+
+def nic(model: str) -> NicModel:
+    try:
+        return CATALOGUE[model]
+    except KeyError:
+        raise HarnessError(f"unknown NIC {model!r}; known: {', '.join(CATALOGUE)}") from None
+
+
+def parse_nics(text: str) -> tuple[str, ...]:
+    """`--nics igb,e1000e` -> ("igb", "e1000e"): known models, each once, at least two
+    (every NIC under test receives from a peer on the same hub)."""
+    models = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    for m in models:
+        nic(m)
+    if len(models) < 2:
+        raise HarnessError(f"--nics {text!r}: give at least two NICs (each receives from a peer NIC on the hub)")
+    return models
+
+
+def by_driver(driver: str) -> NicModel | None:
+    return next((n for n in CATALOGUE.values() if n.driver == driver), None)
+
+
+def module_dirs() -> dict[str, str]:
+    """module name -> its source directory, for every NIC the harness builds as a module."""
+    return {n.module: n.source_dir for n in CATALOGUE.values()}
