@@ -38,12 +38,15 @@ def get_module(base: Artifact, module: str, rel: str, patches: list[Path], cache
         print(f"harness: building {module}.ko alone (against kernel {base.meta['release']}, base "
               f"{base.path.name})", file=sys.stderr, flush=True)
         log = out / "build.log"
+        # One work dir per module and patch set, at a stable path (the compile commands,
+        # ccache and DWARF name the same files every time), so a stock and a patched
+        # build of one module can run side by side.
+        slot = hash_parts([(p.name, p.read_bytes()) for p in patches])[:8] if patches else "plain"
         with contextlib.ExitStack() as locks:
-            locks.enter_context(cache.lock("work", "modules"))
+            locks.enter_context(cache.lock("work", f"modules-{module}-{slot}"))
             if base.meta.get("base_patches"):  # the source tree is the shared work tree: hold it
                 locks.enter_context(cache.lock("work", "linux"))
-            # A stable path: the compile commands (ccache) and DWARF name the same files every time.
-            root = cache.dir("work", "modules", module)
+            root = cache.dir("work", "modules", module, slot)
             dest = root / rel
             dest.mkdir(parents=True, exist_ok=True)
             # --delete also drops the last build's objects: kbuild's mtimes cannot then take a file

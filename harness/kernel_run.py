@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from .cache import Cache
+from .claims.experiments import EXPERIMENTS
 from .claims.lab import Lab
 from .claims.runner import evaluate_claims, experiment_order, run_experiments
 from .compare import Tolerance, compare_results
@@ -52,8 +53,10 @@ def run_kernel(choice: KernelChoice, claims: list, cache: Cache, out: Path, acce
         }
 
     try:
-        if experiment_order(claims):  # a guest will be needed
+        order = experiment_order(claims)
+        if order:  # a guest will be needed
             lab.prefetch_image()
+            lab.prefetch_kernels({EXPERIMENTS[e].variant for e in order})
         lab.kernel("stock")  # fail early on a kernel that cannot be had
         run_experiments(lab, claims)
     except BaseException as e:

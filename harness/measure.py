@@ -170,7 +170,11 @@ def counter_observations(traffic: TrafficRun, src: str, dst: str) -> list[Observ
            Observation("pktgen_pps", traffic.result.pps, src,
                        "pktgen Result line (TCG-emulated: compare only as a ratio within one run)")]
     for driver, deltas, how in ((dst, traffic.rx_delta, "receiver"), (src, traffic.tx_delta, "sender")):
+        # The interface's own counters always (a flat one is a measured 0), the
+        # driver's ethtool -S counters when they moved (there are dozens per NIC).
         for key, value in sorted(deltas.items()):
+            if not key.startswith("link.") and not value:
+                continue
             method = "ip -j -s link delta" if key.startswith("link.") else "ethtool -S delta"
             obs.append(Observation(f"counter:{key}", value, driver, f"{method} on the {how}"))
     return obs

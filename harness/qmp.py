@@ -1,12 +1,15 @@
-"""A minimal QMP client (QEMU's JSON monitor protocol) over a unix socket:
-enough to quit a guest, stop its vCPUs, and ask its status."""
+"""QMP (QEMU's JSON monitor protocol) through QEMU's own client library
+(`qemu.qmp`, PyPI): the harness only adds waiting for QEMU's socket to appear
+and its own error type, so a failure reads like every other harness error."""
 
 from __future__ import annotations
 
-import json
-import socket
+import contextlib
 import time
 from pathlib import Path
+
+from qemu.qmp import QMPError as LibraryQMPError
+from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from .errors import HarnessError
 
@@ -19,52 +22,37 @@ class QMP:
     def __init__(self, path: Path, timeout: float = 10.0) -> None:
         self.path = path
         self.timeout = timeout
-        self.sock: socket.socket | None = None
-        self._buf = b""
+        self._qmp: QEMUMonitorProtocol | None = None
 
     def connect(self, wait: float = 10.0) -> None:
+        """Connect (retrying while QEMU creates its socket) and negotiate capabilities."""
         deadline = time.monotonic() + wait
         while True:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(self.timeout)
+            qmp = QEMUMonitorProtocol(str(self.path))
             try:
-                s.connect(str(self.path))
+                qmp.connect(negotiate=True)
                 break
-            except OSError as e:
-                s.close()
+            except (OSError, EOFError, LibraryQMPError) as e:
+                with contextlib.suppress(EOFError, OSError, LibraryQMPError):
+                    qmp.close()
                 if time.monotonic() > deadline:
                     raise QMPError(f"cannot connect to QMP socket {self.path}: {e}") from e
                 time.sleep(0.05)
-        self.sock = s
-        self._read_msg()  # greeting
-        self.command("qmp_capabilities")
+        qmp.settimeout(self.timeout)
+        self._qmp = qmp
 
     def close(self) -> None:
-        if self.sock:
-            self.sock.close()
-            self.sock = None
-
-    def _read_msg(self) -> dict:
-        assert self.sock is not None
-        while b"\n" not in self._buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise QMPError("QMP connection closed by QEMU")
-            self._buf += chunk
-        line, self._buf = self._buf.split(b"\n", 1)
-        return json.loads(line)
+        """Disconnect. QEMU may already have closed the socket (after `quit`, or when it
+        died): the library then reports the end of the stream, which is no error here."""
+        if self._qmp is not None:
+            qmp, self._qmp = self._qmp, None
+            with contextlib.suppress(EOFError, OSError, LibraryQMPError):
+                qmp.close()
 
     def command(self, name: str, **arguments: object) -> object:
-        if self.sock is None:
+        if self._qmp is None:
             raise QMPError("QMP not connected")
-        msg: dict[str, object] = {"execute": name}
-        if arguments:
-            msg["arguments"] = arguments
-        self.sock.sendall(json.dumps(msg).encode() + b"\n")
-        while True:
-            reply = self._read_msg()
-            if "event" in reply:
-                continue
-            if "error" in reply:
-                raise QMPError(f"QMP {name}: {reply['error'].get('desc', reply['error'])}")
-            return reply.get("return")
+        try:
+            return self._qmp.cmd(name, **arguments)
+        except (OSError, EOFError, LibraryQMPError) as e:
+            raise QMPError(f"QMP {name}: {e or type(e).__name__}") from e

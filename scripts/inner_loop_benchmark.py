@@ -7,6 +7,8 @@ made once under the cache) with warm caches, each round
      holds is never reused) and runs `harness run --kernel-tree T --claims
      page-reuse` (expected: refuted, exit 1),
   2. reverts it and runs the same again (expected: confirmed, exit 0),
+(each round's edit carries a fresh nonce in a comment, so igb.ko is really rebuilt;
+the revert finds the unedited module cached, as an engineer's revert would),
 and prints the median edit -> verdict time over all runs, with the breakdown
 results.json records (module build, boots, experiments, report). Also the warm
 main job (all claims, default kernel), and with --cold the cold one: a fresh
@@ -30,7 +32,9 @@ TOP = Path(__file__).resolve().parents[1]
 HARNESS = [sys.executable, "-m", "harness.cli"]
 IGB_MAIN = "drivers/net/ethernet/intel/igb/igb_main.c"
 EDIT_FROM = "if (unlikely((rx_buf_pgcnt - pagecnt_bias) > 1))"
-EDIT_TO = "if (unlikely((rx_buf_pgcnt - pagecnt_bias) > 0)) /* inner-loop benchmark edit */"
+# Each round's edit differs (a nonce in the comment), as an engineer's edits do:
+# the module cache cannot answer it, igb.ko is compiled again.
+EDIT_TO = "if (unlikely((rx_buf_pgcnt - pagecnt_bias) > 0)) /* inner-loop benchmark edit {nonce} */"
 
 
 def run(args: list[str], env: dict | None = None) -> tuple[int, float, str]:
@@ -86,7 +90,8 @@ def inner_loop(tree: Path, cache: Path, rounds: int, work: Path) -> list[dict]:
     samples = []
     try:
         for i in range(rounds):
-            for label, text, want in (("edit", original.replace(EDIT_FROM, EDIT_TO, 1), "refuted"),
+            edited = original.replace(EDIT_FROM, EDIT_TO.format(nonce=f"{time.time_ns():x}"), 1)
+            for label, text, want in (("edit", edited, "refuted"),
                                       ("revert", original, "confirmed")):
                 source.write_text(text)
                 r = claim_run(tree, cache, work / f"{label}-{i}")

@@ -105,6 +105,7 @@ class Lab:
         self._kernel_errors: dict[str, str] = {}
         self._image: GuestImage | None = None
         self._image_job: BackgroundJob[GuestImage] | None = None
+        self._kernel_jobs: dict[str, BackgroundJob[Kernel]] = {}
         self._guest: Guest | None = None
         self._guest_key: tuple[str, str] | None = None  # (base kernel key, DMA mode)
         self._boot_errors: dict[tuple[str, str], str] = {}
@@ -123,8 +124,9 @@ class Lab:
             raise HarnessError(self._kernel_errors[variant])
         if variant not in self._kernels:
             started = time.monotonic()
+            job = self._kernel_jobs.pop(variant, None)
             try:
-                self._kernels[variant] = self._get_kernel(variant)
+                self._kernels[variant] = job.result() if job else self._get_kernel(variant)
                 self.timings[f"kernel:{variant}"] = round(time.monotonic() - started, 1)
             except HarnessError as e:
                 self._kernel_errors[variant] = f"kernel variant {variant!r} unavailable: {e}"
@@ -144,6 +146,15 @@ class Lab:
         if not self.choice.prebuilt:
             log(f"kernel variant {variant}: {v.purpose}")
         return self.choice.get(self.cache, v.patch_paths, variant, v.fragments)
+
+    def prefetch_kernels(self, variants: set[str]) -> None:
+        """Get the variants the experiments will need in the background, beside the
+        stock kernel: a variant that differs by a driver module builds that module
+        while the stock kernel is had. (Builds of one base kernel serialize on its
+        cache lock, so two kernel builds never run at once.)"""
+        for v in sorted(variants - {"stock"} - set(self._kernels) - set(self._kernel_jobs)):
+            if self.has_variant(v):
+                self._kernel_jobs[v] = BackgroundJob(f"kernel variant {v}", lambda v=v: self._get_kernel(v))
 
     def prefetch_image(self) -> None:
         """Start getting the guest image in the background: on a cold cache mmdebstrap
@@ -300,6 +311,9 @@ class Lab:
 
     def close(self) -> None:
         try:
+            for job in self._kernel_jobs.values():
+                job.cancel()
+            self._kernel_jobs.clear()
             if self._image_job is not None and self._image is None:
                 self._image_job.cancel()
             self.stop_guest()

@@ -32,9 +32,15 @@ class RecordedTraffic:
 @dataclass(frozen=True)
 class RecordedKernel:
     release: str
-    sources: Path | None  # a tree holding the kernel's kept sources (drivers/net/...), if any
+    sources: Path | None  # a tree holding the kernel's kept sources (drivers/net/...) and its `config`
     module_files: dict
     vmlinux: None = None
+
+    @property
+    def config(self) -> Path:
+        if self.sources is None or not (self.sources / "config").is_file():
+            raise HarnessError("the recorded run's kernel config is not kept")
+        return self.sources / "config"
 
     def source_file(self, rel: str) -> Path:
         if self.sources is not None and (self.sources / rel).is_file():
