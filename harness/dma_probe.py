@@ -92,7 +92,9 @@ class DmaProbe:
         setup = (self.source, tuple(sorted(self.devices.items())), tuple(c.metric for c in self.armed))
         if guest.facts.get(DMA_FACT) == setup:
             self.baseline = self._read(guest)
-            return
+            if all(len(self.baseline[c.metric]) == len(self.triggers(c)) for c in self.armed):
+                return  # every trigger still there
+            self.prepare(guest)
         guest.facts.pop(DMA_FACT, None)
         tracefs_script(guest, self.cleanup_script() + "\n" + self.arm_script())
         guest.facts[DMA_FACT] = setup

@@ -48,7 +48,8 @@ def scripts(guest: Guest) -> dict[str, str]:
                      f"[ $(cat /sys/class/net/{igb}/carrier) = 1 ] && break; sleep 0.1; done\n" + pktgen,
         # Functions that are not traceable in this kernel make the filter write
         # fail: the script keeps only the available ones.
-        "graph-arm.sh": "hooks=$(grep -oxE '" + "|".join(hooks) + f"' {T}/available_filter_functions | "
+        # Module functions are listed as `igb_poll [igb]`: the name is the first word.
+        "graph-arm.sh": "hooks=$(grep -oE '^(" + "|".join(hooks) + f")( |$)' {T}/available_filter_functions | "
                         "sort -u | tr '\\n' ' ')\n"
                         + graph.arm_script(["$hooks"], list(POLL_ROOTS)).replace("'$hooks'", '"$hooks"'),
         "graph-read.sh": f"echo 0 > {T}/tracing_on\n"

@@ -155,8 +155,11 @@ class GraphProbe:
             raise GuestError(f"none of the poll functions {list(self.roots)} is traceable", guest.console_tail())
         setup = (tuple(sorted(self.probed.values())), tuple(roots), self.buffer_kb)
         if guest.facts.get(GRAPH_FACT) == setup:
-            tracefs_script(guest, f"echo 0 > {T}/tracing_on\necho > {T}/trace\necho 1 > {T}/tracing_on")
-            return
+            # Still ours? (a person in `harness shell`, or another tool, may have changed it)
+            res = guest.run(f"[ \"$(cat {T}/current_tracer)\" = function_graph ] || exit 3; "
+                            f"echo 0 > {T}/tracing_on; echo > {T}/trace; echo 1 > {T}/tracing_on", check=False)
+            if res.rc == 0:
+                return
         guest.facts.pop(GRAPH_FACT, None)
         tracefs_script(guest, self.arm_script(list(self.probed.values()), roots))
         guest.facts[GRAPH_FACT] = setup

@@ -89,5 +89,6 @@ def test_module_share_is_read_only_9p():
     argv = qemu_argv(spec(module_share=Path("/w/modroot/lib/modules")))
     (fsdev,) = arg_after(argv, "-fsdev")
     assert fsdev == "local,id=modules,path=/w/modroot/lib/modules,security_model=none,readonly=on"
-    assert any(d.startswith("virtio-9p-pci,fsdev=modules,mount_tag=harness-modules") for d in arg_after(argv, "-device"))
+    devices = arg_after(argv, "-device")
+    assert any(d.startswith("virtio-9p-pci,fsdev=modules,mount_tag=harness-modules") for d in devices)
     assert arg_after(qemu_argv(spec()), "-fsdev") == []

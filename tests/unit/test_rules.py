@@ -52,7 +52,8 @@ def rx_attrs(attrs: str):
     """Every igb rx call of the experiment made with these attrs instead."""
     def mutate(lab, experiment, metric, driver):
         n = frames(lab, experiment)
-        set_detail(lab, experiment, metric, driver, {"by_attrs": {attrs: n}, "by_dir_attrs": {"from_device": {attrs: n}}})
+        set_detail(lab, experiment, metric, driver,
+                   {"by_attrs": {attrs: n}, "by_dir_attrs": {"from_device": {attrs: n}}})
     return mutate
 
 
