@@ -20,6 +20,7 @@ from .errors import BuildError, HarnessError
 from .image import build_image
 from .kernel import Kernel, describe
 from .kernel_choice import KINDS, kernel_choices, single_choice
+from .nics import CATALOGUE, DEFAULT_NICS, parse_nics
 from .vm import Guest, GuestOptions
 
 # Exit statuses (README lists them): 0 every claim confirmed, 1 a claim refuted,
@@ -45,7 +46,7 @@ def _add_kernel_args(p: argparse.ArgumentParser) -> None:
                         "kernel of the matrix")
     g.add_argument("--fragment", action="append", metavar="NAME",
                    help="config fragment from kernel-configs/ or a path (repeatable; default base, nics, observe, "
-                        "debug-checks)")
+                        "debug-checks, selftests)")
     g.add_argument("--patch", action="append", type=Path, default=[], metavar="FILE",
                    help="apply this patch to the source before building (repeatable)")
     p.add_argument("--cache", type=Path, help="cache directory (default ~/.cache/harness or $HARNESS_CACHE)")
@@ -61,8 +62,14 @@ def _add_guest_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--iommu", action="store_true", help="put the NICs behind a virtual Intel IOMMU")
     g.add_argument("--variant", choices=["stock", "no-reuse"], default="stock",
                    help="kernel variant of the claims: no-reuse patches igb_can_reuse_rx_page() to false")
+    _add_nics_arg(g)
     g.add_argument("--memory", type=int, default=1024, metavar="MB")
     g.add_argument("--cpus", type=int, default=2)
+
+
+def _add_nics_arg(g: argparse._ArgumentGroup, default: str = ",".join(DEFAULT_NICS)) -> None:
+    g.add_argument("--nics", default=default, metavar="MODEL,...",
+                   help=f"NICs on the guest's private hub, from {', '.join(CATALOGUE)} (default {default})")
 
 
 def kernel_from_args(args: argparse.Namespace, cache: Cache) -> Kernel:
@@ -80,7 +87,7 @@ def _user_build(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[Path, 
 
 def guest_options(args: argparse.Namespace) -> GuestOptions:
     return GuestOptions(accel=args.accel, cmdline_extra=tuple(args.append), iommu=args.iommu,
-                        memory_mb=args.memory, cpus=args.cpus)
+                        memory_mb=args.memory, cpus=args.cpus, nics=parse_nics(args.nics))
 
 
 @contextlib.contextmanager
@@ -173,6 +180,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .matrix import load_baselines, write_matrix
 
     claims = select([c.strip() for c in args.claims.split(",")] if args.claims else None)
+    nics = parse_nics(args.nics)
+    if not {"igb", "e1000e"} <= set(nics):
+        raise HarnessError(f"--nics {args.nics}: the claims need igb (under test) and e1000e (its peer and control)")
     tol = Tolerance(args.tolerance, args.abs_tolerance)
     baselines = load_baselines(args.baseline, choices) if args.baseline else {}
     cache = Cache(args.cache)
@@ -181,7 +191,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if len(choices) > 1:
             print(f"harness: kernel {i}/{len(choices)}: {choice.label}", file=sys.stderr, flush=True)
         runs.append(run_kernel(choice, claims, cache, out, args.accel, baselines.get(choice.label), tol,
-                               keep=args.keep and i == len(choices)))
+                               keep=args.keep and i == len(choices), nics=nics))
     if len(choices) > 1:
         write_matrix(args.out, runs, tol)
     status = run_status([r.record for r in runs])
@@ -189,6 +199,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"harness: exit {status} -> {BISECT[status]} for git bisect run", file=sys.stderr)
         return BISECT[status]
     return status
+
+
+def cmd_survey(args: argparse.Namespace) -> int:
+    from .outdir import prepare_out
+
+    models = parse_nics(args.nics)
+    choices = kernel_choices(args.kernel, args.kernel_tree, *_user_build(args))
+    top = prepare_out(args.out)
+    outs = [top] if len(choices) == 1 else [prepare_out(top / c.label) for c in choices]
+
+    from .survey_run import survey_kernel
+
+    cache = Cache(args.cache)
+    results = [survey_kernel(choice, models, cache, out, args.accel) for choice, out in zip(choices, outs, strict=True)]
+    return EXIT_ERROR if any(r.errors for r in results) else EXIT_OK
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -230,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kernel_args(r)
     r.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
     r.add_argument("--claims", metavar="ID,...", help="only these claims (default: all)")
+    _add_nics_arg(r)
     r.add_argument("--out", type=Path, default=Path("out"),
                    help="directory for the report (default out/); with several kernels one subdirectory each "
                         "and a comparison report on top")
@@ -243,6 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit statuses for `git bisect run`: 0 good (confirmed), 1 bad (refuted), 125 skip "
                         "(inconclusive, error, kernel build failed), 128 stop (a set-up error)")
     r.set_defaults(func=cmd_run)
+    sv = sub.add_parser("survey", help="every NIC of the catalogue measured on the talk's techniques, side by side")
+    _add_kernel_args(sv)
+    sv.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+    _add_nics_arg(sv.add_argument_group("guest"), default=",".join(CATALOGUE))
+    sv.add_argument("--out", type=Path, default=Path("out/survey"),
+                    help="directory for survey.json, survey.csv, report.html/md (default out/survey)")
+    sv.set_defaults(func=cmd_survey)
     cmp = sub.add_parser("compare", help="compare two stored runs (results.json or out directories)")
     cmp.add_argument("base", type=Path, help="the earlier run")
     cmp.add_argument("new", type=Path, help="the later run")

@@ -1,10 +1,11 @@
-"""igb's rx code compiled for another architecture (arm64), from the sources a
-kernel under test was built from: where dma_rmb()/dma_wmb() are real barrier
-instructions, the disassembly shows which ones.
+"""A NIC driver's rx code compiled for another architecture (arm64), from the
+sources a kernel under test was built from: where dma_rmb()/dma_wmb() are real
+barrier instructions, the disassembly shows which ones.
 
-Only igb_main.o is compiled, as an external module object against a cross build
-dir prepared once per source tree and config (`make modules_prepare`), so the
-igb sources can be the kernel's own (patches included) without staging a tree."""
+Only the driver's rx source file is compiled (igb_main.o for igb), as an
+external module object against a cross build dir prepared once per source tree
+and config (`make modules_prepare`), so the driver sources can be the kernel's
+own (patches included) without staging a tree."""
 
 from __future__ import annotations
 
@@ -19,11 +20,10 @@ from .hostcmd import require_tool, run_checked, run_logged
 from .kbuild import KERNEL_KCFLAGS, configure, make_env, make_jobs
 from .kconfig import Fragment, resolve_fragments
 from .kernel import Kernel
+from .nics import NicModel, nic
 from .paths import CONFIGS_DIR
 
-IGB_DIR = "drivers/net/ethernet/intel/igb"
 PREPARED_MARK = ".harness-modules-prepared"
-OBJECT = "igb_main.o"
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,8 @@ class CrossArch:
 
 
 CROSS_ARCHES = {"arm64": CrossArch("arm64", "aarch64-linux-gnu-", "gcc-aarch64-linux-gnu")}
-# igb as a module (an external-module object needs CONFIG_MODULES); the rest of
-# the kernel's own fragments is merged first, so igb's options match its x86 build.
+# An external-module object needs CONFIG_MODULES; the kernel's own fragments are
+# merged first, so the drivers' options match their x86 build.
 MODULE_FRAGMENT = "CONFIG_MODULES=y\nCONFIG_PCI=y\nCONFIG_NET_VENDOR_INTEL=y\nCONFIG_IGB=m\n"
 
 
@@ -58,31 +58,47 @@ def require_cross(name: str) -> CrossArch:
 
 
 def cross_igb_object(kernel: Kernel, cross: CrossArch, cache: Cache) -> Path:
-    """igb_main.o for `cross.arch`, compiled from `kernel`'s igb sources (cached by
-    their content: a variant with the same igb sources shares the object)."""
+    return cross_driver_object(kernel, nic("igb"), cross, cache)
+
+
+def cross_driver_object(kernel: Kernel, model: NicModel, cross: CrossArch, cache: Cache) -> Path:
+    """The driver's rx source compiled for `cross.arch` from `kernel`'s sources (cached
+    by their content: a variant with the same driver sources shares the object).
+    The files of the driver's directory are copied (not its subdirectories: all of
+    drivers/net is virtio-net's directory) and a Kbuild names the one object."""
     origin = kernel.meta.get("source_origin")
     if not origin or not (Path(origin) / "Makefile").is_file():
         raise HarnessError("a cross build needs the kernel's source tree (a self-built kernel)")
-    igb_src = kernel.source_file(f"{IGB_DIR}/igb_main.c").parent
+    src_dir = kernel.source_file(f"{model.source_dir}/{model.rx_source}").parent
+    obj = Path(model.rx_source).with_suffix(".o").name
     fragments = resolve_fragments(list(kernel.meta.get("fragments", [])), CONFIGS_DIR)
     prepared_key = hash_parts([("origin", origin), ("arch", cross.arch), ("kcflags", KERNEL_KCFLAGS),
                                ("module", MODULE_FRAGMENT)] + [(f.name, f.text) for f in fragments])
     compiler = _cross_compiler_id(cross)
-    object_key = hash_parts([("prepared", prepared_key), ("compiler", compiler)]
-                            + [(p.name, p.read_bytes()) for p in sorted(igb_src.iterdir()) if p.is_file()])
+    files = sorted(p for p in src_dir.iterdir() if p.is_file() and p.suffix in (".c", ".h"))
+    kbuild = f"obj-m := {obj}\nccflags-y += -I$(src)\n"
+    object_key = hash_parts([("prepared", prepared_key), ("compiler", compiler), ("object", obj), ("kbuild", kbuild)]
+                            + [(p.name, p.read_bytes()) for p in files])
 
     def build(out: Path) -> dict:
         build_dir = _prepared_build_dir(cross, Path(origin), fragments, prepared_key, cache)
-        with tempfile.TemporaryDirectory(prefix=f"harness-{cross.arch}-igb-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"harness-{cross.arch}-{model.module or model.driver}-") as tmp:
             # Under the tree's own path, so DWARF names the file as the x86 build does.
-            module_dir = Path(tmp) / IGB_DIR
-            shutil.copytree(igb_src, module_dir)
-            run_logged([*_make(cross, Path(origin)), f"O={build_dir}", f"M={module_dir}", "igb_main.o"],
-                       out / "build.log", what=f"{cross.arch} igb_main.o", env=make_env(cache, Path(origin)))
-            shutil.copy2(module_dir / "igb_main.o", out / OBJECT)
-        return {"arch": cross.arch, "compiler": compiler, "kernel": kernel.key}
+            module_dir = Path(tmp) / model.source_dir
+            module_dir.mkdir(parents=True)
+            for f in files:
+                shutil.copy2(f, module_dir / f.name)
+            # -I$(src): trace headers (e1000e_trace.h) are included from the driver's own directory.
+            (module_dir / "Kbuild").write_text(kbuild)
+            # The log outside the artifact's temp dir, which a failed build deletes.
+            log = cache.dir("logs") / f"cross-{cross.arch}-{obj}-{object_key}.log"
+            run_logged([*_make(cross, Path(origin)), f"O={build_dir}", f"M={module_dir}", obj],
+                       log, what=f"{cross.arch} {obj}", env=make_env(cache, Path(origin)))
+            shutil.copy2(log, out / "build.log")
+            shutil.copy2(module_dir / obj, out / obj)
+        return {"arch": cross.arch, "compiler": compiler, "kernel": kernel.key, "object": obj}
 
-    return cache.get_or_build(f"cross-{cross.arch}", object_key, build).file(OBJECT)
+    return cache.get_or_build(f"cross-{cross.arch}", object_key, build).file(obj)
 
 
 def _make(cross: CrossArch, src: Path) -> list[str]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from .errors import GuestError
 from .ftrace_parse import STACK_KEY, HistTable, parse_hist_file, subtract
+from .nics import DEFAULT_NICS, nic
 from .probes import Observation, T, pci_drivers, traceable, tracefs_script
 from .vm import Guest
 
@@ -54,6 +55,14 @@ KPROBE_GROUP = "harness_dma"
 DMA_FACT = "dma triggers armed"
 
 
+def device_drivers(guest: Guest) -> dict[str, str]:
+    """DMA device name -> the driver its DMA is the work of. A NIC of the catalogue
+    by its PCI slot (a virtio NIC's DMA device is its PCI function, bound to
+    virtio-pci, while its network driver is virtio_net); anything else by the PCI
+    driver bound to it."""
+    return {**pci_drivers(guest), **{nic(m).pci_address: nic(m).driver for m in guest.options.nics}}
+
+
 def caller_of(stack: str) -> str:
     """The first function of a `common_stacktrace` value (`a < b < c`, innermost
     first) outside the DMA API and tracing: the driver function that called it."""
@@ -63,7 +72,8 @@ def caller_of(stack: str) -> str:
 class DmaProbe:
     name = "dma_api"
 
-    def __init__(self, calls: tuple[DmaCall, ...] = DMA_CALLS, drivers: tuple[str, ...] = ("igb", "e1000e")) -> None:
+    def __init__(self, calls: tuple[DmaCall, ...] = DMA_CALLS,
+                 drivers: tuple[str, ...] = tuple(nic(m).driver for m in DEFAULT_NICS)) -> None:
         self.calls = calls
         self.drivers = drivers  # whose devices get a per-caller table, and a 0 when nothing was seen
         self.source = ""  # "tracepoints" or "kprobes", chosen at arm()
@@ -107,7 +117,7 @@ class DmaProbe:
                              ).stdout.split()
             guest.facts["dma_tracepoints"] = len(have) == 2
         self.source = "tracepoints" if guest.facts["dma_tracepoints"] else "kprobes"
-        self.devices = {dev: drv for dev, drv in pci_drivers(guest).items() if drv in self.drivers}
+        self.devices = {dev: drv for dev, drv in device_drivers(guest).items() if drv in self.drivers}
         if self.source == "kprobes":
             found = traceable(guest, [c.metric for c in self.calls])
             self.armed = [c for c in self.calls if c.metric in found]
@@ -135,7 +145,7 @@ class DmaProbe:
                                                                    strict=True)}
 
     def collect(self, guest: Guest) -> list[Observation]:
-        drivers = pci_drivers(guest)
+        drivers = device_drivers(guest)
         now = self._read(guest)
         obs = []
         for call in self.armed:

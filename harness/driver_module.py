@@ -37,7 +37,7 @@ def get_module(base: Artifact, module: str, rel: str, patches: list[Path], cache
         started = time.monotonic()
         print(f"harness: building {module}.ko alone (against kernel {base.meta['release']}, base "
               f"{base.path.name})", file=sys.stderr, flush=True)
-        log = out / "build.log"
+        log = cache.dir("logs") / f"module-{module}-{key}.log"  # outside the temp dir a failure deletes
         # One work dir per module and patch set, at a stable path (the compile commands,
         # ccache and DWARF name the same files every time), so a stock and a patched
         # build of one module can run side by side.
@@ -65,6 +65,7 @@ def get_module(base: Artifact, module: str, rel: str, patches: list[Path], cache
             if not ko.is_file():
                 raise HarnessError(f"building {rel} made no {module}.ko (see {log})")
             shutil.copy2(ko, out / ko.name)
+            shutil.copy2(log, out / "build.log")
             shutil.copytree(dest, out / "src" / rel, ignore=KEPT_IGNORE)
         return {"key": key, "module": module, "dir": rel, "base_key": base.path.name,
                 "patches": [p.name for p in patches], "build_seconds": round(time.monotonic() - started, 1),

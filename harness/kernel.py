@@ -16,7 +16,7 @@ from .errors import HarnessError
 from .hostcmd import require_tool, run_checked, run_logged
 from .kbuild import KERNEL_KCFLAGS, KbuildProgress, configure, make_env, make_jobs
 from .kconfig import Fragment, check_fragments, resolve_fragments
-from .nics import module_dirs
+from .nics import CATALOGUE, module_dirs
 from .paths import CONFIGS_DIR
 from .source_tree import (
     check_patch,
@@ -35,8 +35,8 @@ from .source_tree import (
 # branch per page_ref op until its tracepoints are enabled, and DMA-API debug
 # then checks every DMA call of every experiment. One kernel build instead of a
 # separate debug variant (which recompiled nearly everything: page_ref.h is in mm.h).
-DEFAULT_FRAGMENTS = ("base", "nics", "observe", "debug-checks")
-BUILD_RECIPE_VERSION = "4"  # bump when the build steps below change what they produce (4: NIC drivers as modules)
+DEFAULT_FRAGMENTS = ("base", "nics", "observe", "debug-checks", "selftests")
+BUILD_RECIPE_VERSION = "5"  # bump when the build steps below change what they produce (5: built-in NIC sources kept)
 
 
 @dataclass(frozen=True)
@@ -182,11 +182,18 @@ KEPT_IGNORE = shutil.ignore_patterns("*.o", "*.ko", "*.mod", "*.mod.c", ".*.cmd"
 
 
 def _keep_sources(work: Path, out: Path, dirs: dict[str, str]) -> None:
-    """The driver sources this kernel was built from, kept with it (the work tree
-    is reused by the next build): claims read source lines from here."""
+    """The NIC driver sources this kernel was built from, kept with it (the work tree
+    is reused by the next build): claims and the survey read source lines from here.
+    A module's whole directory; a built-in driver's rx source file and its directory's headers."""
     for rel in dirs.values():
         if (work / rel).is_dir():
             shutil.copytree(work / rel, out / "src" / rel, ignore=KEPT_IGNORE)
+    for n in CATALOGUE.values():
+        if n.module is None and (work / n.source_dir / n.rx_source).is_file():
+            dest = out / "src" / n.source_dir
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in [work / n.source_dir / n.rx_source, *(work / n.source_dir).glob("*.h")]:
+                shutil.copy2(f, dest / f.name)
 
 
 def _build(src: Path, out: Path, build_dir: Path, fragments: list[Fragment], cache: Cache,

@@ -19,6 +19,7 @@ from .claims.lab import Lab
 from .claims.runner import evaluate_claims, experiment_order, run_experiments
 from .compare import Tolerance, compare_results
 from .kernel_choice import KernelChoice
+from .nics import DEFAULT_NICS
 from .report import write_report
 from .run_record import build_record
 
@@ -35,13 +36,14 @@ def log(msg: str) -> None:
 
 
 def run_kernel(choice: KernelChoice, claims: list, cache: Cache, out: Path, accel: str,
-               baseline: dict | None, tol: Tolerance, *, keep: bool = False) -> KernelRun:
+               baseline: dict | None, tol: Tolerance, *, keep: bool = False,
+               nics: tuple[str, ...] = DEFAULT_NICS) -> KernelRun:
     """The claims on one kernel; writes `out` and returns the run."""
     from .smoke import qemu_version
 
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
     started = time.monotonic()
-    lab = Lab(cache, run_id, choice=choice, accel=accel)
+    lab = Lab(cache, run_id, choice=choice, accel=accel, nics=nics)
 
     def meta() -> dict:
         kernel = lab.kernel("stock")

@@ -20,14 +20,16 @@ class NicModel:
     model: str  # the catalogue name users type (--nics igb,e1000e)
     qemu_device: str  # QEMU -device name
     driver: str  # the guest driver that binds it (/sys/.../driver, ethtool -i)
-    module: str  # its kernel module (built as a module of the harness kernel)
+    module: str | None  # its kernel module, or None when the harness kernel builds the driver in
     kconfig: str  # the Kconfig symbol of that driver
     source_dir: str  # the driver's directory in the kernel tree
-    poll: str  # NAPI poll function: the root every rx-path count is attributed to
-    refill: str  # the function that gives the device fresh rx buffers
+    rx_source: str  # the file (in source_dir) with the rx clean loop and the refill
+    polls: tuple[str, ...]  # NAPI poll functions: the roots every rx-path count is attributed to
+    rx_roots: tuple[str, ...]  # the rx clean loop and the refill: their lines (and helpers') are the rx path
     xdp_native: bool  # the driver offers native (driver-mode) XDP; generic XDP works on any
     slot: int  # PCI device number on the root bus (fixed, so enumeration is stable)
     title: str  # what the device is, for reports
+    qemu_options: str = ""  # extra -device properties
 
     @property
     def mac(self) -> str:
@@ -38,12 +40,33 @@ class NicModel:
     def pci_address(self) -> str:
         return f"0000:00:{self.slot:02x}.0"
 
+    @property
+    def poll(self) -> str:
+        return self.polls[0]
 
+
+INTEL = "drivers/net/ethernet/intel"
 CATALOGUE: dict[str, NicModel] = {n.model: n for n in (
-    NicModel("igb", "igb", "igb", "igb", "CONFIG_IGB", "drivers/net/ethernet/intel/igb", "igb_poll",
-             "igb_alloc_rx_buffers", True, 0x4, "Intel 82576 (igb): page-based rx with page reuse"),
-    NicModel("e1000e", "e1000e", "e1000e", "e1000e", "CONFIG_E1000E", "drivers/net/ethernet/intel/e1000e",
-             "e1000e_poll", "e1000_alloc_rx_buffers", False, 0x5, "Intel 82574L (e1000e): an skb and a map per frame"),
+    NicModel("igb", "igb", "igb", "igb", "CONFIG_IGB", f"{INTEL}/igb", "igb_main.c", ("igb_poll",),
+             ("igb_clean_rx_irq", "igb_alloc_rx_buffers"), True, 0x4,
+             "Intel 82576 (igb): page-based rx with page reuse"),
+    NicModel("e1000e", "e1000e", "e1000e", "e1000e", "CONFIG_E1000E", f"{INTEL}/e1000e", "netdev.c",
+             ("e1000e_poll",), ("e1000_clean_rx_irq", "e1000_alloc_rx_buffers"), False, 0x5,
+             "Intel 82574L (e1000e): an skb and a map per frame"),
+    NicModel("e1000", "e1000", "e1000", "e1000", "CONFIG_E1000", f"{INTEL}/e1000", "e1000_main.c",
+             ("e1000_clean",), ("e1000_clean_rx_irq", "e1000_alloc_rx_buffers"), False, 0x6,
+             "Intel 82540EM (e1000): the oldest of the family"),
+    # iommu_platform: the device asks for VIRTIO_F_ACCESS_PLATFORM, so the driver maps
+    # its buffers through the DMA API (without it virtio uses guest-physical addresses
+    # and makes no DMA call at all), as it must behind an IOMMU or with SEV/TDX.
+    NicModel("virtio-net", "virtio-net-pci", "virtio_net", None, "CONFIG_VIRTIO_NET", "drivers/net",
+             "virtio_net.c", ("virtnet_poll",), ("virtnet_receive", "try_fill_recv"), True, 0x7,
+             "virtio-net: mergeable rx buffers from page frags, native XDP",
+             "disable-legacy=on,iommu_platform=on"),
+    NicModel("vmxnet3", "vmxnet3", "vmxnet3", "vmxnet3", "CONFIG_VMXNET3", "drivers/net/vmxnet3",
+             "vmxnet3_drv.c", ("vmxnet3_poll_rx_only", "vmxnet3_poll"),
+             ("vmxnet3_rq_rx_complete", "vmxnet3_rq_alloc_rx_buf"), True, 0x8,
+             "VMware vmxnet3: native XDP, rx from a page_pool while a program is attached"),
 )}
 DEFAULT_NICS = ("igb", "e1000e")
 # The management NIC (virtio-net on QEMU user networking, for SSH): found in the
@@ -76,4 +99,4 @@ def by_driver(driver: str) -> NicModel | None:
 
 def module_dirs() -> dict[str, str]:
     """module name -> its source directory, for every NIC the harness builds as a module."""
-    return {n.module: n.source_dir for n in CATALOGUE.values()}
+    return {n.module: n.source_dir for n in CATALOGUE.values() if n.module}

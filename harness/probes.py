@@ -18,6 +18,7 @@ from typing import Protocol
 
 from .errors import GuestError
 from .ftrace_parse import count_graph, parse_hist
+from .nics import DEFAULT_NICS, nic
 from .vm import Guest
 
 T = "/sys/kernel/tracing"
@@ -101,7 +102,8 @@ def pci_drivers(guest: Guest) -> dict[str, str]:
 
 
 # ---- function_graph under the poll functions ---------------------------------
-POLL_ROOTS = {"igb_poll": "igb", "e1000e_poll": "e1000e"}
+# The poll functions of the default NICs (igb, e1000e), each with its driver.
+POLL_ROOTS = {p: nic(m).driver for m in DEFAULT_NICS for p in nic(m).polls}
 RX_PATH_FUNCTIONS = [
     # skb construction
     "napi_build_skb", "build_skb", "napi_alloc_skb", "__netdev_alloc_skb",

@@ -69,7 +69,8 @@ def nic_args(models: tuple[str, ...]) -> list[str]:
         n = nic(model)
         args += [
             "-netdev", f"hubport,id=nut{i},hubid=0",
-            "-device", f"{n.qemu_device},netdev=nut{i},mac={n.mac},bus=pcie.0,addr={n.slot:#x}",
+            "-device", f"{n.qemu_device},netdev=nut{i},mac={n.mac},bus=pcie.0,addr={n.slot:#x}"
+            + (f",{n.qemu_options}" if n.qemu_options else ""),
         ]
     return args
 

@@ -140,7 +140,7 @@ class Guest:
         choice = choose_accel(opts.accel, self.kernel.boot_image, self.cache, QEMU)
         self.times.accel_reason = choice.reason
         share = self._stage_modules() if self.kernel.module_files else None
-        wanted = {nic(m).module for m in opts.nics}
+        wanted = {nic(m).module for m in opts.nics if nic(m).module}
         self.spec = GuestSpec(
             kernel_image=self.kernel.boot_image, rootfs=self.image.rootfs, accel=choice.accel,
             ssh_port=free_port(), qmp_socket=self.workdir / "qmp.sock", initrd=self.kernel.initrd,

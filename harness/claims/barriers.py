@@ -19,9 +19,7 @@ XDP tx tail, outside these functions: it is reported apart."""
 
 from __future__ import annotations
 
-import re
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,121 +27,21 @@ from ..cross_object import cross_igb_object, disassemble, require_cross
 from ..errors import HarnessError, MissingToolError
 from ..hostcmd import run_checked
 from ..kernel import Kernel
+from ..objdump import arm64_barrier, covered_functions, in_ranges, parse_fences
+from ..rx_source import DMA_BARRIERS, barrier_kind, barrier_sites, rx_functions
 from .base import Check, ClaimResult
 from .lab import Lab
 
-FENCES = ("lfence", "sfence", "mfence")
 SOURCE = "drivers/net/ethernet/intel/igb/igb_main.c"
-# The rx loop and the refill, which must be found and be in the disassembly ...
+# The rx loop and the refill, which must be found and be in the disassembly; the
+# helpers they call are found from them.
 CORE_FUNCTIONS = ("igb_clean_rx_irq", "igb_alloc_rx_buffers")
-# ... and the static helpers they call per frame (inlined into them by gcc).
-RX_HELPERS = ("igb_get_rx_buffer", "igb_put_rx_buffer", "igb_can_reuse_rx_page", "igb_reuse_rx_page",
-              "igb_rx_buffer_flip", "igb_rx_frame_truesize", "igb_is_non_eop", "igb_build_skb",
-              "igb_construct_skb", "igb_add_rx_frag", "igb_run_xdp", "igb_cleanup_headers",
-              "igb_process_skb_fields", "igb_rx_checksum", "igb_rx_hash", "igb_rx_offset", "igb_alloc_mapped_page")
-HOT_FUNCTIONS = CORE_FUNCTIONS + RX_HELPERS
 # Symbols disassembled in vmlinux: the poll function (the rx loop is inlined there)
 # and the refill; any helper the compiler kept out of line is added by its symbol.
 DISASSEMBLED = ("igb_poll", "igb_alloc_rx_buffers")
 MODULE = "igb"
 
-BARRIER_CALL = re.compile(r"\b(dma_rmb|dma_wmb|dma_mb|rmb|wmb|mb|smp_rmb|smp_wmb|smp_mb|smp_mb__\w+|"
-                          r"smp_store_release|smp_load_acquire|virt_[rw]?mb|barrier)\s*\(")
-DMA_BARRIERS = ("dma_rmb", "dma_wmb")
-COMMENT = re.compile(r"/\*.*?\*/|//[^\n]*", re.S)
-
-INSN = re.compile(r"^\s*[0-9a-f]+:\s+(\w+)")
-ARM64_BARRIER = re.compile(r"^\s*[0-9a-f]+:\s+(dmb|dsb)\s+(\w+)")
 CROSS_ARCH = "arm64"
-LINE_INFO = re.compile(r"^(/\S+):(\d+)(?: \(discriminator \d+\))?$")
-FUNC_INFO = re.compile(r"^([\w.]+)\(\):$")
-
-
-def barrier_kind(name: str) -> str:
-    if name.startswith("dma_"):
-        return "dma"
-    if name.startswith(("smp_", "virt_")):
-        return "smp"
-    return "compiler" if name == "barrier" else "full"
-
-
-@dataclass(frozen=True)
-class Fence:
-    insn: str
-    file: str
-    line: int
-    function: str  # innermost (inlined) function objdump names
-
-
-def x86_fence(raw: str) -> str | None:
-    m = INSN.match(raw)
-    return m.group(1) if m and m.group(1) in FENCES else None
-
-
-def arm64_barrier(raw: str) -> str | None:
-    m = ARM64_BARRIER.match(raw)
-    return f"{m.group(1)} {m.group(2)}" if m else None
-
-
-def any_insn(raw: str) -> str | None:
-    m = INSN.match(raw)
-    return m.group(1) if m else None
-
-
-def parse_fences(objdump_text: str, barrier: Callable[[str], str | None] = x86_fence) -> list[Fence]:
-    """Instructions `barrier(line)` names (fences by default) of `objdump -dl` output,
-    each with the source line and (inlined) function that the line info in front
-    of it names."""
-    fences, file, line, func = [], "?", 0, "?"
-    for raw in objdump_text.splitlines():
-        text = raw.strip()
-        if m := FUNC_INFO.match(text):
-            func = m.group(1)
-        elif m := LINE_INFO.match(text):
-            file, line = m.group(1), int(m.group(2))
-        elif insn := barrier(raw):
-            fences.append(Fence(insn, file, line, func))
-    return fences
-
-
-def in_ranges(f: Fence, ranges: dict[str, tuple[int, int]]) -> bool:
-    return f.file.endswith(SOURCE) and any(a <= f.line <= b for a, b in ranges.values())
-
-
-def covered_functions(objdump_text: str, ranges: dict[str, tuple[int, int]]) -> set[str]:
-    """The functions of `ranges` that at least one disassembled instruction is attributed to."""
-    lines = {i.line for i in parse_fences(objdump_text, any_insn) if i.file.endswith(SOURCE)}
-    return {name for name, (a, b) in ranges.items() if any(a <= n <= b for n in lines)}
-
-
-def function_ranges(source: str, names: tuple[str, ...]) -> dict[str, tuple[int, int]]:
-    """Line ranges (1-based, inclusive) of top-level C function definitions."""
-    lines = source.splitlines()
-    out = {}
-    for name in names:
-        start = next((i for i, line in enumerate(lines)
-                      if re.match(rf"^(static\s+)?[\w\s\*]*\b{name}\(", line) and not line.rstrip().endswith(";")),
-                     None)
-        if start is None:
-            continue
-        end = next((j for j in range(start, len(lines)) if lines[j].startswith("}")), len(lines) - 1)
-        out[name] = (start + 1, end + 1)
-    return out
-
-
-def strip_comments(source: str) -> str:
-    """C comments blanked out, line numbers kept (a comment may name a barrier)."""
-    return COMMENT.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), source)
-
-
-def barrier_sites(source: str, ranges: dict[str, tuple[int, int]]) -> list[tuple[int, str, str]]:
-    """(line, barrier, function) for every barrier call inside the ranges, comments ignored."""
-    lines = strip_comments(source).splitlines()
-    sites = []
-    for func, (a, b) in ranges.items():
-        for n in range(a, b + 1):
-            sites += [(n, m.group(1), func) for m in BARRIER_CALL.finditer(lines[n - 1])]
-    return sorted(sites)
 
 
 @dataclass(frozen=True)
@@ -185,16 +83,18 @@ class Barriers:
             return self._unmeasured(f"needs igb's source: {e}")
         if kernel.vmlinux is None and MODULE not in kernel.module_files:
             return self._unmeasured("needs igb's object code with DWARF (a self-built kernel's igb.ko or vmlinux)")
-        ranges = function_ranges(source, HOT_FUNCTIONS)
+        # The loop, the refill and the static helpers they call (gcc inlines them): found in
+        # the source by following calls, so a helper added in a later kernel is judged too.
+        ranges = rx_functions(source, CORE_FUNCTIONS)
         sites = barrier_sites(source, ranges)
         other = [s for s in sites if s[1] not in DMA_BARRIERS]
         dma_sites = [s for s in sites if s[1] in DMA_BARRIERS]
         dis = x86_disassembly(kernel, ranges)
         if "igb_main.c:" not in dis.text:
             return self._unmeasured(f"no line info for igb in {', '.join(dis.symbols)} (needs CONFIG_DEBUG_INFO)")
-        covered = covered_functions(dis.text, ranges)
+        covered = covered_functions(dis.text, SOURCE, ranges)
         fences = parse_fences(dis.text)
-        in_hot = [f for f in fences if in_ranges(f, ranges)]
+        in_hot = [f for f in fences if in_ranges(f, SOURCE, ranges)]
         elsewhere = [f for f in fences if f not in in_hot]
         core_found = sum(f in ranges for f in CORE_FUNCTIONS)
         core_covered = sum(f in covered for f in CORE_FUNCTIONS)
@@ -204,7 +104,7 @@ class Barriers:
                               None if core_covered < len(CORE_FUNCTIONS) else float(len(in_hot)), how)
         lines = source.splitlines()
         cross_checks, cross_notes = self._cross_arch(lab, kernel, ranges, dma_sites, lines)
-        missing = [f for f in HOT_FUNCTIONS if f not in ranges]
+        missing = [f for f in CORE_FUNCTIONS if f not in ranges]
         uncovered = sorted(set(ranges) - covered)
         return ClaimResult(self.id, self.title, self.slide, checks + cross_checks, [
             "Barrier calls on the rx/refill lines: " + (", ".join(
@@ -243,7 +143,7 @@ class Barriers:
         if "igb_main.c:" not in text:
             why = f"no line info in the {CROSS_ARCH} igb_main.o"
             return self._cross_checks(None, None, 0, why=why), [why]
-        hot = [f for f in parse_fences(text, arm64_barrier) if in_ranges(f, ranges)]
+        hot = [f for f in parse_fences(text, arm64_barrier) if in_ranges(f, SOURCE, ranges)]
         dma_lines = {n for n, _, _ in dma_sites}
         osh = {f.line for f in hot if f.insn.startswith("dmb osh")}
         covered = dma_lines & osh

@@ -21,6 +21,7 @@ from ..image import GuestImage, build_image
 from ..kernel import DEFAULT_FRAGMENTS, Kernel
 from ..kernel_choice import KernelChoice
 from ..measure import Measurement
+from ..nics import DEFAULT_NICS
 from ..paths import PATCHES_DIR
 from ..vm import Guest, GuestOptions
 
@@ -96,8 +97,9 @@ def log(msg: str) -> None:
 
 class Lab:
     def __init__(self, cache: Cache, run_id: str, *, choice: KernelChoice | None = None,
-                 accel: str = "auto") -> None:
+                 accel: str = "auto", nics: tuple[str, ...] = DEFAULT_NICS) -> None:
         self.cache = cache
+        self.nics = nics  # catalogue models on the guests' private hub
         self.run_id = run_id
         self.choice = choice or KernelChoice("source")
         self.accel = accel
@@ -183,7 +185,7 @@ class Lab:
                 self._swap_modules(g, kernel, variant, dma_mode)
             return g
         self.stop_guest()
-        opts = GuestOptions(accel=self.accel, **DMA_MODES[dma_mode])
+        opts = GuestOptions(accel=self.accel, nics=self.nics, **DMA_MODES[dma_mode])
         log(f"booting {kernel.label} with DMA mode {dma_mode} ...")
         g = Guest(kernel, self.image(), opts, self.cache)
         try:
@@ -197,6 +199,7 @@ class Lab:
         self._check_quiet(g, variant, dma_mode, "during boot")
         self.boots.append({"variant": variant, "dma_mode": dma_mode, "kernel": kernel.key,
                            "release": kernel.release, "accel": g.spec.accel, "times": g.times.summary(),
+                           "nics": [{"name": n.name, "driver": n.driver, "mac": n.mac} for n in g.nics],
                            "boot_s": round(g.times.ssh, 2), "modules": kernel.meta.get("module_builds", {}),
                            "qemu": g.command_line})
         log(f"guest ready ({g.times.summary()})")

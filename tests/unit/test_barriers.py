@@ -2,16 +2,17 @@ from pathlib import Path
 
 import pytest
 
-from harness.claims.barriers import (
-    arm64_barrier,
-    barrier_sites,
-    function_ranges,
-    in_ranges,
-    parse_fences,
-    x86_fence,
-)
 from harness.cross_object import require_cross
 from harness.errors import HarnessError, MissingToolError
+from harness.objdump import arm64_barrier, parse_fences, x86_fence
+from harness.objdump import in_ranges as in_source_ranges
+from harness.rx_source import barrier_sites, function_ranges, rx_functions, strip_comments
+
+IGB_MAIN = "drivers/net/ethernet/intel/igb/igb_main.c"
+
+
+def in_ranges(f, ranges):
+    return in_source_ranges(f, IGB_MAIN, ranges)
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -76,3 +77,31 @@ def test_missing_cross_compiler_names_the_package(monkeypatch, tmp_path):
         require_cross("arm64")
     with pytest.raises(HarnessError, match="unknown architecture"):
         require_cross("riscv")
+
+
+def test_comments_never_count_as_barriers():
+    src = "static void f(void)\n{\n\t/* rmb() here would be wrong */\n\tdma_rmb(); // not wmb()\n}\n"
+    assert "rmb()" not in strip_comments(src).splitlines()[2]
+    assert barrier_sites(src, function_ranges(src)) == [(4, "dma_rmb", "f")]
+
+
+def test_rx_functions_follow_calls_and_leave_the_tx_side_out():
+    src = """static void helper(void)
+{
+\tsmp_rmb();
+}
+
+static void igb_xmit_xdp_ring(void)
+{
+\twmb();
+}
+
+static int clean(void)
+{
+\thelper();
+\tigb_xmit_xdp_ring();
+}
+"""
+    ranges = rx_functions(src, ("clean",))
+    assert set(ranges) == {"clean", "helper"}  # the tx helper is judged apart
+    assert barrier_sites(src, ranges) == [(3, "smp_rmb", "helper")]

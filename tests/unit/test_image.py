@@ -114,7 +114,7 @@ def test_package_list_skips_comments_and_blank_lines() -> None:
 def test_default_recipe_has_what_the_init_needs() -> None:
     recipe = load_recipe("default")
     for pkg in ("openssh-server", "iproute2", "kmod", "tini", "ethtool", "bpftool", "xdp-tools",
-                "linux-perf", "python3-minimal", "util-linux", "procps"):
+                "linux-perf", "python3", "python3-yaml", "socat", "util-linux", "procps"):
         assert pkg in recipe.packages
     assert set(recipe.files) == set(RECIPE_FILES)
 

@@ -1,0 +1,58 @@
+"""The NIC catalogue: one entry per emulated NIC, the facts every other module reads."""
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.nics import CATALOGUE, DEFAULT_NICS, MGMT_MAC, MGMT_SLOT, module_dirs, nic, parse_nics
+from harness.qemu_cmd import MODULES_SLOT, ROOT_DISK_SLOT, nic_args
+
+
+def test_five_nics_whose_drivers_matter():
+    assert set(CATALOGUE) == {"igb", "e1000e", "e1000", "virtio-net", "vmxnet3"}
+    assert DEFAULT_NICS == ("igb", "e1000e")
+
+
+def test_slots_and_macs_are_unique_and_clear_of_the_harness_own_devices():
+    slots = [n.slot for n in CATALOGUE.values()]
+    assert len(set(slots)) == len(slots)
+    assert not {MGMT_SLOT, ROOT_DISK_SLOT, MODULES_SLOT} & set(slots)
+    macs = [n.mac for n in CATALOGUE.values()]
+    assert len(set(macs)) == len(macs) and MGMT_MAC not in macs
+    assert nic("igb").mac == "52:54:00:12:34:04" and nic("igb").pci_address == "0000:00:04.0"
+
+
+def test_every_entry_names_its_rx_path():
+    for n in CATALOGUE.values():
+        assert n.polls and len(n.rx_roots) == 2, n.model
+        assert n.kconfig.startswith("CONFIG_") and n.rx_source.endswith(".c")
+        assert n.source_dir.startswith("drivers/net")
+
+
+def test_virtio_net_is_built_in_and_the_rest_are_modules():
+    # virtio-net is also the management NIC's driver, and its directory is all of drivers/net
+    assert "virtio_net" not in module_dirs() and nic("virtio-net").module is None
+    assert module_dirs()["vmxnet3"] == "drivers/net/vmxnet3"
+
+
+def test_nic_args_come_from_the_catalogue():
+    args = nic_args(("virtio-net", "vmxnet3"))
+    assert "virtio-net-pci,netdev=nut0,mac=52:54:00:12:34:07,bus=pcie.0,addr=0x7,disable-legacy=on," \
+           "iommu_platform=on" in args
+    assert "vmxnet3,netdev=nut1,mac=52:54:00:12:34:08,bus=pcie.0,addr=0x8" in args
+
+
+def test_topology_is_parsed_and_checked():
+    assert parse_nics("igb, e1000e,igb") == ("igb", "e1000e")
+    with pytest.raises(HarnessError, match="unknown NIC 'ixgbe'; known: igb, e1000e, e1000, virtio-net, vmxnet3"):
+        parse_nics("igb,ixgbe")
+    with pytest.raises(HarnessError, match="at least two NICs"):
+        parse_nics("igb")
+
+
+def test_the_kconfig_fragment_builds_every_catalogue_module():
+    from harness.paths import CONFIGS_DIR
+
+    text = (CONFIGS_DIR / "nics.config").read_text()
+    for n in CATALOGUE.values():
+        if n.module:
+            assert f"{n.kconfig}=m" in text.splitlines(), n.model
