@@ -52,6 +52,7 @@ KPROBE_DEVICE = "device=+0(+0(%di)):string"
 SIZE_KEYS, ATTR_KEYS, CALLER_KEYS = "device,dir,size", "device,dir,attrs", f"dir,attrs,{STACK_KEY}"
 HIST_OPTS = "sort=hitcount"  # 2048 entries: the stack-trace tables gather rows over a guest's measurements
 KPROBE_GROUP = "harness_dma"
+TABLE_REFRESH = 1024  # of a table's 2048 entries
 DMA_FACT = "dma triggers armed"
 
 
@@ -102,8 +103,13 @@ class DmaProbe:
         setup = (self.source, tuple(sorted(self.devices.items())), tuple(c.metric for c in self.armed))
         if guest.facts.get(DMA_FACT) == setup:
             self.baseline = self._read(guest)
-            if all(len(self.baseline[c.metric]) == len(self.triggers(c)) for c in self.armed):
-                return  # every trigger still there
+            intact = all(len(self.baseline[c.metric]) == len(self.triggers(c)) for c in self.armed)
+            # A stack-trace table gathers rows over a guest's measurements (every
+            # interrupted context is a new key): made anew before it can overflow.
+            roomy = all(t.entries < TABLE_REFRESH and not t.dropped for tables in self.baseline.values()
+                        for t in tables.values())
+            if intact and roomy:
+                return
             self.prepare(guest)
         guest.facts.pop(DMA_FACT, None)
         tracefs_script(guest, self.cleanup_script() + "\n" + self.arm_script())

@@ -156,4 +156,4 @@ def subtract(now: HistTable, before: HistTable | None) -> HistTable:
         diff = {name: v - old.get(name, 0) for name, v in vals.items()}
         if diff.get("hitcount", 0) > 0:
             rows.append((keys, diff))
-    return HistTable(now.keys, rows, now.hits - before.hits, len(rows), now.dropped)
+    return HistTable(now.keys, rows, now.hits - before.hits, len(rows), now.dropped - before.dropped)

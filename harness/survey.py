@@ -125,8 +125,17 @@ def probes_for(models: tuple[str, ...], events: tuple[str, ...] = ()) -> list:
     return out
 
 
+def ring_setup(g: Guest, model: str) -> None:
+    """The catalogue's rx ring size for the NIC, once per guest."""
+    n = nic(model)
+    if n.rx_ring and g.facts.get(f"rx ring:{model}") != n.rx_ring:
+        g.run(["ethtool", "-G", g.nic(model), "rx", str(n.rx_ring)])
+        g.facts[f"rx ring:{model}"] = n.rx_ring
+
+
 def rx_experiment(lab: Lab, model: str, models: tuple[str, ...]) -> None:
     def run(g: Guest) -> Measurement:
+        ring_setup(g, model)
         ctx = RunContext(lab.run_id, g.kernel.key, "stock", "direct", "")
         events = PAGE_POOL_EVENTS + (PAGE_REF_EVENTS if _has_page_ref(g) else ())
         return measure_rx(g, ctx, probes_for(models, events), src=peer_of(model, models), dst=model,
@@ -136,6 +145,7 @@ def rx_experiment(lab: Lab, model: str, models: tuple[str, ...]) -> None:
 
 def swiotlb_experiment(lab: Lab, model: str, models: tuple[str, ...]) -> None:
     def run(g: Guest) -> Measurement:
+        ring_setup(g, model)
         ctx = RunContext(lab.run_id, g.kernel.key, "stock", "swiotlb", "swiotlb=force")
         return measure_rx(g, ctx, [DmaProbe(drivers=tuple(nic(m).driver for m in models))],
                           src=peer_of(model, models), dst=model, pktgen=SWIOTLB_PKTGEN, max_loss=0.01, retries=3)
@@ -144,6 +154,7 @@ def swiotlb_experiment(lab: Lab, model: str, models: tuple[str, ...]) -> None:
 
 def xdp_experiment(lab: Lab, model: str, models: tuple[str, ...], program: str) -> None:
     def run(g: Guest) -> Measurement:
+        ring_setup(g, model)
         ifname = g.nic(model)
         objs = xdp.build_programs(lab.cache)
         mode = "native" if _native_attaches(g, ifname, objs[program]) else "generic"
