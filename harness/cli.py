@@ -38,9 +38,12 @@ BISECT_SKIP, BISECT_ABORT = 125, 128
 def _add_kernel_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("kernel")
     g.add_argument("--kernel", action="append", choices=KINDS, metavar="KIND",
-                   help="source: build Debian's linux-source-6.12 with the fragments (default); "
-                        "debian or debian-6.12: Debian's prebuilt 6.12 (bookworm-backports); debian-6.1: "
-                        "bookworm's prebuilt 6.1. `run` and `kernel` take several (a kernel matrix)")
+                   help="source: build Debian's linux-source-6.12 with the fragments (default); source-latest: the "
+                        "newest linux-source-X.Y of Debian's newer suites (asked through a private apt: the "
+                        "host's is not touched), built the same way; debian or debian-6.12: Debian's prebuilt 6.12 "
+                        "(bookworm-backports); debian-6.1: bookworm's prebuilt 6.1; debian-latest: the newest "
+                        "prebuilt image of that series, with its -dbg DWARF and source. `run`, `survey` and "
+                        "`kernel` take several (a kernel matrix)")
     g.add_argument("--kernel-tree", type=Path, metavar="PATH",
                    help="build this kernel tree (out of tree) with the fragments; with --kernel, one more "
                         "kernel of the matrix")

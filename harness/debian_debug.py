@@ -38,7 +38,9 @@ def debug_modules(cache: Cache, apt: PrivateApt, image_package: str, release: st
             if extract.returncode or tar_stream.returncode:
                 raise HarnessError(f"extracting the NIC modules' DWARF from {deb.name} failed: "
                                    f"{extract.stderr.strip()[-400:]}")
-        found = {p.name.split(".ko")[0]: str(p.relative_to(out)) for p in out.rglob("*.ko*")}
+        for xz in out.rglob("*.ko.xz"):  # objdump reads ELF: decompressed once here
+            subprocess.run(["xz", "-d", str(xz)], check=True)
+        found = {p.name.split(".ko")[0]: str(p.relative_to(out)) for p in out.rglob("*.ko")}
         return {"package": dbg, "version": version, "release": release, "modules": found}
 
     art = cache.get_or_build("debian-dbg", key, build)

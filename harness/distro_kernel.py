@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from .cache import Cache, hash_parts
@@ -21,7 +22,7 @@ from .kernel import Kernel
 
 # linux-image-6.12.38+deb12-amd64-unsigned (backports), linux-image-6.1.0-41-amd64-unsigned (bookworm)
 PACKAGE_NAME = re.compile(r"^linux-image-(\d+\.\d+\.\d+(?:[-+][\w.]+?)?-amd64)-unsigned$")
-SERIES = ("6.12", "6.1")
+SERIES = ("6.12", "6.1")  # of the host's suites; "latest" asks the newer ones
 # To mount the root disk (virtio_pci is built in from 6.12 on, a module in 6.1;
 # modprobe --show-depends skips built-ins).
 BOOT_MODULES = ("virtio_pci", "virtio_blk", "ext4")
@@ -67,11 +68,30 @@ def newest_package(series: str = "6.12", apt_search: str | None = None) -> tuple
 
 
 def get_debian_kernel(cache: Cache, series: str = "6.12") -> Kernel:
+    """Debian's prebuilt kernel of `series` (6.12 from bookworm-backports, 6.1 from
+    bookworm), or with series "latest" the newest image of the newest series in
+    Debian's newer suites (trixie-backports, sid), with its source and the DWARF of
+    its NIC driver modules (the -dbg package) so barriers and the source-derived
+    checks can judge it."""
     require_tool("dpkg-deb")
     require_tool("depmod", "to order the distro kernel's modules")
     if not BUSYBOX.is_file():
         raise HarnessError(f"{BUSYBOX} not found: apt-get install busybox-static (needed to boot a distro kernel)")
-    package, release = newest_package(series)
+    if series == "latest":
+        from .debian_suites import download, private_apt
+        from .latest_kernel import latest_image_package
+
+        package, release = latest_image_package(cache)
+
+        def fetch(work: Path) -> Path:
+            return download(private_apt(cache), package, work)
+    else:
+        package, release = newest_package(series)
+
+        def fetch(work: Path) -> Path:
+            run_checked(["apt-get", "download", package], cwd=work, what=f"apt-get download {package}")
+            (deb,) = work.glob("*.deb")
+            return deb
     key = hash_parts([("package", package), ("early-init", EARLY_INIT),
                       ("modules", ",".join(BOOT_MODULES + GUEST_MODULES))])
 
@@ -79,8 +99,7 @@ def get_debian_kernel(cache: Cache, series: str = "6.12") -> Kernel:
         with tempfile.TemporaryDirectory(prefix="harness-deb-") as tmp:
             work = Path(tmp)
             print(f"harness: fetching {package} ...", file=sys.stderr, flush=True)
-            run_checked(["apt-get", "download", package], cwd=work, what=f"apt-get download {package}")
-            (deb,) = work.glob("*.deb")
+            deb = fetch(work)
             root = work / "x"
             run_checked(["dpkg-deb", "-x", str(deb), str(root)], what="unpacking the kernel package")
             shutil.copy2(root / f"boot/vmlinuz-{release}", out / "bzImage")
@@ -92,9 +111,26 @@ def get_debian_kernel(cache: Cache, series: str = "6.12") -> Kernel:
                 "modules": list(GUEST_MODULES), "early_modules": modules}
 
     art = cache.get_or_build("kernels", key, build)
-    return Kernel(bzimage=art.file("bzImage"), config=art.file("config"), release=release, key=key,
-                  system_map=art.file("System.map"), initrd=art.file("initrd.cpio"),
-                  modules=GUEST_MODULES, meta=art.meta)
+    kernel = Kernel(bzimage=art.file("bzImage"), config=art.file("config"), release=release, key=key,
+                    system_map=art.file("System.map"), initrd=art.file("initrd.cpio"),
+                    modules=GUEST_MODULES, meta=art.meta)
+    return with_debug_info(kernel, cache, package) if series == "latest" else kernel
+
+
+def with_debug_info(kernel: Kernel, cache: Cache, package: str) -> Kernel:
+    """The prebuilt kernel with its version's source (linux-source-X.Y, unpacked) and
+    its NIC modules' DWARF (the -dbg package)."""
+    from .debian_debug import debug_modules
+    from .debian_suites import private_apt
+    from .latest_kernel import latest_source
+    from .source_tree import extract_debian_source
+
+    source = latest_source(cache)
+    tree = extract_debian_source(cache, source.tarball)
+    modules = debug_modules(cache, private_apt(cache), package, kernel.release)
+    meta = {**kernel.meta, "source_package": f"{source.package} {source.version}",
+            "debug_package": f"{package}-dbg", "source_origin": str(tree)}
+    return replace(kernel, source_roots=(tree,), debug_objects=modules, meta=meta)
 
 
 def _stage_modules(root: Path, release: str, initrd: Path) -> list[str]:

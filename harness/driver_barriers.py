@@ -25,8 +25,9 @@ def unmeasured(why: str) -> dict[str, Cell]:
 
 def x86_text(kernel: Kernel, model: NicModel, ranges: dict[str, tuple[int, int]]) -> tuple[str, str]:
     """objdump -dl of the driver's module, or of its rx functions in vmlinux (built in)."""
-    if model.module and model.module in kernel.module_files:
-        ko = kernel.module_files[model.module]
+    objects = {**kernel.debug_objects, **kernel.module_files}  # a prebuilt kernel's from its -dbg package
+    if model.module and model.module in objects:
+        ko = objects[model.module]
         return run_checked(["objdump", "-dl", "--no-show-raw-insn", str(ko)], what=f"objdump of {ko.name}"), ko.name
     if kernel.vmlinux is None or kernel.system_map is None:
         raise HarnessError("no object code with DWARF for this driver (a prebuilt kernel)")

@@ -78,6 +78,51 @@ def final_values(config_text: str) -> dict[str, str]:
     return {o.name: o.value for o in parse_config_text(config_text, ".config")}
 
 
+# Options renamed with their meaning kept, old -> new: a fragment written for one
+# kernel still configures the next (the newer name is used when only it exists).
+RENAMED = {
+    "CONFIG_PROC_SYSCTL": "CONFIG_SYSCTL",  # /proc/sys: fs/proc/Kconfig's SYSCTL in 7.x
+}
+SYMBOL = re.compile(r"^\s*(?:menu)?config\s+(\w+)\s*$", re.M)
+
+
+def kconfig_symbols(source_dir: Path) -> set[str]:
+    """Every symbol the tree's Kconfig files declare, as CONFIG_NAME."""
+    out: set[str] = set()
+    for kconfig in source_dir.rglob("Kconfig*"):
+        try:
+            out |= {f"CONFIG_{m}" for m in SYMBOL.findall(kconfig.read_text(errors="replace"))}
+        except OSError:
+            continue
+    return out
+
+
+def adapt_fragments(fragments: list[Fragment], source_dir: Path, out_dir: Path) -> tuple[list[Fragment], list[str]]:
+    """The fragments as this tree names their options: an option this Kconfig lacks,
+    renamed (RENAMED) to one it has, is written under the new name (in a copy under
+    `out_dir`). Returns the fragments to merge and a line per option renamed."""
+    wanted = {o.name for f in fragments for o in f.options}
+    if not wanted & set(RENAMED):
+        return fragments, []
+    symbols = kconfig_symbols(source_dir)
+    out, notes = [], []
+    for frag in fragments:
+        text = frag.text
+        for opt in frag.options:
+            new = RENAMED.get(opt.name)
+            if new and opt.name not in symbols and new in symbols:
+                text = re.sub(rf"\b{opt.name}\b", new, text)
+                notes.append(f"{opt.name} ({frag.name}.config line {opt.line}) is {new} in this kernel: using that")
+        if text == frag.text:
+            out.append(frag)
+            continue
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"{frag.name}.config"
+        path.write_text(text)
+        out.append(load_fragment(path))
+    return out, notes
+
+
 def kconfig_symbol_exists(source_dir: Path, option: str) -> bool:
     """Whether any Kconfig file of the tree declares the symbol."""
     sym = option.removeprefix("CONFIG_")

@@ -15,7 +15,7 @@ from .driver_module import get_module
 from .errors import HarnessError
 from .hostcmd import require_tool, run_checked, run_logged
 from .kbuild import KERNEL_KCFLAGS, KbuildProgress, configure, make_env, make_jobs
-from .kconfig import Fragment, check_fragments, resolve_fragments
+from .kconfig import Fragment, adapt_fragments, check_fragments, resolve_fragments
 from .nics import CATALOGUE, module_dirs
 from .paths import CONFIGS_DIR
 from .source_tree import (
@@ -41,9 +41,11 @@ BUILD_RECIPE_VERSION = "5"  # bump when the build steps below change what they p
 
 @dataclass(frozen=True)
 class KernelRequest:
-    """What kernel to get. `tree=None` means Debian's linux-source-6.12."""
+    """What kernel to get: a tree, or a Debian source tarball (default: the host's
+    linux-source-6.12)."""
 
     tree: Path | None = None
+    tarball: Path | None = None
     fragments: tuple[str, ...] = DEFAULT_FRAGMENTS
     patches: tuple[Path, ...] = ()
     variant: str = "stock"
@@ -65,6 +67,9 @@ class Kernel:
     module_files: dict[str, Path] = field(default_factory=dict)
     base_key: str = ""
     source_roots: tuple[Path, ...] = ()  # kept sources: the modules' own first, then the base's
+    # A prebuilt kernel's NIC modules with their DWARF (from its -dbg package), for the
+    # barrier analysis; never loaded (the guest loads the image's own modules).
+    debug_objects: dict[str, Path] = field(default_factory=dict)
 
     def source_file(self, rel: str) -> Path:
         """A source file of the tree this kernel was built from (kept with its artifacts)."""
@@ -107,7 +112,7 @@ def get_kernel(request: KernelRequest, cache: Cache | None = None) -> Kernel:
         separate = tuple(d for d in dirs.values() if not any(t.startswith(d + "/") for t in touched))
         source_id = tree_fingerprint(source, exclude=separate)
     else:
-        tarball = debian_tarball()
+        tarball = debian_tarball(request.tarball)
         source_id = f"{tarball.name}:{sha256_file(tarball)}"
         source = None
     base_key = hash_parts(
@@ -117,7 +122,7 @@ def get_kernel(request: KernelRequest, cache: Cache | None = None) -> Kernel:
     )
 
     def build(out: Path) -> dict:
-        origin = source if source is not None else extract_debian_source(cache)
+        origin = source if source is not None else extract_debian_source(cache, request.tarball)
         # Every build compiles from the same path (cache/work/linux): ccache then
         # shares objects between variants and trees (the compile command and the
         # debug info name that path), so a patched variant recompiles one file.
@@ -208,6 +213,9 @@ def _build(src: Path, out: Path, build_dir: Path, fragments: list[Fragment], cac
     started = time.monotonic()
     print(f"harness: building kernel {request.variant} from {src} (log: {log})", file=sys.stderr, flush=True)
 
+    fragments, renamed = adapt_fragments(fragments, src, out / "fragments")
+    for note in renamed:
+        print(f"harness: kernel config: {note}", file=sys.stderr, flush=True)
     config_text = configure(make, src, build_dir, [f.path for f in fragments], log, env)
     check_fragments(config_text, fragments, src)
 
@@ -239,6 +247,7 @@ def _build(src: Path, out: Path, build_dir: Path, fragments: list[Fragment], cac
         "release": release,
         "pvh": "CONFIG_PVH=y" in config_text.splitlines(),
         "fragments": [f.name for f in fragments],
+        "config_renamed": renamed,
         "patches": [p.name for p in request.patches],
         "compiler": _compiler_id(),
         "kcflags": KERNEL_KCFLAGS,

@@ -1,9 +1,12 @@
 """Which kernels a command runs on: `--kernel KIND` (repeatable) and `--kernel-tree PATH`.
 
-KINDs: `source` (Debian's linux-source-6.12 built with the fragments), `debian` /
-`debian-6.12` (Debian's prebuilt 6.12 from bookworm-backports), `debian-6.1`
-(bookworm's prebuilt 6.1). A tree given without `--kernel` replaces `source`;
-given with it, it is one more kernel of the matrix."""
+KINDs: `source` (Debian's linux-source-6.12 built with the fragments),
+`source-latest` (the newest linux-source-X.Y of Debian's newer suites, built the
+same way), `debian` / `debian-6.12` (Debian's prebuilt 6.12 from
+bookworm-backports), `debian-6.1` (bookworm's prebuilt 6.1), `debian-latest` (the
+newest prebuilt image of that newest series, with its -dbg DWARF and source).
+A tree given without `--kernel` replaces `source`; given with it, it is one more
+kernel of the matrix."""
 
 from __future__ import annotations
 
@@ -14,8 +17,8 @@ from .cache import Cache
 from .errors import HarnessError
 from .kernel import Kernel, KernelRequest, get_kernel
 
-KINDS = ("source", "debian", "debian-6.12", "debian-6.1")
-PREBUILT_SERIES = {"debian": "6.12", "debian-6.12": "6.12", "debian-6.1": "6.1"}
+KINDS = ("source", "source-latest", "debian", "debian-6.12", "debian-6.1", "debian-latest")
+PREBUILT_SERIES = {"debian": "6.12", "debian-6.12": "6.12", "debian-6.1": "6.1", "debian-latest": "latest"}
 
 
 @dataclass(frozen=True)
@@ -42,10 +45,11 @@ class KernelChoice:
         return get_debian_kernel(cache, PREBUILT_SERIES[self.kind])
 
     def build_request(self, fragments: tuple[str, ...] = (), patches: tuple[Path, ...] = (),
-                      variant: str = "stock") -> KernelRequest:
+                      variant: str = "stock", tarball: Path | None = None) -> KernelRequest:
         """This choice's build: the user's fragments (else `fragments`, else the defaults),
         the user's patches then `patches` (a variant's)."""
-        return KernelRequest(tree=self.tree, fragments=self.fragments or fragments or KernelRequest().fragments,
+        return KernelRequest(tree=self.tree, tarball=tarball,
+                             fragments=self.fragments or fragments or KernelRequest().fragments,
                              patches=self.patches + patches, variant=variant)
 
     def get(self, cache: Cache, patches: tuple[Path, ...] = (), variant: str = "stock",
@@ -58,7 +62,12 @@ class KernelChoice:
                 raise HarnessError(f"--kernel {self.kind} is Debian's prebuilt image: it has no variants and "
                                    f"takes no --fragment or --patch{wanted}")
             return self.prebuilt_kernel(cache)
-        return get_kernel(self.build_request(fragments, patches, variant), cache)
+        tarball = None
+        if self.kind == "source-latest":
+            from .latest_kernel import latest_source
+
+            tarball = latest_source(cache).tarball
+        return get_kernel(self.build_request(fragments, patches, variant, tarball), cache)
 
 
 def kernel_choices(kinds: list[str] | None, tree: Path | None, fragments: tuple[str, ...] = (),

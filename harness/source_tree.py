@@ -55,7 +55,13 @@ def tree_fingerprint(tree: Path, exclude: tuple[str, ...] = ()) -> str:
     return f"tree:{tree}:" + hash_parts([("files", "\n".join(parts))])
 
 
-def debian_tarball() -> Path:
+def debian_tarball(tarball: Path | None = None) -> Path:
+    """`tarball` (a linux-source-X.Y tarball fetched for --kernel source-latest), or
+    the host's linux-source-6.12."""
+    if tarball is not None:
+        if not tarball.is_file():
+            raise HarnessError(f"kernel source tarball {tarball} is missing")
+        return tarball
     if not DEBIAN_SOURCE_TARBALL.is_file():
         raise HarnessError(
             f"{DEBIAN_SOURCE_TARBALL} is missing: apt-get install -t bookworm-backports linux-source-6.12 "
@@ -71,9 +77,9 @@ def check_patch(path: Path) -> Path:
     return path
 
 
-def extract_debian_source(cache: Cache) -> Path:
+def extract_debian_source(cache: Cache, tarball: Path | None = None) -> Path:
     """Unpack the tarball once into the cache (atomic, shared by every build)."""
-    tarball = debian_tarball()
+    tarball = debian_tarball(tarball)
     key = hash_parts([("tarball", f"{tarball}:{tarball.stat().st_size}:{tarball.stat().st_mtime_ns}")])
 
     def extract(out: Path) -> dict:

@@ -54,8 +54,9 @@ def x86_disassembly(kernel: Kernel, ranges: dict[str, tuple[int, int]]) -> Disas
     """objdump -dl of the whole igb.ko (a self-built kernel's module, with DWARF), or
     in a vmlinux with igb built in, of igb_poll, igb_alloc_rx_buffers and every rx
     helper that has a symbol of its own (one the compiler did not inline)."""
-    if MODULE in kernel.module_files:
-        ko = kernel.module_files[MODULE]
+    objects = {**kernel.debug_objects, **kernel.module_files}  # a prebuilt kernel's from its -dbg package
+    if MODULE in objects:
+        ko = objects[MODULE]
         return Disassembly(run_checked(["objdump", "-dl", "--no-show-raw-insn", str(ko)], what=f"objdump of {ko}"),
                            (f"{MODULE}.ko",))
     symbols = set(DISASSEMBLED)
@@ -81,7 +82,7 @@ class Barriers:
             source = kernel.source_file(SOURCE).read_text()
         except HarnessError as e:
             return self._unmeasured(f"needs igb's source: {e}")
-        if kernel.vmlinux is None and MODULE not in kernel.module_files:
+        if kernel.vmlinux is None and MODULE not in kernel.module_files and MODULE not in kernel.debug_objects:
             return self._unmeasured("needs igb's object code with DWARF (a self-built kernel's igb.ko or vmlinux)")
         # The loop, the refill and the static helpers they call (gcc inlines them): found in
         # the source by following calls, so a helper added in a later kernel is judged too.

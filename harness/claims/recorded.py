@@ -5,7 +5,7 @@ e.g. in unit tests that pin each rule on real numbers, without a guest."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -35,6 +35,7 @@ class RecordedKernel:
     sources: Path | None  # a tree holding the kernel's kept sources (drivers/net/...) and its `config`
     module_files: dict
     vmlinux: None = None
+    debug_objects: dict = field(default_factory=dict)
 
     @property
     def config(self) -> Path:

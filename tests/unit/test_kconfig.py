@@ -59,3 +59,20 @@ def test_project_fragments_parse():
     frags = resolve_fragments(["base", "nics", "observe"], configs)
     names = {o.name for f in frags for o in f.options}
     assert {"CONFIG_IGB", "CONFIG_E1000E", "CONFIG_NET_PKTGEN", "CONFIG_FUNCTION_PROFILER"} <= names
+
+
+def test_a_renamed_option_is_written_under_its_new_name(tmp_path):
+    from harness.kconfig import adapt_fragments, load_fragment
+
+    src = tmp_path / "src"
+    (src / "fs/proc").mkdir(parents=True)
+    (src / "fs/proc/Kconfig").write_text("config SYSCTL\n\tbool \"Sysctl support (/proc/sys)\"\n")
+    frag = write(tmp_path, "base.config", "CONFIG_PROC_FS=y\nCONFIG_PROC_SYSCTL=y\n")
+    (adapted,), notes = adapt_fragments([load_fragment(frag)], src, tmp_path / "adapted")
+    assert [o.name for o in adapted.options] == ["CONFIG_PROC_FS", "CONFIG_SYSCTL"]
+    assert adapted.name == "base"
+    assert notes == ["CONFIG_PROC_SYSCTL (base.config line 2) is CONFIG_SYSCTL in this kernel: using that"]
+    # A kernel that still has the old name keeps the fragment as it is.
+    (src / "fs/proc/Kconfig").write_text("config PROC_SYSCTL\n\tbool\nconfig SYSCTL\n\tbool\n")
+    (same,), notes = adapt_fragments([load_fragment(frag)], src, tmp_path / "adapted2")
+    assert same.path == frag and notes == []
