@@ -219,6 +219,19 @@ def cmd_survey(args: argparse.Namespace) -> int:
     return EXIT_ERROR if any(r.errors for r in results) else EXIT_OK
 
 
+def cmd_selftests(args: argparse.Namespace) -> int:
+    from .outdir import prepare_out
+
+    models = parse_nics(args.nics)
+    choices = kernel_choices(args.kernel, args.kernel_tree, *_user_build(args))
+    out = prepare_out(args.out)
+
+    from .selftests_run import run_selftests
+
+    runs = run_selftests(choices, models, Cache(args.cache), out, args.accel, args.k)
+    return EXIT_REFUTED if any(f.failed for r in runs for f in r.results) else EXIT_OK
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import Tolerance, compare_results, load_results
 
@@ -279,6 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--out", type=Path, default=Path("out/survey"),
                     help="directory for survey.json, survey.csv, report.html/md (default out/survey)")
     sv.set_defaults(func=cmd_survey)
+    st = sub.add_parser("selftests", help="the kernel's own drivers/net selftests on the emulated NICs (KTAP)")
+    _add_kernel_args(st)
+    st.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+    _add_nics_arg(st.add_argument_group("guest"))
+    st.add_argument("-k", metavar="PATTERN", help="only the test files whose name contains PATTERN")
+    st.add_argument("--out", type=Path, default=Path("out/selftests"),
+                    help="directory for selftests.json, junit.xml, report.html/md, ktap/ (default out/selftests)")
+    st.set_defaults(func=cmd_selftests)
     cmp = sub.add_parser("compare", help="compare two stored runs (results.json or out directories)")
     cmp.add_argument("base", type=Path, help="the earlier run")
     cmp.add_argument("new", type=Path, help="the later run")

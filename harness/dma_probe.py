@@ -5,7 +5,9 @@ every unmap says which path of the driver made it.
 Two sources give the same observations:
   - the kernel's own `dma:*` tracepoints (6.10 and later: dma_map_page,
     dma_unmap_page, dma_sync_single_for_cpu/_device, with the device name,
-    size, direction and attrs in the event);
+    size, direction and attrs in the event; since the 6.17 phys_addr rework the
+    map/unmap events are dma_map_phys/dma_unmap_phys, with the same fields:
+    the names this kernel has are found in tracefs);
   - kprobes on the DMA API functions that fetch the same values from their
     arguments (older kernels, e.g. 6.1).
 Hist triggers aggregate in the kernel. A trigger takes at most three keys
@@ -34,16 +36,18 @@ INTERNAL_FRAMES = ("dma_", "__dma_", "debug_dma_", "iommu_dma_", "swiotlb_", "tr
 @dataclass(frozen=True)
 class DmaCall:
     metric: str  # what rules read: the DMA API function's name
-    tracepoint: str  # its tracepoint (events/<group>/<name>)
+    tracepoints: tuple[str, ...]  # its tracepoint (events/<group>/<name>), by the names kernels gave it
     kprobe_args: str  # fetch args for a kprobe on `metric` (x86-64: di, si, dx, cx, r8, r9), device aside
     has_attrs: bool
 
 
 DMA_CALLS = (
-    DmaCall("dma_map_page_attrs", "dma/dma_map_page", "size=%cx:u64 dir=%r8:u32 attrs=%r9:u64", True),
-    DmaCall("dma_unmap_page_attrs", "dma/dma_unmap_page", "size=%dx:u64 dir=%cx:u32 attrs=%r8:u64", True),
-    DmaCall("__dma_sync_single_for_cpu", "dma/dma_sync_single_for_cpu", "size=%dx:u64 dir=%cx:u32", False),
-    DmaCall("__dma_sync_single_for_device", "dma/dma_sync_single_for_device", "size=%dx:u64 dir=%cx:u32",
+    DmaCall("dma_map_page_attrs", ("dma/dma_map_page", "dma/dma_map_phys"),
+            "size=%cx:u64 dir=%r8:u32 attrs=%r9:u64", True),
+    DmaCall("dma_unmap_page_attrs", ("dma/dma_unmap_page", "dma/dma_unmap_phys"),
+            "size=%dx:u64 dir=%cx:u32 attrs=%r8:u64", True),
+    DmaCall("__dma_sync_single_for_cpu", ("dma/dma_sync_single_for_cpu",), "size=%dx:u64 dir=%cx:u32", False),
+    DmaCall("__dma_sync_single_for_device", ("dma/dma_sync_single_for_device",), "size=%dx:u64 dir=%cx:u32",
             False),
 )
 # `struct device` starts with its kobject, whose first member is the name:
@@ -78,6 +82,7 @@ class DmaProbe:
         self.calls = calls
         self.drivers = drivers  # whose devices get a per-caller table, and a 0 when nothing was seen
         self.source = ""  # "tracepoints" or "kprobes", chosen at arm()
+        self.events: dict[str, str] = {}  # metric -> the tracepoint this kernel has for it
         self.armed: list[DmaCall] = []
         self.devices: dict[str, str] = {}  # PCI address -> driver, of the drivers above
         self.baseline: dict[str, dict[str, HistTable]] = {}  # the tables as read before the traffic
@@ -85,7 +90,7 @@ class DmaProbe:
     # ---- where each call's events live ----------------------------------------
     def _event_dir(self, call: DmaCall) -> str:
         if self.source == "tracepoints":
-            return f"{T}/events/{call.tracepoint}"
+            return f"{T}/events/{self.events[call.metric]}"
         return f"{T}/events/{KPROBE_GROUP}/{call.metric}"
 
     def triggers(self, call: DmaCall) -> list[str]:
@@ -117,18 +122,24 @@ class DmaProbe:
         self.baseline = {}
 
     def prepare(self, guest: Guest) -> None:
-        """Choose the source (tracepoints where the kernel has them) and the devices."""
+        """Choose the source (tracepoints where the kernel has them, under whichever name
+        it gave them) and the devices. Kprobes only on kernels without DMA tracepoints:
+        on 7.3 a kprobe and function_graph on one function crash it (README, known issues)."""
         if "dma_tracepoints" not in guest.facts:
-            have = guest.run(f"ls -d {T}/events/dma/dma_map_page {T}/events/dma/dma_unmap_page 2>/dev/null; true"
-                             ).stdout.split()
-            guest.facts["dma_tracepoints"] = len(have) == 2
-        self.source = "tracepoints" if guest.facts["dma_tracepoints"] else "kprobes"
+            candidates = [t for c in self.calls for t in c.tracepoints]
+            have = set(guest.run("cd " + T + "/events && ls -d " + " ".join(candidates) + " 2>/dev/null; true"
+                                 ).stdout.split())
+            found = {c.metric: next((t for t in c.tracepoints if t in have), "") for c in self.calls}
+            # map and unmap decide: without their events the kernel predates the DMA tracepoints
+            guest.facts["dma_tracepoints"] = found if found[DMA_CALLS[0].metric] and found[DMA_CALLS[1].metric] else {}
+        self.events = dict(guest.facts["dma_tracepoints"])  # type: ignore[arg-type]
+        self.source = "tracepoints" if self.events else "kprobes"
         self.devices = {dev: drv for dev, drv in device_drivers(guest).items() if drv in self.drivers}
         if self.source == "kprobes":
             found = traceable(guest, [c.metric for c in self.calls])
             self.armed = [c for c in self.calls if c.metric in found]
         else:
-            self.armed = list(self.calls)
+            self.armed = [c for c in self.calls if self.events.get(c.metric)]
 
     def arm_script(self) -> str:
         lines, triggers = [], []
@@ -167,7 +178,7 @@ class DmaProbe:
         return obs
 
     def _method(self, call: DmaCall, keys: str) -> str:
-        src = (f"tracepoint {call.tracepoint.replace('/', ':')}" if self.source == "tracepoints"
+        src = (f"tracepoint {self.events[call.metric].replace('/', ':')}" if self.source == "tracepoints"
                else f"kprobe on {call.metric} (device from its struct device argument)")
         return f"{src}, hist trigger keyed by {keys}"
 
@@ -231,7 +242,7 @@ class DmaProbe:
 
     def cleanup_script(self) -> str:
         # Triggers must go before a kprobe event can be removed.
-        dirs = " ".join(f"{T}/events/{c.tracepoint}" for c in self.calls) + f" {T}/events/{KPROBE_GROUP}/*"
+        dirs = " ".join(f"{T}/events/{t}" for c in self.calls for t in c.tracepoints) + f" {T}/events/{KPROBE_GROUP}/*"
         return "\n".join([f"for e in {dirs}; do t=$e/trigger; [ -e $t ] || continue; "
                           "grep -v '^#' $t | while read -r l; do echo \"!${l%% \\[*}\" >> $t || true; done; done",
                           f"for c in {' '.join(c.metric for c in self.calls)}; do "

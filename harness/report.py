@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from .compare import Comparison
+from .ktap import claims_ktap
 from .measure import save
 from .outdir import write_bytes, write_text
 
@@ -52,6 +53,7 @@ def write_report(out: Path, record: dict, table: pd.DataFrame, baseline: Compari
     write_text(out / "report.html", env.get_template("report.html.j2").render(**record, plots=plots))
     write_text(out / "report.md", render_markdown(record, plots, baseline))
     write_junit(out / "junit.xml", record, baseline)
+    write_text(out / "results.ktap", claims_ktap(record["claims"]))
     record.setdefault("timings", {})["report"] = round(time.monotonic() - started, 1)
     write_text(out / "results.json", json.dumps(record, indent=2, default=str))  # last: it says the others exist
 
