@@ -10,7 +10,10 @@ from pathlib import Path
 
 from .errors import ConfigFragmentError
 
-SET_RE = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
+# `CONFIG_NAME=value`, optionally followed by `# if present` (an option some kernels
+# lack: left out where the Kconfig has no such symbol, checked where it has).
+SET_RE = re.compile(r'^(CONFIG_[A-Za-z0-9_]+)=("[^"]*"|\S*)\s*(?:#\s*(.*))?$')
+IF_PRESENT = "if present"
 UNSET_RE = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
 
 
@@ -20,6 +23,7 @@ class Option:
     value: str  # y, m, a number, a quoted string, or "n" for "is not set"
     fragment: str
     line: int
+    optional: bool = False  # `# if present`: a kernel without the symbol leaves it out
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,7 @@ def parse_config_text(text: str, source: str) -> list[Option]:
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if m := SET_RE.match(line):
-            options.append(Option(m.group(1), m.group(2), source, lineno))
+            options.append(Option(m.group(1), m.group(2), source, lineno, (m.group(3) or "").strip() == IF_PRESENT))
         elif m := UNSET_RE.match(line):
             options.append(Option(m.group(1), "n", source, lineno))
         elif line and not line.startswith("#"):
@@ -98,21 +102,31 @@ def kconfig_symbols(source_dir: Path) -> set[str]:
 
 
 def adapt_fragments(fragments: list[Fragment], source_dir: Path, out_dir: Path) -> tuple[list[Fragment], list[str]]:
-    """The fragments as this tree names their options: an option this Kconfig lacks,
-    renamed (RENAMED) to one it has, is written under the new name (in a copy under
-    `out_dir`). Returns the fragments to merge and a line per option renamed."""
+    """The fragments as this tree can take them: an option this Kconfig lacks, renamed
+    (RENAMED) to one it has, is written under the new name; an optional one
+    (`# if present`) it lacks is left out; trailing comments go (Kconfig would read
+    them as part of the value). Changed fragments are copies under `out_dir`.
+    Returns the fragments to merge and a line per option adapted."""
+    marked = any(o.optional for f in fragments for o in f.options)
     wanted = {o.name for f in fragments for o in f.options}
-    if not wanted & set(RENAMED):
+    if not marked and not wanted & set(RENAMED):
         return fragments, []
     symbols = kconfig_symbols(source_dir)
     out, notes = [], []
     for frag in fragments:
-        text = frag.text
+        lines = frag.text.splitlines()
         for opt in frag.options:
             new = RENAMED.get(opt.name)
             if new and opt.name not in symbols and new in symbols:
-                text = re.sub(rf"\b{opt.name}\b", new, text)
+                lines[opt.line - 1] = re.sub(rf"\b{opt.name}\b", new, lines[opt.line - 1])
                 notes.append(f"{opt.name} ({frag.name}.config line {opt.line}) is {new} in this kernel: using that")
+            elif opt.optional and opt.name not in symbols:
+                lines[opt.line - 1] = f"# {opt.name}: not in this kernel's Kconfig (optional)"
+                notes.append(f"{opt.name} ({frag.name}.config line {opt.line}) is not in this kernel: left out "
+                             "(optional)")
+            elif opt.optional:
+                lines[opt.line - 1] = f"{opt.name}={opt.value}"
+        text = "\n".join(lines) + "\n"
         if text == frag.text:
             out.append(frag)
             continue

@@ -19,7 +19,7 @@ from .image import build_image
 from .kernel_choice import KernelChoice
 from .nics import nic
 from .outdir import write_bytes, write_text
-from .selftests import SUITE, FileResult, ensure_tools, installed_selftests, run_suite
+from .selftests import SUITE, FileResult, ensure_tools, installed_selftests, run_nic, select_tests, tests_in
 from .vm import Guest, GuestOptions
 
 
@@ -37,13 +37,20 @@ def log(msg: str) -> None:
 
 def selftests_kernel(choice: KernelChoice, models: tuple[str, ...], cache: Cache, accel: str,
                      pattern: str | None) -> KernelSelftests:
+    """The suite on each NIC of `models` as NETIF (the next one as its remote), each
+    in a fresh guest: a test that leaves a NIC in some state (an XDP program, an MTU,
+    a ring size) must not fail the next NIC's tests, where that NIC is the remote."""
     kernel = choice.get(cache)
     install = installed_selftests(kernel, cache)
+    tests = select_tests(tests_in(install), pattern)
     image = build_image(cache=cache)
-    log(f"booting {kernel.label} with {', '.join(models)} for the {SUITE} selftests ...")
-    with Guest(kernel, image, GuestOptions(accel=accel, nics=models), cache) as g:
-        missing = ensure_tools(g)
-        results = run_suite(g, install, models, pattern)
+    results, missing = [], []
+    for i, model in enumerate(models):
+        peer = models[(i + 1) % len(models)]
+        log(f"booting {kernel.label} for the {SUITE} selftests on {model} (remote: {peer} in a netns) ...")
+        with Guest(kernel, image, GuestOptions(accel=accel, nics=models), cache) as g:
+            missing = ensure_tools(g)
+            results += run_nic(g, install, model, peer, tests)
     return KernelSelftests(choice.label, kernel.release, results, missing)
 
 
