@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from .hostcmd import kill_running_commands
+from harness.hostcmd import kill_running_commands
 
 T = TypeVar("T")
 

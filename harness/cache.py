@@ -23,7 +23,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from .errors import HarnessError
+from harness.errors import HarnessError
 
 MANIFEST = "manifest.json"
 

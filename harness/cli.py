@@ -15,13 +15,13 @@ import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
-from .cache import Cache
-from .errors import BuildError, HarnessError
-from .image import build_image
-from .kernel import Kernel, describe
-from .kernel_choice import KINDS, kernel_choices, single_choice
-from .nics import CATALOGUE, DEFAULT_NICS, parse_nics
-from .vm import Guest, GuestOptions
+from harness.artifacts.image import build_image
+from harness.artifacts.kernel import Kernel, describe
+from harness.artifacts.kernel_choice import KINDS, kernel_choices, single_choice
+from harness.cache import Cache
+from harness.errors import BuildError, HarnessError
+from harness.guest.vm import Guest, GuestOptions
+from harness.nics import CATALOGUE, DEFAULT_NICS, parse_nics
 
 # Exit statuses (README lists them): 0 every claim confirmed, 1 a claim refuted,
 # 2 a user or set-up error, 3 a regression against the baseline, 4 inconclusive
@@ -77,7 +77,7 @@ def _add_nics_arg(g: argparse._ArgumentGroup, default: str = ",".join(DEFAULT_NI
 
 def kernel_from_args(args: argparse.Namespace, cache: Cache) -> Kernel:
     choice = single_choice(args.kernel, args.kernel_tree, args.cmd, *_user_build(args))
-    from .claims.lab import VARIANTS
+    from harness.claims.lab import VARIANTS
 
     variant = VARIANTS[getattr(args, "variant", "stock")]
     return choice.get(cache, variant.patch_paths, variant.name, variant.fragments)
@@ -138,7 +138,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
-    from .investigate import prepare_guest, usage
+    from harness.investigate import prepare_guest, usage
 
     with booted_guest(args) as guest:
         prepare_guest(guest, Cache(args.cache))
@@ -147,14 +147,14 @@ def cmd_shell(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .smoke import run_smoke
+    from harness.smoke import run_smoke
 
     return run_smoke(booted_guest, args)
 
 
 def run_status(records: list[dict]) -> int:
     """The exit status of a run over one or several kernels (see EXIT_*)."""
-    from .run_record import has_errors
+    from harness.report.run_record import has_errors
 
     verdicts = {c["verdict"] for r in records for c in r["claims"]}
     if "refuted" in verdicts:
@@ -169,7 +169,7 @@ def run_status(records: list[dict]) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .outdir import prepare_out
+    from harness.outdir import prepare_out
 
     # Check what can be checked before an hour of work (and before the heavy
     # imports): the output directories and the baseline, so a wrong path fails at once.
@@ -177,10 +177,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     top = prepare_out(args.out)
     outs = [top] if len(choices) == 1 else [prepare_out(top / c.label) for c in choices]
 
-    from .claims.runner import select
-    from .compare import Tolerance
-    from .kernel_run import run_kernel
-    from .matrix import load_baselines, write_matrix
+    from harness.claims.runner import select
+    from harness.report.compare import Tolerance
+    from harness.report.kernel_run import run_kernel
+    from harness.report.matrix import load_baselines, write_matrix
 
     claims = select([c.strip() for c in args.claims.split(",")] if args.claims else None)
     nics = parse_nics(args.nics)
@@ -205,14 +205,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_survey(args: argparse.Namespace) -> int:
-    from .outdir import prepare_out
+    from harness.outdir import prepare_out
 
     models = parse_nics(args.nics)
     choices = kernel_choices(args.kernel, args.kernel_tree, *_user_build(args))
     top = prepare_out(args.out)
     outs = [top] if len(choices) == 1 else [prepare_out(top / c.label) for c in choices]
 
-    from .survey_run import survey_kernel
+    from harness.survey.run import survey_kernel
 
     cache = Cache(args.cache)
     results = [survey_kernel(choice, models, cache, out, args.accel) for choice, out in zip(choices, outs, strict=True)]
@@ -220,20 +220,20 @@ def cmd_survey(args: argparse.Namespace) -> int:
 
 
 def cmd_selftests(args: argparse.Namespace) -> int:
-    from .outdir import prepare_out
+    from harness.outdir import prepare_out
 
     models = parse_nics(args.nics)
     choices = kernel_choices(args.kernel, args.kernel_tree, *_user_build(args))
     out = prepare_out(args.out)
 
-    from .selftests_run import run_selftests
+    from harness.selftests.run import run_selftests
 
     runs = run_selftests(choices, models, Cache(args.cache), out, args.accel, args.k)
     return EXIT_REFUTED if any(f.failed for r in runs for f in r.results) else EXIT_OK
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import Tolerance, compare_results, load_results
+    from harness.report.compare import Tolerance, compare_results, load_results
 
     comparison = compare_results(load_results(args.base), load_results(args.new),
                                  Tolerance(args.tolerance, args.abs_tolerance))

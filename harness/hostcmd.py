@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .errors import BuildError, MissingToolError
+from harness.errors import BuildError, MissingToolError
 
 # The Debian package that provides each host tool the harness calls.
 TOOL_PACKAGES = {

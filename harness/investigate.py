@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import shlex
 
-from .cache import Cache
-from .dma_probe import DmaProbe
-from .probes import POLL_ROOTS, RX_PATH_FUNCTIONS, GraphProbe, T
-from .traffic import PktgenConfig, pktgen_script
-from .vm import Guest
-from .xdp import build_programs
+from harness.cache import Cache
+from harness.guest.vm import Guest
+from harness.measurement.dma_probe import DmaProbe
+from harness.measurement.probes import POLL_ROOTS, RX_PATH_FUNCTIONS, GraphProbe, T
+from harness.measurement.traffic import PktgenConfig, pktgen_script
+from harness.measurement.xdp import build_programs
 
 GUEST_DIR = "/root/harness"
 BY_HAND_PKTGEN = PktgenConfig(count=10_000, rate_pps=5_000)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import HarnessError
+from harness.errors import HarnessError
 
 
 @dataclass(frozen=True)

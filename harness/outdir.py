@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .errors import HarnessError
+from harness.errors import HarnessError
 
 
 def prepare_out(path: Path) -> Path:

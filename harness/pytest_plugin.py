@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from .cache import Cache
-from .image import GuestImage, build_image
-from .kernel import Kernel
-from .kernel_choice import KINDS, KernelChoice, single_choice
-from .vm import Guest, GuestOptions
+from harness.artifacts.image import GuestImage, build_image
+from harness.artifacts.kernel import Kernel
+from harness.artifacts.kernel_choice import KINDS, KernelChoice, single_choice
+from harness.cache import Cache
+from harness.guest.vm import Guest, GuestOptions
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 
-from .kconfig import final_values
-from .netcheck import bring_up, driver_info, rx_delta_after_send
-from .vm import Guest
+from harness.artifacts.kconfig import final_values
+from harness.guest.vm import Guest
+from harness.measurement.netcheck import bring_up, driver_info, rx_delta_after_send
 
 FRAMES = 1000
 

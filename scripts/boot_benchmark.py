@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pexpect
 
-from harness.accel import choose_accel
+from harness.artifacts.image import build_image
+from harness.artifacts.kernel import KernelRequest, get_kernel
 from harness.cache import Cache
-from harness.image import build_image
-from harness.kernel import KernelRequest, get_kernel
-from harness.vm import Guest, GuestOptions
+from harness.guest.accel import choose_accel
+from harness.guest.vm import Guest, GuestOptions
 
 
 def time_harness(kernel, image, accel: str, cache: Cache) -> tuple[float, float]:

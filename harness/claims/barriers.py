@@ -23,12 +23,13 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cross_object import cross_igb_object, disassemble, require_cross
-from ..errors import HarnessError, MissingToolError
-from ..hostcmd import run_checked
-from ..kernel import Kernel
-from ..objdump import arm64_barrier, covered_functions, in_ranges, parse_fences
-from ..rx_source import DMA_BARRIERS, barrier_kind, barrier_sites, rx_functions
+from harness.artifacts.cross_object import cross_igb_object, disassemble, require_cross
+from harness.artifacts.kernel import Kernel
+from harness.errors import HarnessError, MissingToolError
+from harness.hostcmd import run_checked
+from harness.source.objdump import arm64_barrier, covered_functions, in_ranges, parse_fences
+from harness.source.rx_source import DMA_BARRIERS, barrier_kind, barrier_sites, rx_functions
+
 from .base import Check, ClaimResult
 from .lab import Lab
 

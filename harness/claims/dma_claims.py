@@ -5,8 +5,9 @@ error count is part of the evidence: an error during the experiments refutes."""
 
 from __future__ import annotations
 
-from ..errors import HarnessError
-from ..igb_source import IGB_H, igb_rx_bufsz
+from harness.errors import HarnessError
+from harness.source.igb_source import IGB_H, igb_rx_bufsz
+
 from .base import Check, ClaimResult
 from .lab import Lab
 from .rules import (

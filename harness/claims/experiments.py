@@ -8,14 +8,15 @@ import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .. import xdp
-from ..btf import struct_sizes
-from ..dma_probe import DmaProbe
-from ..errors import GuestError, Unmeasurable
-from ..measure import MEASURE_PKTGEN, Measurement, RunContext, measure_rx
-from ..probes import EventCountProbe, GraphProbe
-from ..traffic import DST_IP, PktgenConfig
-from ..vm import Guest
+from harness.errors import GuestError, Unmeasurable
+from harness.guest.vm import Guest
+from harness.measurement import xdp
+from harness.measurement.btf import struct_sizes
+from harness.measurement.dma_probe import DmaProbe
+from harness.measurement.measure import MEASURE_PKTGEN, Measurement, RunContext, measure_rx
+from harness.measurement.probes import EventCountProbe, GraphProbe
+from harness.measurement.traffic import DST_IP, PktgenConfig
+
 from .lab import Lab
 
 HEADROOM_FRAMES = 200

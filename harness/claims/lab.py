@@ -12,18 +12,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import dma_debug
-from ..background import BackgroundJob
-from ..cache import Cache
-from ..crash import KernelReport
-from ..errors import HarnessError, Unmeasurable
-from ..image import GuestImage, build_image
-from ..kernel import DEFAULT_FRAGMENTS, Kernel
-from ..kernel_choice import KernelChoice
-from ..measure import Measurement
-from ..nics import DEFAULT_NICS
-from ..paths import PATCHES_DIR
-from ..vm import Guest, GuestOptions
+from harness.artifacts.image import GuestImage, build_image
+from harness.artifacts.kernel import DEFAULT_FRAGMENTS, Kernel
+from harness.artifacts.kernel_choice import KernelChoice
+from harness.background import BackgroundJob
+from harness.cache import Cache
+from harness.errors import HarnessError, Unmeasurable
+from harness.guest.crash import KernelReport
+from harness.guest.vm import Guest, GuestOptions
+from harness.measurement import dma_debug
+from harness.measurement.measure import Measurement
+from harness.nics import DEFAULT_NICS
+from harness.paths import PATCHES_DIR
 
 
 @dataclass(frozen=True)

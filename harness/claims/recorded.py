@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..crash import KernelReport
-from ..errors import HarnessError
-from ..measure import Measurement
+from harness.errors import HarnessError
+from harness.guest.crash import KernelReport
+from harness.measurement.measure import Measurement
+
 from .lab import ExperimentFailure
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 
-from ..measure import Measurement
+from harness.measurement.measure import Measurement
+
 from .lab import Lab
 
 # An skb built around the rx page: napi_build_skb since 6.x's igb, build_skb in

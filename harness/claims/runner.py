@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import time
 
-from ..errors import HarnessError
+from harness.errors import HarnessError
+
 from .barriers import Barriers
 from .base import ClaimResult
 from .dma_claims import HalfPageSync, SkipCpuSync

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from ..errors import HarnessError
-from ..igb_source import IGB_H, igb_rx_layout
+from harness.errors import HarnessError
+from harness.source.igb_source import IGB_H, igb_rx_layout
+
 from .base import Check, ClaimResult
 from .lab import Lab
 from .rules import BUILD_SKB, fmt, per_packet, per_packet_sum, value, why_unmeasured

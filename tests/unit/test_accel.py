@@ -1,7 +1,7 @@
 import json
 
-from harness.accel import choose_accel, kvm_probe_verdict
 from harness.cache import Cache
+from harness.guest.accel import choose_accel, kvm_probe_verdict
 
 
 def test_kvm_error_means_no_kvm_even_with_banner():
@@ -26,7 +26,7 @@ def test_tcg_requested_skips_probe(tmp_path):
 
 def test_cached_probe_result_is_used(tmp_path, monkeypatch):
     cache = Cache(tmp_path)
-    import harness.accel as accel
+    import harness.guest.accel as accel
 
     monkeypatch.setattr(accel, "probe_kvm", lambda *a: (False, "KVM probe boot failed: emulation failure"))
     first = choose_accel("auto", tmp_path / "bz", cache)
@@ -40,7 +40,7 @@ def test_cached_probe_result_is_used(tmp_path, monkeypatch):
 def test_forced_kvm_that_fails_is_an_error(tmp_path, monkeypatch):
     import pytest
 
-    import harness.accel as accel
+    import harness.guest.accel as accel
     from harness.errors import HarnessError
 
     monkeypatch.setattr(accel, "probe_kvm", lambda *a: (False, "no /dev/kvm"))

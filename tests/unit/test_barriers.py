@@ -2,11 +2,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.cross_object import require_cross
+from harness.artifacts.cross_object import require_cross
 from harness.errors import HarnessError, MissingToolError
-from harness.objdump import arm64_barrier, parse_fences, x86_fence
-from harness.objdump import in_ranges as in_source_ranges
-from harness.rx_source import barrier_sites, function_ranges, rx_functions, strip_comments
+from harness.source.objdump import arm64_barrier, parse_fences, x86_fence
+from harness.source.objdump import in_ranges as in_source_ranges
+from harness.source.rx_source import barrier_sites, function_ranges, rx_functions, strip_comments
 
 IGB_MAIN = "drivers/net/ethernet/intel/igb/igb_main.c"
 

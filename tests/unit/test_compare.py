@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.compare import (
+from harness.errors import HarnessError
+from harness.report.compare import (
     Change,
     Tolerance,
     compare_results,
@@ -16,7 +17,6 @@ from harness.compare import (
     run_label,
     verdict_matrix,
 )
-from harness.errors import HarnessError
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "results-6.12.95.json"
 REUSE = "igb rx DMA maps per frame, kernel patched so igb_can_reuse_rx_page() is false"  # 1.0 in the fixture

@@ -1,7 +1,7 @@
 import pexpect
 import pytest
 
-from harness.console import ConsoleWatcher, parse_ready_line
+from harness.guest.console import ConsoleWatcher, parse_ready_line
 
 
 def test_ready_line_parsing_keeps_mac_colons():
@@ -54,7 +54,7 @@ def test_benign_lines_are_not_crashes(tmp_path):
 
 
 def test_dma_api_debug_banner_is_allowed_but_reports_are_not():
-    from harness.console import is_crash_line
+    from harness.guest.console import is_crash_line
 
     assert not is_crash_line("[    0.425713] DMA-API: preallocated 65536 debug entries")
     assert not is_crash_line("[    0.426096] DMA-API: debugging enabled by kernel config")
@@ -62,7 +62,7 @@ def test_dma_api_debug_banner_is_allowed_but_reports_are_not():
 
 
 def test_reports_since_carries_the_call_trace(tmp_path):
-    from harness.console import ConsoleWatcher
+    from harness.guest.console import ConsoleWatcher
 
     w = ConsoleWatcher(child=None, log_path=tmp_path / "log")  # type: ignore[arg-type]
     w._feed("[    1.0] boot line\n")
@@ -112,7 +112,7 @@ def test_a_warning_names_its_function_and_reports_count_once(tmp_path):
 
 
 def test_an_oops_fingerprint_ignores_addresses_and_times():
-    from harness.crash import classify
+    from harness.guest.crash import classify
 
     a = classify(["[   12.1] BUG: unable to handle page fault for address: ffffffff810c0125",
                   "[   12.2] RIP: 0010:ftrace_kill+0x25/0x40"])

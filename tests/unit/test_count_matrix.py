@@ -3,8 +3,8 @@ what one kernel lacks, and the timing-dependent counts it leaves out."""
 
 import pandas as pd
 
-from harness.compare import Tolerance
-from harness.matrix import count_matrix
+from harness.report.compare import Tolerance
+from harness.report.matrix import count_matrix
 
 
 def _table(rows):

@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cache import Cache
-from harness.errors import HarnessError
-from harness.image import (
+from harness.artifacts.image import (
     DEFAULT_MIRROR,
     RECIPE_FILES,
     RECIPES_DIR,
@@ -31,6 +29,8 @@ from harness.image import (
     parse_packages,
     render_init,
 )
+from harness.cache import Cache
+from harness.errors import HarnessError
 
 # The shape of Debian 12's /etc/apt/sources.list.d/debian.sources on the build host:
 # a commented snapshot URL right before the real URIs line, and a security stanza.

@@ -2,8 +2,14 @@ from pathlib import Path
 
 import pytest
 
+from harness.artifacts.kconfig import (
+    check_fragments,
+    dropped_options,
+    load_fragment,
+    parse_config_text,
+    resolve_fragments,
+)
 from harness.errors import ConfigFragmentError
-from harness.kconfig import check_fragments, dropped_options, load_fragment, parse_config_text, resolve_fragments
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -62,7 +68,7 @@ def test_project_fragments_parse():
 
 
 def test_a_renamed_option_is_written_under_its_new_name(tmp_path):
-    from harness.kconfig import adapt_fragments, load_fragment
+    from harness.artifacts.kconfig import adapt_fragments, load_fragment
 
     src = tmp_path / "src"
     (src / "fs/proc").mkdir(parents=True)

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.artifacts.distro_kernel import newest_package
+from harness.artifacts.kernel import DEFAULT_FRAGMENTS
+from harness.artifacts.kernel_choice import KernelChoice, kernel_choices, single_choice
 from harness.cli import _user_build, build_parser
-from harness.distro_kernel import newest_package
 from harness.errors import HarnessError
-from harness.kernel import DEFAULT_FRAGMENTS
-from harness.kernel_choice import KernelChoice, kernel_choices, single_choice
 
 
 def test_default_is_the_source_build():

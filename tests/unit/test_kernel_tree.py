@@ -3,10 +3,10 @@ mtimes, so make recompiles them whichever way the work tree switched."""
 
 import os
 
+from harness.artifacts.source_tree import patched_paths
+from harness.artifacts.source_tree import record_patched_files as _record_patched_files
+from harness.artifacts.source_tree import refresh_patched_files as _refresh_patched_files
 from harness.paths import PATCHES_DIR
-from harness.source_tree import patched_paths
-from harness.source_tree import record_patched_files as _record_patched_files
-from harness.source_tree import refresh_patched_files as _refresh_patched_files
 
 PATCH = """--- a/drivers/net/ethernet/intel/igb/igb_main.c
 +++ b/drivers/net/ethernet/intel/igb/igb_main.c
@@ -70,7 +70,7 @@ def test_an_interrupted_patched_build_is_remembered(tmp_path):
 
 
 def test_a_driver_only_patch_rebuilds_that_module_alone(tmp_path):
-    from harness.kernel import split_patches
+    from harness.artifacts.kernel import split_patches
     from harness.nics import module_dirs
 
     igb_only = tmp_path / "igb.patch"
@@ -83,7 +83,7 @@ def test_a_driver_only_patch_rebuilds_that_module_alone(tmp_path):
 
 
 def test_tree_fingerprint_leaves_driver_dirs_out(tmp_path):
-    from harness.source_tree import dir_digest, tree_fingerprint
+    from harness.artifacts.source_tree import dir_digest, tree_fingerprint
 
     igb = tmp_path / "drivers/net/ethernet/intel/igb"
     igb.mkdir(parents=True)

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from harness.ktap import claims_ktap, parse_ktap
+from harness.selftests.ktap import claims_ktap, parse_ktap
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
 

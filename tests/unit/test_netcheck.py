@@ -1,4 +1,4 @@
-from harness.netcheck import parse_ethtool_i
+from harness.measurement.netcheck import parse_ethtool_i
 
 # Captured from `ethtool -i eth2` in a harness guest (linux-source 6.12.95, QEMU 10.0.2 igb).
 ETHTOOL_I_IGB = """driver: igb

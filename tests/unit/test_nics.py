@@ -3,8 +3,8 @@
 import pytest
 
 from harness.errors import HarnessError
+from harness.guest.qemu_cmd import MODULES_SLOT, ROOT_DISK_SLOT, nic_args
 from harness.nics import CATALOGUE, DEFAULT_NICS, MGMT_MAC, MGMT_SLOT, module_dirs, nic, parse_nics
-from harness.qemu_cmd import MODULES_SLOT, ROOT_DISK_SLOT, nic_args
 
 
 def test_five_nics_whose_drivers_matter():

@@ -3,9 +3,9 @@ at half the rate, up to twice; losses the NIC counted are not retried."""
 
 import pytest
 
-from harness import measure
-from harness.measure import FramesLost, RunContext, measure_rx
-from harness.traffic import PktgenConfig, PktgenResult, TrafficRun
+from harness.measurement import measure
+from harness.measurement.measure import FramesLost, RunContext, measure_rx
+from harness.measurement.traffic import PktgenConfig, PktgenResult, TrafficRun
 
 
 class FakeGuest:

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.counters import CounterSnapshot, delta, losses, parse_ethtool_stats, parse_ip_link_stats
-from harness.ftrace_parse import count_graph, parse_hist, parse_hist_file
-from harness.traffic import PktgenConfig, parse_pktgen_result, pktgen_script
+from harness.measurement.counters import CounterSnapshot, delta, losses, parse_ethtool_stats, parse_ip_link_stats
+from harness.measurement.ftrace_parse import count_graph, parse_hist, parse_hist_file
+from harness.measurement.traffic import PktgenConfig, parse_pktgen_result, pktgen_script
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -109,27 +109,27 @@ def test_a_counter_that_did_not_move_is_a_measured_zero():
 
 
 def test_bpftool_map_dump_with_btf():
-    from harness.xdp import parse_map_dump
+    from harness.measurement.xdp import parse_map_dump
 
     # `bpftool -j map dump name headroom_seen` after 200 frames through xdp_headroom on igb.
     assert parse_map_dump(fixture("bpftool_map_dump_headroom.json")) == [({"grow": 152, "len": 60}, 200)]
 
 
 def test_headroom_kprobe_trace():
-    from harness.xdp import parse_headroom_trace
+    from harness.measurement.xdp import parse_headroom_trace
 
     # 5 frames through xdp_headroom.o on igb with the kprobe on bpf_xdp_adjust_head(xdp, 0).
     assert parse_headroom_trace(fixture("kprobe_xdp_adjust_head_5.txt")) == [0xC0] * 5
 
 
 def test_btf_struct_sizes():
-    from harness.btf import parse_struct_sizes
+    from harness.measurement.btf import parse_struct_sizes
 
     assert parse_struct_sizes(fixture("btf_struct_sizes.txt")) == {"xdp_frame": 40, "skb_shared_info": 320}
 
 
 def test_perf_stat_csv_marks_unsupported():
-    from harness.probes import parse_perf_stat_csv
+    from harness.measurement.probes import parse_perf_stat_csv
 
     # `perf stat -a -x,` (perf 6.1 in the guest) around 2,000 frames under TCG: no PMU.
     values = parse_perf_stat_csv(fixture("perf_stat_tcg.csv"))

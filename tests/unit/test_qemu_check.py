@@ -4,7 +4,7 @@ import stat
 import pytest
 
 from harness.errors import MissingToolError
-from harness.qemu_check import check_qemu, missing_devices
+from harness.guest.qemu_check import check_qemu, missing_devices
 
 # Lines as `qemu-system-x86_64 -device help` (QEMU 10.0.2) prints them.
 HELP_10 = '''Network devices:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.qemu_cmd import GuestSpec, kernel_cmdline, qemu_argv
+from harness.guest.qemu_cmd import GuestSpec, kernel_cmdline, qemu_argv
 
 
 def spec(**kw) -> GuestSpec:

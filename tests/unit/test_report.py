@@ -5,8 +5,8 @@ import pandas as pd
 
 from harness.claims.base import Check, ClaimResult
 from harness.claims.lab import ExperimentFailure
-from harness.crash import classify
-from harness.report import write_report
+from harness.guest.crash import classify
+from harness.report.report import write_report
 
 META = {"run_id": "r1", "started": "now", "command": "harness run", "wall_s": 12.0,
         "kernel": {"release": "6.12.95", "key": "k1", "source": "debian-source"},

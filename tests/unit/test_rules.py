@@ -13,7 +13,7 @@ from harness.claims.base import ERROR, REFUTED
 from harness.claims.lab import ExperimentFailure
 from harness.claims.recorded import EmptyLab, RecordedLab
 from harness.claims.runner import CLAIMS, select
-from harness.crash import classify
+from harness.guest.crash import classify
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
 RUN, SOURCES = FIX / "runs" / "6.12.95-stock", FIX / "src" / "6.12.95"

@@ -4,8 +4,8 @@ import json
 
 import pandas as pd
 
-from harness.survey import TECHNIQUES, Cell, SurveyResult, peer_of
-from harness.survey_report import write_survey
+from harness.survey.files import write_survey
+from harness.survey.techniques import TECHNIQUES, Cell, SurveyResult, peer_of
 
 
 def test_each_nic_receives_from_a_peer_on_the_hub():

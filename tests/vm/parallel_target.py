@@ -5,7 +5,7 @@ import json
 import os
 from pathlib import Path
 
-from harness.netcheck import bring_up, rx_delta_after_send
+from harness.measurement.netcheck import bring_up, rx_delta_after_send
 
 
 def test_worker_guest_carries_frames(guest):

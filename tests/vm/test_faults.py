@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import GuestError, GuestTimeout
-from harness.vm import Guest, GuestOptions
+from harness.guest.vm import Guest, GuestOptions
 
 pytestmark = pytest.mark.vm
 

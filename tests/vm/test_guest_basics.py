@@ -5,9 +5,9 @@ import gzip
 
 import pytest
 
-from harness.kconfig import final_values, resolve_fragments
-from harness.kernel import CONFIGS_DIR, DEFAULT_FRAGMENTS
-from harness.netcheck import bring_up, driver_info, link_stats, rx_delta_after_send
+from harness.artifacts.kconfig import final_values, resolve_fragments
+from harness.artifacts.kernel import CONFIGS_DIR, DEFAULT_FRAGMENTS
+from harness.measurement.netcheck import bring_up, driver_info, link_stats, rx_delta_after_send
 
 pytestmark = pytest.mark.vm
 

@@ -5,14 +5,14 @@ import json
 
 import pytest
 
-from harness import xdp
-from harness.btf import struct_sizes
-from harness.dma_probe import DmaProbe
-from harness.igb_source import IGB_H, igb_rx_layout
-from harness.measure import MEASURE_PKTGEN, RunContext, measure_rx
-from harness.netcheck import bring_up
-from harness.probes import GraphProbe
-from harness.traffic import PktgenConfig, run_pktgen
+from harness.measurement import xdp
+from harness.measurement.btf import struct_sizes
+from harness.measurement.dma_probe import DmaProbe
+from harness.measurement.measure import MEASURE_PKTGEN, RunContext, measure_rx
+from harness.measurement.netcheck import bring_up
+from harness.measurement.probes import GraphProbe
+from harness.measurement.traffic import PktgenConfig, run_pktgen
+from harness.source.igb_source import IGB_H, igb_rx_layout
 
 pytestmark = pytest.mark.vm
 
@@ -124,7 +124,7 @@ def test_xdp_headroom_matches_igb_source(guest, kernel, igb_xdp):
 
 
 def test_perf_stat_counts_or_says_unsupported(guest):
-    from harness.probes import PerfStatProbe
+    from harness.measurement.probes import PerfStatProbe
 
     m = measure_rx(guest, RunContext.for_guest(guest, "pytest-perf"), [PerfStatProbe()],
                    pktgen=PktgenConfig(count=2000, rate_pps=5000))

@@ -4,12 +4,12 @@ hub, with the counts attributed to its own poll function and PCI device."""
 
 import pytest
 
-from harness.dma_probe import DmaProbe
-from harness.measure import RunContext, measure_rx
+from harness.measurement.dma_probe import DmaProbe
+from harness.measurement.measure import RunContext, measure_rx
+from harness.measurement.probes import GraphProbe
+from harness.measurement.traffic import PktgenConfig
 from harness.nics import CATALOGUE, nic
-from harness.probes import GraphProbe
-from harness.survey import peer_of
-from harness.traffic import PktgenConfig
+from harness.survey.techniques import peer_of
 
 pytestmark = pytest.mark.vm
 FRAMES = PktgenConfig(count=500, rate_pps=2_500)

@@ -1,0 +1,58 @@
+"""QMP (QEMU's JSON monitor protocol) through QEMU's own client library
+(`qemu.qmp`, PyPI): the harness only adds waiting for QEMU's socket to appear
+and its own error type, so a failure reads like every other harness error."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+from qemu.qmp import QMPError as LibraryQMPError
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from harness.errors import HarnessError
+
+
+class QMPError(HarnessError):
+    pass
+
+
+class QMP:
+    def __init__(self, path: Path, timeout: float = 10.0) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._qmp: QEMUMonitorProtocol | None = None
+
+    def connect(self, wait: float = 10.0) -> None:
+        """Connect (retrying while QEMU creates its socket) and negotiate capabilities."""
+        deadline = time.monotonic() + wait
+        while True:
+            qmp = QEMUMonitorProtocol(str(self.path))
+            try:
+                qmp.connect(negotiate=True)
+                break
+            except (OSError, EOFError, LibraryQMPError) as e:
+                with contextlib.suppress(EOFError, OSError, LibraryQMPError):
+                    qmp.close()
+                if time.monotonic() > deadline:
+                    raise QMPError(f"cannot connect to QMP socket {self.path}: {e}") from e
+                time.sleep(0.05)
+        qmp.settimeout(self.timeout)
+        self._qmp = qmp
+
+    def close(self) -> None:
+        """Disconnect. QEMU may already have closed the socket (after `quit`, or when it
+        died): the library then reports the end of the stream, which is no error here."""
+        if self._qmp is not None:
+            qmp, self._qmp = self._qmp, None
+            with contextlib.suppress(EOFError, OSError, LibraryQMPError):
+                qmp.close()
+
+    def command(self, name: str, **arguments: object) -> object:
+        if self._qmp is None:
+            raise QMPError("QMP not connected")
+        try:
+            return self._qmp.cmd(name, **arguments)
+        except (OSError, EOFError, LibraryQMPError) as e:
+            raise QMPError(f"QMP {name}: {e or type(e).__name__}") from e

@@ -1,0 +1,58 @@
+"""The record of one `harness run` on one kernel, built once from the lab and the
+verdicts, then handed in memory to the report, the baseline comparison and the
+kernel matrix (results.json is this record, written as it is)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from harness.claims.base import ClaimResult
+from harness.claims.experiments import EXPERIMENTS
+from harness.claims.lab import ERROR, Lab
+
+RECORD_FORMAT = 2  # 2: checks have ids, metrics are keyed by them; errors and kernel reports recorded
+
+
+def kernel_reports(lab: Lab) -> list[dict]:
+    """Every kernel report of the run, where it came from and what it counted as:
+    a crash that failed an experiment, a DMA-API report (evidence for the claims),
+    or a report outside any experiment (boot, teardown: fails the run)."""
+    out = []
+    for name, f in lab.failures.items():
+        out += [{"experiment": name, "counted_as": "error", **r.to_json()} for r in f.reports]
+    for name, m in lab.results.items():
+        rows = m.rows("dma_api_errors", "")
+        if rows.empty or not rows.iloc[0].detail:
+            continue
+        d = json.loads(rows.iloc[0].detail)
+        out += [{"experiment": name, "counted_as": "evidence", "kind": "DMA-API", **r} for r in d.get("reports", [])]
+        if d.get("unattributed"):
+            out.append({"experiment": name, "counted_as": "evidence", "kind": "DMA-API",
+                        "fingerprint": f"{d['unattributed']} more DMA-API errors counted, not printed",
+                        "message": "debugfs dma-api/error_count moved beyond the reports printed"})
+    out += [{"experiment": None, "counted_as": "error", **r.to_json()} for r in lab.stray_reports]
+    return out
+
+
+def build_record(lab: Lab, results: list[ClaimResult], meta: dict, *, partial: bool = False) -> dict:
+    experiments = []
+    for name, m in lab.results.items():
+        e = EXPERIMENTS[name]
+        experiments.append({"name": name, "what": e.what, "variant": e.variant, "dma_mode": e.dma_mode,
+                            "frames": m.traffic.received, "pps": m.traffic.result.pps,
+                            "seconds": round(m.seconds, 1), "phases": m.phases})
+    run_errors = [f"kernel report outside any experiment: {r.fingerprint}" for r in lab.stray_reports]
+    claims = [r.to_json() for r in results]
+    return {
+        **meta, "format": RECORD_FORMAT, "partial": partial, "claims": claims, "experiments": experiments,
+        "failures": {name: f.to_json() for name, f in lab.failures.items()},
+        "kernel_reports": kernel_reports(lab), "run_errors": run_errors, "boots": lab.boots,
+        "tally": dict(Counter(c["verdict"] for c in claims)),
+        "timings": {**lab.timings, "boots": round(sum(b.get("boot_s", 0) for b in lab.boots), 1),
+                    "experiments": {e["name"]: e["seconds"] for e in experiments}},
+    }
+
+
+def has_errors(record: dict) -> bool:
+    return bool(record.get("run_errors")) or any(c["verdict"] == ERROR for c in record["claims"])

@@ -1,0 +1,325 @@
+"""`harness survey`: the talk's techniques measured on every NIC of the catalogue
+side by side, on the real driver code of the kernel under test.
+
+Each NIC under test receives from a peer NIC on the same private hub; every
+count is attributed to its own driver's rx path (function_graph under its poll
+function, DMA events of its device, page_pool tracepoints while only it
+receives). Per NIC and technique the survey gives a number (per received frame
+unless the technique says otherwise), how it was measured, or why it could not
+be: a cell is never silently empty."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+from harness.claims.lab import Lab
+from harness.claims.rules import (
+    BUILD_SKB,
+    COPY_SKB_ALLOCS,
+    DMA_ATTR_SKIP_CPU_SYNC,
+    RX,
+    attrs_by_direction,
+    detail,
+    fraction_with,
+    per_packet,
+    per_packet_sum,
+    value,
+    why_unmeasured,
+)
+from harness.errors import HarnessError, Unmeasurable
+from harness.guest.vm import Guest
+from harness.measurement import xdp
+from harness.measurement.dma_probe import DmaProbe
+from harness.measurement.measure import MEASURE_PKTGEN, Measurement, RunContext, measure_rx
+from harness.measurement.probes import EventCountProbe, GraphProbe
+from harness.measurement.traffic import PktgenConfig
+from harness.nics import NicModel, nic
+
+PAGE_POOL_EVENTS = ("page_pool:page_pool_state_hold", "page_pool:page_pool_state_release")
+PAGE_REF_EVENTS = ("page_ref:page_ref_mod", "page_ref:page_ref_mod_and_test")
+SURVEY_PKTGEN = MEASURE_PKTGEN
+XDP_TX_PKTGEN = PktgenConfig(count=MEASURE_PKTGEN.count, rate_pps=2_500)
+# Every DMA bounced through swiotlb: e1000 (copybreak: a sync and a copy per frame)
+# fell behind at 1,250 frames/s with 2,000 frames; fewer frames, slower, one more retry.
+SWIOTLB_PKTGEN = PktgenConfig(count=1_000, rate_pps=2_500)
+XDP_PROGRAMS = ("xdp_drop", "xdp_pass", "xdp_tx")
+
+
+@dataclass(frozen=True)
+class Technique:
+    id: str
+    title: str
+    unit: str  # "per frame", "bytes", "ratio", "fraction", "count", "mode"
+    group: str  # the talk's technique it belongs to
+
+
+TECHNIQUES = (
+    Technique("rx-maps", "rx DMA maps", "per frame", "page reuse"),
+    Technique("rx-unmaps", "rx DMA unmaps", "per frame", "page reuse"),
+    Technique("page-allocs", "page allocations under the poll function", "per frame", "page reuse"),
+    Technique("skip-cpu-sync", "rx maps with DMA_ATTR_SKIP_CPU_SYNC", "fraction", "DMA attributes"),
+    Technique("cpu-syncs", "syncs for the CPU (swiotlb=force)", "per frame", "partial syncs"),
+    Technique("device-syncs", "syncs for the device (swiotlb=force)", "per frame", "partial syncs"),
+    Technique("cpu-sync-vs-frame", "bytes synced for the CPU / bytes received", "ratio", "partial syncs"),
+    Technique("device-sync-bytes", "largest sync for the device (the driver's buffer)", "bytes", "partial syncs"),
+    Technique("build-skb", "skbs built around the rx buffer (build_skb)", "per frame", "build_skb"),
+    Technique("copy-allocs", "skbs allocated to copy into", "per frame", "build_skb"),
+    Technique("page-ref-incs", "page reference increments (page_ref_add/inc)", "per frame", "pagecnt_bias"),
+    Technique("dma-barriers", "dma_rmb()/dma_wmb() calls on the rx/refill lines", "count", "barriers"),
+    Technique("other-barriers", "other barrier calls (rmb/wmb/mb, smp_*, barrier()) on those lines", "count",
+              "barriers"),
+    Technique("x86-fences", "lfence/sfence/mfence from those lines (x86)", "count", "barriers"),
+    Technique("arm64-not-osh", "arm64 barriers from those lines other than dmb osh*", "count", "barriers"),
+    Technique("xdp-mode", "XDP attach mode (native = driver mode)", "mode", "XDP"),
+    Technique("xdp-drop-skbs", "skbs built under XDP_DROP", "per frame", "XDP"),
+    Technique("xdp-drop-allocs", "page allocations under XDP_DROP", "per frame", "XDP"),
+    Technique("xdp-drop-maps", "rx DMA maps under XDP_DROP", "per frame", "XDP"),
+    Technique("xdp-pass-skbs", "skbs built under XDP_PASS", "per frame", "XDP"),
+    Technique("xdp-tx-back", "frames sent back under XDP_TX", "per frame", "XDP"),
+    Technique("xdp-tx-allocs", "page allocations under XDP_TX", "per frame", "XDP"),
+    Technique("pp-slow-allocs", "page_pool pages taken from the page allocator (slow path)", "per frame",
+              "page_pool"),
+    Technique("pp-slow-allocs-xdp", "the same with an XDP program attached (XDP_PASS)", "per frame", "page_pool"),
+    Technique("pp-releases-xdp", "page_pool pages given back to the page allocator, XDP_PASS", "per frame",
+              "page_pool"),
+)
+
+
+@dataclass
+class Cell:
+    value: float | str | None
+    how: str = ""
+    why_not: str = ""  # set when value is None
+
+    def to_json(self) -> dict:
+        v = self.value
+        if isinstance(v, float) and math.isnan(v):
+            v = None
+        return {"value": v, "how": self.how, "why_not": self.why_not if v is None else ""}
+
+
+def peer_of(model: str, models: tuple[str, ...]) -> str:
+    """The NIC that sends to `model`: the e1000e (a driver with no XDP and no page
+    pool of its own, so it adds nothing to the receiver's counts), or for the e1000e
+    itself the first other NIC."""
+    if model != "e1000e" and "e1000e" in models:
+        return "e1000e"
+    others = [m for m in models if m != model]
+    if not others:
+        raise HarnessError(f"the survey needs a peer NIC to send to {model}: give at least two --nics")
+    return others[0]
+
+
+# ---- experiments -------------------------------------------------------------
+def exp_name(kind: str, model: str) -> str:
+    return f"{kind}:{model}"
+
+
+def probes_for(models: tuple[str, ...], events: tuple[str, ...] = ()) -> list:
+    roots = {p: nic(m).driver for m in models for p in nic(m).polls}
+    out: list = [GraphProbe(roots=roots), DmaProbe(drivers=tuple(nic(m).driver for m in models))]
+    if events:
+        out.append(EventCountProbe(list(events)))
+    return out
+
+
+def ring_setup(g: Guest, model: str) -> None:
+    """The catalogue's rx ring size for the NIC, once per guest."""
+    n = nic(model)
+    if n.rx_ring and g.facts.get(f"rx ring:{model}") != n.rx_ring:
+        g.run(["ethtool", "-G", g.nic(model), "rx", str(n.rx_ring)])
+        g.facts[f"rx ring:{model}"] = n.rx_ring
+
+
+def rx_experiment(lab: Lab, model: str, models: tuple[str, ...]) -> None:
+    def run(g: Guest) -> Measurement:
+        ring_setup(g, model)
+        ctx = RunContext(lab.run_id, g.kernel.key, "stock", "direct", "")
+        events = PAGE_POOL_EVENTS + (PAGE_REF_EVENTS if _has_page_ref(g) else ())
+        return measure_rx(g, ctx, probes_for(models, events), src=peer_of(model, models), dst=model,
+                          pktgen=SURVEY_PKTGEN, max_loss=0.01)
+    lab.measure(exp_name("rx", model), "stock", "direct", run)
+
+
+def swiotlb_experiment(lab: Lab, model: str, models: tuple[str, ...]) -> None:
+    def run(g: Guest) -> Measurement:
+        ring_setup(g, model)
+        ctx = RunContext(lab.run_id, g.kernel.key, "stock", "swiotlb", "swiotlb=force")
+        return measure_rx(g, ctx, [DmaProbe(drivers=tuple(nic(m).driver for m in models))],
+                          src=peer_of(model, models), dst=model, pktgen=SWIOTLB_PKTGEN, max_loss=0.01, retries=3)
+    lab.measure(exp_name("swiotlb", model), "stock", "swiotlb", run)
+
+
+def xdp_experiment(lab: Lab, model: str, models: tuple[str, ...], program: str) -> None:
+    def run(g: Guest) -> Measurement:
+        ring_setup(g, model)
+        ifname = g.nic(model)
+        objs = xdp.build_programs(lab.cache)
+        mode = "native" if _native_attaches(g, ifname, objs[program]) else "generic"
+        att = xdp.attach(g, ifname, objs[program], mode)
+        try:
+            ctx = RunContext(lab.run_id, g.kernel.key, "stock", "direct", "")
+            m = measure_rx(g, ctx, probes_for(models, PAGE_POOL_EVENTS), src=peer_of(model, models), dst=model,
+                           pktgen=XDP_TX_PKTGEN if program == "xdp_tx" else SURVEY_PKTGEN, max_loss=0.01)
+            m.add("xdp_attach_mode", 1.0 if att.mode == "native" else 0.0, nic(model).driver,
+                  "ip link set xdpdrv (native) or xdpgeneric; the mode the kernel reports", {"mode": att.mode})
+            return m
+        finally:
+            xdp.detach(g, ifname)
+    lab.measure(exp_name(program, model), "stock", "direct", run)
+
+
+def _native_attaches(g: Guest, ifname: str, obj) -> bool:
+    """Probed, not tabled: does the driver take a program in driver mode?"""
+    key = f"xdp native:{ifname}"
+    if key not in g.facts:
+        try:
+            xdp.attach(g, ifname, obj, "native")
+            xdp.detach(g, ifname)
+            g.facts[key] = True
+        except HarnessError:
+            g.facts[key] = False
+    return bool(g.facts[key])
+
+
+def _has_page_ref(g: Guest) -> bool:
+    return "CONFIG_DEBUG_PAGE_REF=y" in g.kernel.config.read_text().splitlines()
+
+
+def run_survey(lab: Lab, models: tuple[str, ...]) -> None:
+    """Every experiment, grouped by guest (direct-DMA guest first, then swiotlb)."""
+    try:
+        for model in models:
+            rx_experiment(lab, model, models)
+            for program in XDP_PROGRAMS:
+                xdp_experiment(lab, model, models, program)
+        for model in models:
+            swiotlb_experiment(lab, model, models)
+    finally:
+        lab.close()
+
+
+# ---- cells -------------------------------------------------------------------
+def cells_for(lab: Lab, model: str, barriers: dict[str, Cell]) -> dict[str, Cell]:
+    """The survey row of one NIC from what the lab measured."""
+    n = nic(model)
+    drv = n.driver
+    rx, sw = exp_name("rx", model), exp_name("swiotlb", model)
+    graph = f"function_graph under {', '.join(n.polls)}"
+    dma = f"dma:* events of {n.pci_address} ({drv})"
+
+    def cell(v: float | None, how: str, exp: str, missing: str = "") -> Cell:
+        return Cell(v, how, "" if v is not None else (missing or why_unmeasured(lab, exp)))
+
+    maps, map_exps = attrs_by_direction(lab, (rx,), "dma_map_page_attrs", drv, RX)
+    out = {
+        "rx-maps": cell(_rx_per_frame(lab, rx, "dma_map_page_attrs", drv), dma + ", from_device", rx),
+        "rx-unmaps": cell(_rx_per_frame(lab, rx, "dma_unmap_page_attrs", drv), dma + ", from_device", rx),
+        "page-allocs": cell(per_packet(lab, rx, "calls:__alloc_pages_noprof", drv), graph, rx),
+        "skip-cpu-sync": cell(fraction_with(maps, DMA_ATTR_SKIP_CPU_SYNC) if map_exps else None,
+                              dma + ": attrs of the rx maps", rx,
+                              "" if not map_exps else "the driver made no rx map while measured (nothing to judge)"),
+        "cpu-syncs": cell(per_packet(lab, sw, "__dma_sync_single_for_cpu", drv), dma + ", swiotlb=force guest", sw),
+        "device-syncs": cell(per_packet(lab, sw, "__dma_sync_single_for_device", drv), dma + ", swiotlb=force", sw),
+        "cpu-sync-vs-frame": cell(_ratio(per_packet(lab, sw, "__dma_sync_single_for_cpu:bytes", drv),
+                                         per_packet(lab, sw, "counter:link.rx_bytes", drv)),
+                                  "CPU sync bytes per frame / received bytes per frame (ip -s link)", sw),
+        "device-sync-bytes": cell(_largest(lab, sw, "__dma_sync_single_for_device", drv), dma + ", swiotlb", sw,
+                                  "" if sw not in lab.results else "the driver made no sync for the device"),
+        "build-skb": cell(per_packet_sum(lab, rx, BUILD_SKB, drv), graph, rx),
+        "copy-allocs": cell(per_packet_sum(lab, rx, COPY_SKB_ALLOCS, drv), graph, rx),
+        "page-ref-incs": cell(per_packet(lab, rx, "calls:__page_ref_mod", drv),
+                              graph + "; page_ref tracepoints on (CONFIG_DEBUG_PAGE_REF)", rx),
+        "xdp-mode": _xdp_mode(lab, model),
+        "xdp-drop-skbs": cell(per_packet_sum(lab, exp_name("xdp_drop", model), BUILD_SKB + COPY_SKB_ALLOCS, drv),
+                              graph, exp_name("xdp_drop", model)),
+        "xdp-drop-allocs": cell(per_packet(lab, exp_name("xdp_drop", model), "calls:__alloc_pages_noprof", drv),
+                                graph, exp_name("xdp_drop", model)),
+        "xdp-drop-maps": cell(_rx_per_frame(lab, exp_name("xdp_drop", model), "dma_map_page_attrs", drv), dma,
+                              exp_name("xdp_drop", model)),
+        "xdp-pass-skbs": cell(per_packet_sum(lab, exp_name("xdp_pass", model), BUILD_SKB + COPY_SKB_ALLOCS, drv),
+                              graph, exp_name("xdp_pass", model)),
+        "xdp-tx-back": cell(per_packet(lab, exp_name("xdp_tx", model), "counter:link.rx_packets",
+                                       nic(peer_of(model, lab.nics)).driver),
+                            "the peer's rx_packets delta (ip -s link)", exp_name("xdp_tx", model)),
+        "xdp-tx-allocs": cell(per_packet(lab, exp_name("xdp_tx", model), "calls:__alloc_pages_noprof", drv),
+                              graph, exp_name("xdp_tx", model)),
+        "pp-slow-allocs": _events(lab, rx, PAGE_POOL_EVENTS[0]),
+        "pp-slow-allocs-xdp": _events(lab, exp_name("xdp_pass", model), PAGE_POOL_EVENTS[0]),
+        "pp-releases-xdp": _events(lab, exp_name("xdp_pass", model), PAGE_POOL_EVENTS[1]),
+    }
+    out.update(barriers)
+    return out
+
+
+def _rx_per_frame(lab: Lab, experiment: str, func: str, driver: str) -> float | None:
+    """Calls in the rx direction (from_device) per frame: a driver's tx maps are not its rx path."""
+    by, seen = attrs_by_direction(lab, (experiment,), func, driver, RX)
+    m = lab.results.get(experiment)
+    if not seen or m is None or not m.traffic.received:
+        return None
+    return sum(by.values()) / m.traffic.received
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else a / b
+
+
+def _largest(lab: Lab, experiment: str, func: str, driver: str) -> float | None:
+    rows = detail(lab, experiment, func, driver).get("by_dir_len", [])
+    return float(max(r["len"] for r in rows)) if rows else None
+
+
+def _events(lab: Lab, experiment: str, event: str) -> Cell:
+    v = per_packet(lab, experiment, f"event:{event}", "")
+    how = (f"tracepoint {event} (hist trigger; only this NIC receives during the experiment, so its events are "
+           "this driver's pool): per frame")
+    if v is None:
+        return Cell(None, how, why_unmeasured(lab, experiment))
+    return Cell(v, how)
+
+
+def _xdp_mode(lab: Lab, model: str) -> Cell:
+    exp = exp_name("xdp_drop", model)
+    d = detail(lab, exp, "xdp_attach_mode", nic(model).driver)
+    if not d:
+        return Cell(None, "", why_unmeasured(lab, exp))
+    return Cell(d["mode"], "ip link set xdpdrv obj ...: native accepted, else xdpgeneric (probed, not tabled)")
+
+
+@dataclass
+class SurveyResult:
+    kernel: dict
+    nics: tuple[str, ...]
+    cells: dict[str, dict[str, Cell]] = field(default_factory=dict)  # model -> technique -> cell
+    peers: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"kernel": self.kernel, "nics": list(self.nics), "peers": self.peers,
+                "techniques": [t.__dict__ for t in TECHNIQUES],
+                "drivers": {m: {"driver": nic(m).driver, "qemu_device": nic(m).qemu_device, "title": nic(m).title,
+                                "cells": {t: c.to_json() for t, c in cells.items()}}
+                            for m, cells in self.cells.items()}}
+
+    def rows(self) -> list[dict]:
+        return [{"nic": m, "driver": nic(m).driver, "technique": t, **c.to_json()}
+                for m, cells in self.cells.items() for t, c in cells.items()]
+
+
+def json_text(result: SurveyResult) -> str:
+    return json.dumps(result.to_json(), indent=1)
+
+
+__all__ = [
+    "TECHNIQUES",
+    "Cell",
+    "NicModel",
+    "SurveyResult",
+    "Unmeasurable",
+    "cells_for",
+    "peer_of",
+    "run_survey",
+    "value",
+]
