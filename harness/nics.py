@@ -104,3 +104,12 @@ def by_driver(driver: str) -> NicModel | None:
 def module_dirs() -> dict[str, str]:
     """module name -> its source directory, for every NIC the harness builds as a module."""
     return {n.module: n.source_dir for n in CATALOGUE.values() if n.module}
+
+
+def boot_modules(kernel_modules: tuple[str, ...], models: tuple[str, ...]) -> tuple[str, ...]:
+    """Which of a kernel's modules the guest's init loads with `models` on its hub: the
+    drivers of those NICs, and every module that is no catalogue NIC's driver (the
+    management NIC's virtio_net and pktgen, modules in a distro kernel)."""
+    drivers = set(module_dirs())
+    wanted = {nic(m).module for m in models if nic(m).module}
+    return tuple(m for m in kernel_modules if m in wanted or m not in drivers)

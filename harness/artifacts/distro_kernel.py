@@ -19,6 +19,7 @@ from harness.artifacts.kernel import Kernel
 from harness.cache import Cache, hash_parts
 from harness.errors import HarnessError
 from harness.hostcmd import require_tool, run_checked
+from harness.nics import module_dirs
 
 # linux-image-6.12.38+deb12-amd64-unsigned (backports), linux-image-6.1.0-41-amd64-unsigned (bookworm)
 PACKAGE_NAME = re.compile(r"^linux-image-(\d+\.\d+\.\d+(?:[-+][\w.]+?)?-amd64)-unsigned$")
@@ -26,7 +27,9 @@ SERIES = ("6.12", "6.1")  # of the host's suites; "latest" asks the newer ones
 # To mount the root disk (virtio_pci is built in from 6.12 on, a module in 6.1;
 # modprobe --show-depends skips built-ins).
 BOOT_MODULES = ("virtio_pci", "virtio_blk", "ext4")
-GUEST_MODULES = ("virtio_net", "igb", "e1000e", "pktgen")  # loaded by harness-init
+# Staged for harness-init (it loads those of the NICs on the hub, nics.boot_modules):
+# the management NIC's virtio_net, pktgen, and every catalogue NIC's driver.
+GUEST_MODULES = ("virtio_net", "pktgen", *sorted(module_dirs()))
 BUSYBOX = Path("/bin/busybox")
 
 EARLY_INIT = """#!/bin/busybox sh

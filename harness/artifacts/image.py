@@ -278,14 +278,27 @@ def _build(out: Path, recipe: Recipe, pubkey: str, mirror: str, log: Path) -> di
     }
 
 
+def package_suites(packages: list[str]) -> list[str]:
+    """The newer suites a recipe takes single packages from (apt's `name/suite`)."""
+    return sorted({p.split("/", 1)[1] for p in packages if "/" in p})
+
+
 def mmdebstrap_argv(packages: list[str], root: Path, mirror: str, suite: str = SUITE) -> list[str]:
+    # A `name/suite` package comes from that suite, so the suite is one more source
+    # of the same mirror; Default-Release keeps every other package (and the
+    # dependencies the base suite can satisfy) from the base suite. Its Release is
+    # signature-checked but not held to Valid-Until: a mirror's sid can lag by weeks
+    # (seen here: sid's InRelease of 30 Oct, expired on 6 Nov), and a stale list
+    # only means an older build of that one package.
+    extra = package_suites(packages)
     return [
         "mmdebstrap", "--verbose", "--mode=root", "--variant=minbase", "--format=directory",
         f"--include={','.join(packages)}",
+        *([f'--aptopt=APT::Default-Release "{suite}"'] if extra else []),
         *[f"--dpkgopt=path-exclude={p}/*" for p in STRIP_PATHS],
         f"--customize-hook={KEYGEN_HOOK}",
         f"--customize-hook={STRIP_HOOK}",
-        suite, str(root), mirror,
+        suite, str(root), mirror, *[f"deb [check-valid-until=no] {mirror} {s} main" for s in extra],
     ]
 
 

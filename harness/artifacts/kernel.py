@@ -211,7 +211,10 @@ def _build(src: Path, out: Path, build_dir: Path, fragments: list[Fragment], cac
     jobs = make_jobs()
     make = ["make", "-C", str(src), f"O={build_dir}", "-s"]
     started = time.monotonic()
-    print(f"harness: building kernel {request.variant} from {src} (log: {log})", file=sys.stderr, flush=True)
+    # The base build is every variant's (a variant's driver-only patches build its module
+    # alone afterwards): say which request got here first, not that it builds a variant.
+    print(f"harness: building the base kernel (vmlinux and the NIC driver modules, first asked for by the "
+          f"{request.variant} kernel) from {src} (log: {log})", file=sys.stderr, flush=True)
 
     fragments, renamed = adapt_fragments(fragments, src, out / "fragments")
     for note in renamed:

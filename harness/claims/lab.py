@@ -17,7 +17,7 @@ from harness.artifacts.kernel import DEFAULT_FRAGMENTS, Kernel
 from harness.artifacts.kernel_choice import KernelChoice
 from harness.background import BackgroundJob
 from harness.cache import Cache
-from harness.errors import HarnessError, Unmeasurable
+from harness.errors import GuestCommandError, HarnessError, Unmeasurable
 from harness.guest.crash import KernelReport
 from harness.guest.vm import Guest, GuestOptions
 from harness.measurement import dma_debug
@@ -78,6 +78,18 @@ class ExperimentFailure:
         return {"experiment": self.experiment, "kind": self.kind, "headline": self.headline,
                 "message": self.message, "qemu_exit": self.qemu_exit,
                 "reports": [r.to_json() for r in self.reports]}
+
+
+def failure_message(e: HarnessError) -> str:
+    """One line that says what broke: for a guest command, the command (past its
+    `set -e`) and the last lines of its stderr, not only the first line of a script."""
+    if isinstance(e, GuestCommandError):
+        lines = [ln.strip() for ln in e.cmd.splitlines() if ln.strip()]
+        cmd = next((ln for ln in lines if not ln.startswith("set -")), lines[0] if lines else "")
+        err = [ln.strip() for ln in e.stderr.splitlines() if ln.strip()][-3:]
+        return (f"guest command failed (exit {e.rc}): {cmd[:160]}{' ...' if len(lines) > 1 else ''}"
+                + (f"; stderr: {' | '.join(err)}" if err else ""))
+    return getattr(e, "summary", str(e)).splitlines()[0]
 
 
 def describe_exit(status: str) -> str:
@@ -278,7 +290,7 @@ class Lab:
             self._accounted = g.console.line_count() if g.console else 0
             return
         except HarnessError as e:
-            self._fail_on_guest(name, g, mark, getattr(e, "summary", str(e)).splitlines()[0])
+            self._fail_on_guest(name, g, mark, failure_message(e))
             return
         if crashes:
             self._fail_on_guest(name, g, mark, f"the kernel reported {len(crashes)} time(s) during the experiment")

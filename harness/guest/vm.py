@@ -34,7 +34,7 @@ from harness.guest.qemu_cmd import GuestSpec, qemu_argv
 from harness.guest.qmp import QMP, QMPError
 from harness.guest.ssh import CommandResult, CommandTimeout, SSHSession
 from harness.hostcmd import run_checked
-from harness.nics import DEFAULT_NICS, nic
+from harness.nics import DEFAULT_NICS, boot_modules, nic
 
 QEMU = "qemu-system-x86_64"
 PR_SET_PDEATHSIG = 1
@@ -140,12 +140,11 @@ class Guest:
         choice = choose_accel(opts.accel, self.kernel.boot_image, self.cache, QEMU)
         self.times.accel_reason = choice.reason
         share = self._stage_modules() if self.kernel.module_files else None
-        wanted = {nic(m).module for m in opts.nics if nic(m).module}
         self.spec = GuestSpec(
             kernel_image=self.kernel.boot_image, rootfs=self.image.rootfs, accel=choice.accel,
             ssh_port=free_port(), qmp_socket=self.workdir / "qmp.sock", initrd=self.kernel.initrd,
             init=self.image.init, memory_mb=opts.memory_mb, cpus=opts.cpus, nics=opts.nics,
-            cmdline_extra=opts.cmdline_extra, modules=tuple(m for m in self.kernel.modules if m in wanted),
+            cmdline_extra=opts.cmdline_extra, modules=boot_modules(self.kernel.modules, opts.nics),
             module_share=share, iommu=opts.iommu, qemu_extra=opts.qemu_extra,
         )
         self._launch_and_wait()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from harness.errors import GuestError
 from harness.guest.vm import Guest
-from harness.measurement.ftrace_parse import STACK_KEY, HistTable, parse_hist_file, subtract
+from harness.measurement.ftrace_parse import LEGACY_STACK_KEY, STACK_KEY, HistTable, parse_hist_file, subtract
 from harness.measurement.probes import Observation, T, pci_drivers, traceable, tracefs_script
 from harness.nics import DEFAULT_NICS, nic
 
@@ -82,6 +82,7 @@ class DmaProbe:
         self.calls = calls
         self.drivers = drivers  # whose devices get a per-caller table, and a 0 when nothing was seen
         self.source = ""  # "tracepoints" or "kprobes", chosen at arm()
+        self.stack_key = STACK_KEY  # or LEGACY_STACK_KEY on a kernel before 6.5, chosen at arm()
         self.events: dict[str, str] = {}  # metric -> the tracepoint this kernel has for it
         self.armed: list[DmaCall] = []
         self.devices: dict[str, str] = {}  # PCI address -> driver, of the drivers above
@@ -97,7 +98,8 @@ class DmaProbe:
         out = [f"hist:keys={SIZE_KEYS}:{HIST_OPTS}"]
         if call.has_attrs:
             out.append(f"hist:keys={ATTR_KEYS}:{HIST_OPTS}")
-            out += [f'hist:keys={CALLER_KEYS}:{HIST_OPTS} if device == "{dev}"' for dev in sorted(self.devices)]
+            callers = CALLER_KEYS.replace(STACK_KEY, self.stack_key)
+            out += [f'hist:keys={callers}:{HIST_OPTS} if device == "{dev}"' for dev in sorted(self.devices)]
         return out
 
     def arm(self, guest: Guest) -> None:
@@ -132,6 +134,10 @@ class DmaProbe:
             found = {c.metric: next((t for t in c.tracepoints if t in have), "") for c in self.calls}
             # map and unmap decide: without their events the kernel predates the DMA tracepoints
             guest.facts["dma_tracepoints"] = found if found[DMA_CALLS[0].metric] and found[DMA_CALLS[1].metric] else {}
+        if "hist_stack_key" not in guest.facts:  # the stack-trace key's name in this kernel (6.5 renamed it)
+            named = guest.run(f"grep -q common_stacktrace {T}/README", check=False).rc == 0
+            guest.facts["hist_stack_key"] = STACK_KEY if named else LEGACY_STACK_KEY
+        self.stack_key = str(guest.facts["hist_stack_key"])
         self.events = dict(guest.facts["dma_tracepoints"])  # type: ignore[arg-type]
         self.source = "tracepoints" if self.events else "kprobes"
         self.devices = {dev: drv for dev, drv in device_drivers(guest).items() if drv in self.drivers}

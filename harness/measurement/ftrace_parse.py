@@ -81,13 +81,16 @@ def parse_hist_file(text: str) -> dict[str, HistTable]:
     sections: list[tuple[str, list[str]]] = []
     for line in text.splitlines():
         if m := TRIGGER_INFO.match(line):
-            sections.append((m.group(1) + (f" if {m.group(2)}" if m.group(2) else ""), []))
+            keys = ",".join(STACK_KEY if k == LEGACY_STACK_KEY else k for k in m.group(1).split(","))
+            sections.append((keys + (f" if {m.group(2)}" if m.group(2) else ""), []))
         elif sections:
             sections[-1][1].append(line)
     return {keys: parse_hist("\n".join(lines), keys) for keys, lines in sections}
 
 
 STACK_KEY = "common_stacktrace"
+# Its name before 6.5 (6.1 knows only this one); kept under STACK_KEY once parsed.
+LEGACY_STACK_KEY = "stacktrace"
 STACK_FRAME = re.compile(r"^\s*([\w.]+)\+0x[0-9a-f]+/0x[0-9a-f]+(?: \[(\w+)\])?\s*$")
 
 
@@ -110,7 +113,7 @@ def parse_hist(text: str, keys: str = "") -> HistTable:
             continue
         if m := HIST_ENTRY.match(stripped):
             rows.append((_keys(m.group("keys")), _vals(m.group("vals"))))
-        elif stripped.startswith("{") and stripped.endswith(f"{STACK_KEY}:"):
+        elif stripped.startswith("{") and stripped.endswith(f"{LEGACY_STACK_KEY}:"):  # either name
             pending = [stripped]
         elif m := HIST_TOTAL.match(line):
             totals[m.group(1)] = int(m.group(2))
@@ -131,7 +134,8 @@ def _vals(text: str) -> dict[str, int]:
 
 def _stack_entry(lines: list[str], closing: str) -> tuple[dict[str, str], dict[str, int]]:
     """`{ dir: 2, attrs: 34, common_stacktrace:` + frame lines + `} hitcount: N`."""
-    head = lines[0].removeprefix("{").removesuffix(f"{STACK_KEY}:").strip().rstrip(",")
+    head = lines[0].removeprefix("{").removesuffix(f"{LEGACY_STACK_KEY}:").strip()
+    head = head.removesuffix("common_").strip().rstrip(",")
     keys = _keys(head) if head else {}
     frames = [m.group(1) for f in lines[1:] if (m := STACK_FRAME.match(f))]
     keys[STACK_KEY] = " < ".join(frames)

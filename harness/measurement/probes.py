@@ -48,8 +48,11 @@ def tracefs_script(guest: Guest, script: str) -> None:
         guest.run("set -e\n" + script)
     except GuestError as e:
         log = guest.run(f"tail -n 12 {T}/error_log", check=False).stdout.strip()
-        raise GuestError(f"{e.summary}\n  tracefs error_log:\n    " + (log.replace("\n", "\n    ") or "(empty)"),
-                         e.console_tail) from e
+        # The first line names what tracefs refused (its error_log's last entry).
+        errors = [ln.strip() for ln in log.splitlines() if ": error: " in ln]
+        refused = errors[-1].split("] ", 1)[-1] if errors else "see below"
+        raise GuestError(f"tracefs set-up refused: {refused}\n{e.summary}\n  tracefs error_log:\n    "
+                         + (log.replace("\n", "\n    ") or "(empty)"), e.console_tail) from e
 
 
 # Older kernels name some of the functions differently (6.1: before memory

@@ -113,15 +113,22 @@ def net_config(local_if: str) -> str:
 
 def setup_endpoints(g: Guest, model: str, peer: str) -> str:
     """NETIF and its remote: the peer NIC moved into a netns, addresses on both, IPv6
-    switched back on for these two interfaces (the init keeps it off everywhere)."""
+    switched back on for these two interfaces and for the devices the tests create
+    (netkit, macsec, vlan: `default`), while the init keeps it off on the others.
+    keep_addr_on_down: a test that takes the link down and up (a ring or channel
+    change on e1000e, an MTU change) must find its static IPv6 address again, as a
+    NIPA host's network manager would put it back."""
     local, remote = g.nic(model), g.nic(peer)
     ns = f"ip netns exec {NETNS}"
+    v6_on = "disable_ipv6=0"
     g.run(" && ".join([
         f"ip netns del {NETNS} 2>/dev/null; ip netns add {NETNS}",
         f"ip link set dev {remote} netns {NETNS}",
-        f"sysctl -qw net.ipv6.conf.{local}.disable_ipv6=0 net.ipv6.conf.lo.disable_ipv6=0",
-        f"{ns} sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0",
-        f"{ns} sysctl -qw net.ipv6.conf.{remote}.disable_ipv6=0 net.ipv6.conf.lo.disable_ipv6=0",
+        f"sysctl -qw net.ipv6.conf.default.{v6_on} net.ipv6.conf.lo.{v6_on} net.ipv6.conf.{local}.{v6_on}",
+        f"sysctl -qw net.ipv6.conf.default.keep_addr_on_down=1 net.ipv6.conf.{local}.keep_addr_on_down=1",
+        f"{ns} sysctl -qw net.ipv6.conf.all.{v6_on} net.ipv6.conf.default.{v6_on} net.ipv6.conf.lo.{v6_on}",
+        f"{ns} sysctl -qw net.ipv6.conf.{remote}.{v6_on} net.ipv6.conf.all.keep_addr_on_down=1 "
+        f"net.ipv6.conf.{remote}.keep_addr_on_down=1",
         f"ip addr replace {LOCAL_V4}/{PREFIX_V4} dev {local}",
         f"ip -6 addr replace {LOCAL_V6}/{PREFIX_V6} dev {local} nodad",
         f"{ns} ip addr replace {REMOTE_V4}/{PREFIX_V4} dev {remote}",
@@ -139,7 +146,8 @@ def teardown_endpoints(g: Guest, model: str) -> None:
     """The peer back in the init namespace (deleting the netns returns its NIC), addresses off."""
     local = g.nic(model)
     g.run(f"ip netns del {NETNS} 2>/dev/null; ip addr flush dev {local}; "
-          f"sysctl -qw net.ipv6.conf.{local}.disable_ipv6=1; sleep 0.5; true", check=False)
+          f"sysctl -qw net.ipv6.conf.{local}.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1; "
+          "sleep 0.5; true", check=False)
     g.rescan_nics()
 
 
@@ -189,7 +197,8 @@ def select_tests(tests: list[str], pattern: str | None) -> list[str]:
 
 def ensure_tools(g: Guest) -> list[str]:
     """Commands the tests need that the guest lacks (each then skips, saying so)."""
-    out = g.run("for c in python3 ping socat ethtool ip; do command -v $c >/dev/null || echo $c; done").stdout
+    tools = "python3 ping socat iperf3 ethtool ip udevadm bpftrace"
+    out = g.run(f"for c in {tools}; do command -v $c >/dev/null || echo $c; done").stdout
     return out.split()
 
 

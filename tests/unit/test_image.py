@@ -113,9 +113,10 @@ def test_package_list_skips_comments_and_blank_lines() -> None:
 
 def test_default_recipe_has_what_the_init_needs() -> None:
     recipe = load_recipe("default")
+    names = [p.split("/", 1)[0] for p in recipe.packages]
     for pkg in ("openssh-server", "iproute2", "kmod", "tini", "ethtool", "bpftool", "xdp-tools",
-                "linux-perf", "python3", "python3-yaml", "socat", "util-linux", "procps"):
-        assert pkg in recipe.packages
+                "linux-perf", "python3", "python3-yaml", "socat", "iperf3", "util-linux", "procps"):
+        assert pkg in names
     assert set(recipe.files) == set(RECIPE_FILES)
 
 
@@ -238,6 +239,15 @@ def test_mmdebstrap_argv() -> None:
     assert "--include=openssh-server,tini" in argv
     assert '--customize-hook=chroot "$1" ssh-keygen -A' in argv
     assert argv[-3:] == ["bookworm", "/t/root", "http://m.example/debian"]
+    assert not any(a.startswith("--aptopt") for a in argv)
+
+
+def test_mmdebstrap_argv_takes_a_package_from_a_newer_suite() -> None:
+    argv = mmdebstrap_argv(["tini", "ethtool/sid"], Path("/t/root"), "http://m.example/debian")
+    assert "--include=tini,ethtool/sid" in argv
+    assert '--aptopt=APT::Default-Release "bookworm"' in argv
+    assert argv[-4:] == ["bookworm", "/t/root", "http://m.example/debian",
+                         "deb [check-valid-until=no] http://m.example/debian sid main"]
 
 
 def test_progress_reports_phase_and_last_action() -> None:

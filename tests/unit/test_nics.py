@@ -4,7 +4,7 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.guest.qemu_cmd import MODULES_SLOT, ROOT_DISK_SLOT, nic_args
-from harness.nics import CATALOGUE, DEFAULT_NICS, MGMT_MAC, MGMT_SLOT, module_dirs, nic, parse_nics
+from harness.nics import CATALOGUE, DEFAULT_NICS, MGMT_MAC, MGMT_SLOT, boot_modules, module_dirs, nic, parse_nics
 
 
 def test_five_nics_whose_drivers_matter():
@@ -56,3 +56,11 @@ def test_the_kconfig_fragment_builds_every_catalogue_module():
     for n in CATALOGUE.values():
         if n.module:
             assert f"{n.kconfig}=m" in text.splitlines(), n.model
+
+
+def test_boot_modules_keep_the_management_nic_and_pktgen_of_a_distro_kernel():
+    distro = ("virtio_net", "pktgen", "e1000", "e1000e", "igb", "vmxnet3")
+    assert boot_modules(distro, ("igb", "e1000e")) == ("virtio_net", "pktgen", "e1000e", "igb")
+    assert boot_modules(distro, ("vmxnet3", "e1000")) == ("virtio_net", "pktgen", "e1000", "vmxnet3")
+    # A self-built kernel's modules are NIC drivers only (virtio_net is built in).
+    assert boot_modules(("e1000", "e1000e", "igb", "vmxnet3"), ("igb", "virtio-net")) == ("igb",)

@@ -149,3 +149,32 @@ def test_function_graph_of_a_module_names_its_module():
     graph = count_graph(text, {"igb_poll"})
     assert graph.roots_entered == {"igb_poll": 1}
     assert graph.counts["igb_poll"] == {"build_skb": 1, "napi_complete_done": 1}
+
+
+STACK_HIST = """\
+# event histogram
+#
+# trigger info: hist:keys=dir,attrs,{key}:vals=hitcount:sort=hitcount:size=2048 if device == "0000:00:04.0" [active]
+#
+
+{{ dir:          2, attrs:         34, {key}:
+         dma_map_page_attrs+0x5/0x2a0
+         igb_alloc_rx_buffers+0x9a/0x2e0 [igb]
+         igb_poll+0x4f1/0x1060 [igb]
+}} hitcount:         12
+
+Totals:
+    Hits: 12
+    Entries: 1
+    Dropped: 0
+"""
+
+
+@pytest.mark.parametrize("key", ["common_stacktrace", "stacktrace"])  # 6.5 renamed it; 6.1 has the old name
+def test_a_stack_trace_key_is_read_under_either_name(key):
+    (table,) = parse_hist_file(STACK_HIST.format(key=key)).values()
+    assert table.keys == 'dir,attrs,common_stacktrace if device == "0000:00:04.0"'
+    ((keys, vals),) = table.rows
+    assert keys == {"dir": "2", "attrs": "34",
+                    "common_stacktrace": "dma_map_page_attrs < igb_alloc_rx_buffers < igb_poll"}
+    assert vals == {"hitcount": 12} and table.hits == 12

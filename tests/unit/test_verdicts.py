@@ -3,7 +3,8 @@ import math
 import pytest
 
 from harness.claims.base import Check, ClaimResult
-from harness.claims.lab import ExperimentFailure, describe_exit
+from harness.claims.lab import ExperimentFailure, describe_exit, failure_message
+from harness.errors import GuestCommandError, HarnessError
 
 
 def claim(*checks: Check, errors=()) -> ClaimResult:
@@ -80,3 +81,12 @@ def test_checks_are_found_and_reported_by_id():
 def test_exit_signals_are_named():
     assert describe_exit("killed by signal 9") == "killed by signal 9 (SIGKILL)"
     assert describe_exit("exit status 1") == "exit status 1"
+
+
+def test_a_failed_guest_script_says_its_command_and_stderr():
+    e = GuestCommandError("set -e\nip link set dev eth0 xdpdrv obj /tmp/x.o sec xdp\necho done", 2, "",
+                          "libbpf: prog 'x': failed to load\nError: fd 3 invalid\n", [])
+    msg = failure_message(e)
+    assert msg == ("guest command failed (exit 2): ip link set dev eth0 xdpdrv obj /tmp/x.o sec xdp ...; "
+                   "stderr: libbpf: prog 'x': failed to load | Error: fd 3 invalid")
+    assert failure_message(HarnessError("boot failed\nconsole: ...")) == "boot failed"

@@ -24,7 +24,7 @@ def test_edited_igb_gets_its_verdict(breaker, tmp_path, harness_cache, kernel_ch
     if kernel_choice.prebuilt:
         pytest.skip(f"--kernel {kernel_choice.kind} is prebuilt")  # reason: a prebuilt kernel cannot be patched
     out = tmp_path / "out"
-    kernel_args = ["--kernel-tree", str(kernel_choice.tree)] if kernel_choice.tree else []
+    kernel_args = ["--kernel-tree", str(kernel_choice.tree)] if kernel_choice.tree else ["--kernel", kernel_choice.kind]
     res = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--cache", str(harness_cache.root),
                           *kernel_args, "--patch", str(breaker.path), "--claims", breaker.claim, "--out", str(out)],
                          capture_output=True, text=True, timeout=1200, check=False)
