@@ -31,9 +31,12 @@ def debug_modules(cache: Cache, apt: PrivateApt, image_package: str, release: st
             print(f"harness: fetching {dbg} {version} (the DWARF of its modules; large, once) ...",
                   file=sys.stderr, flush=True)
             deb = download(apt, dbg, Path(tmp))
-            patterns = [f"./usr/lib/debug/lib/modules/{release}/kernel/{rel}/{m}.ko*" for m, rel in wanted.items()]
+            # usr/lib/debug/lib/modules/<release>/ up to 6.x, .../usr/lib/modules/<release>/
+            # once the modules moved under /usr: `*` matches either.
+            patterns = [f"./usr/lib/debug/*modules/{release}/kernel/{rel}/{m}.ko*" for m, rel in wanted.items()]
             with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as tar_stream:
-                extract = subprocess.run(["tar", "-x", "-C", str(out), "--wildcards", *patterns],
+                extract = subprocess.run(["tar", "-x", "-C", str(out), "--wildcards", "--wildcards-match-slash",
+                                          *patterns],
                                          stdin=tar_stream.stdout, capture_output=True, text=True, check=False)
             if extract.returncode or tar_stream.returncode:
                 raise HarnessError(f"extracting the NIC modules' DWARF from {deb.name} failed: "

@@ -82,6 +82,19 @@ def newest_image(apt: PrivateApt, series: str) -> str:
     return max(names, key=version_key)
 
 
+KERNEL_PARTS = ("linux-base-", "linux-binary-", "linux-modules-")
+
+
+def kernel_parts(apt: PrivateApt, package: str) -> list[str]:
+    """The packages a prebuilt kernel is made of: the image package, and the parts it
+    depends on where Debian splits them (7.x: linux-image-R is only the dependencies
+    of linux-binary-R with /boot/vmlinuz-R, linux-modules-R, linux-base-R)."""
+    release = package.removeprefix("linux-image-")
+    out = run_checked(["apt-cache", *apt.options(), "depends", "--no-recommends", "--no-suggests", package])
+    deps = [m.group(1) for line in out.splitlines() if (m := re.match(r"\s*\|?(?:Pre)?Depends:\s*(\S+)", line))]
+    return [package] + [d for d in dict.fromkeys(deps) if d.startswith(KERNEL_PARTS) and d.endswith(release)]
+
+
 def package_version(apt: PrivateApt, package: str) -> str:
     out = run_checked(["apt-cache", *apt.options(), "policy", package])
     m = re.search(r"Candidate:\s*(\S+)", out)

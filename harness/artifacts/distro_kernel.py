@@ -81,20 +81,20 @@ def get_debian_kernel(cache: Cache, series: str = "6.12") -> Kernel:
     if not BUSYBOX.is_file():
         raise HarnessError(f"{BUSYBOX} not found: apt-get install busybox-static (needed to boot a distro kernel)")
     if series == "latest":
-        from harness.artifacts.debian_suites import download, private_apt
+        from harness.artifacts.debian_suites import download, kernel_parts, private_apt
         from harness.artifacts.latest_kernel import latest_image_package
 
         package, release = latest_image_package(cache)
 
-        def fetch(work: Path) -> Path:
-            return download(private_apt(cache), package, work)
+        def fetch(work: Path) -> list[Path]:
+            apt = private_apt(cache)
+            return [download(apt, part, work) for part in kernel_parts(apt, package)]
     else:
         package, release = newest_package(series)
 
-        def fetch(work: Path) -> Path:
+        def fetch(work: Path) -> list[Path]:
             run_checked(["apt-get", "download", package], cwd=work, what=f"apt-get download {package}")
-            (deb,) = work.glob("*.deb")
-            return deb
+            return sorted(work.glob("*.deb"))
     key = hash_parts([("package", package), ("early-init", EARLY_INIT),
                       ("modules", ",".join(BOOT_MODULES + GUEST_MODULES))])
 
@@ -102,12 +102,13 @@ def get_debian_kernel(cache: Cache, series: str = "6.12") -> Kernel:
         with tempfile.TemporaryDirectory(prefix="harness-deb-") as tmp:
             work = Path(tmp)
             print(f"harness: fetching {package} ...", file=sys.stderr, flush=True)
-            deb = fetch(work)
             root = work / "x"
-            run_checked(["dpkg-deb", "-x", str(deb), str(root)], what="unpacking the kernel package")
-            shutil.copy2(root / f"boot/vmlinuz-{release}", out / "bzImage")
-            shutil.copy2(root / f"boot/config-{release}", out / "config")
-            shutil.copy2(root / f"boot/System.map-{release}", out / "System.map")
+            debs = fetch(work)
+            for deb in debs:
+                run_checked(["dpkg-deb", "-x", str(deb), str(root)], what=f"unpacking {deb.name}")
+            files = _kernel_files(root, release, debs)
+            for name, src in files.items():
+                shutil.copy2(src, out / name)
             modules = _stage_modules(root, release, work / "initrd")
             _write_cpio(work / "initrd", out / "initrd.cpio")
         return {"source": "debian-prebuilt", "package": package, "release": release, "variant": "stock",
@@ -134,6 +135,28 @@ def with_debug_info(kernel: Kernel, cache: Cache, package: str) -> Kernel:
     meta = {**kernel.meta, "source_package": f"{source.package} {source.version}",
             "debug_package": f"{package}-dbg", "source_origin": str(tree)}
     return replace(kernel, source_roots=(tree,), debug_objects=modules, meta=meta)
+
+
+def _kernel_files(root: Path, release: str, debs: list[Path]) -> dict[str, Path]:
+    """bzImage, config and System.map of an unpacked kernel package: in /boot up to
+    6.x; in /usr/lib/modules/<release>/ beside the modules since Debian's 7.x split
+    packages, whose modules this moves to /lib/modules (where depmod -b looks)."""
+    usr = root / "usr/lib/modules" / release
+    if usr.is_dir() and not (root / "lib/modules" / release).exists():
+        (root / "lib/modules").mkdir(parents=True, exist_ok=True)
+        usr.rename(root / "lib/modules" / release)
+    moddir = root / "lib/modules" / release
+    candidates = {"bzImage": (root / f"boot/vmlinuz-{release}", moddir / "vmlinuz"),
+                  "config": (root / f"boot/config-{release}", moddir / "config"),
+                  "System.map": (root / f"boot/System.map-{release}", moddir / "System.map")}
+    files = {}
+    for name, paths in candidates.items():
+        found = next((p for p in paths if p.is_file()), None)
+        if found is None:
+            raise HarnessError(f"no {' or '.join('/' + str(p.relative_to(root)) for p in paths)} in "
+                               f"{', '.join(d.name for d in debs)}")
+        files[name] = found
+    return files
 
 
 def _stage_modules(root: Path, release: str, initrd: Path) -> list[str]:

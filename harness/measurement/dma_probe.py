@@ -23,7 +23,15 @@ from dataclasses import dataclass
 from harness.errors import GuestError
 from harness.guest.vm import Guest
 from harness.measurement.ftrace_parse import LEGACY_STACK_KEY, STACK_KEY, HistTable, parse_hist_file, subtract
-from harness.measurement.probes import Observation, T, pci_drivers, traceable, tracefs_script
+from harness.measurement.probes import (
+    Observation,
+    T,
+    pci_drivers,
+    resolve_functions,
+    traceable,
+    tracefs_script,
+    with_aliases,
+)
 from harness.nics import DEFAULT_NICS, nic
 
 DMA_DIRECTIONS = {"0": "bidirectional", "1": "to_device", "2": "from_device", "3": "none"}
@@ -83,6 +91,7 @@ class DmaProbe:
         self.drivers = drivers  # whose devices get a per-caller table, and a 0 when nothing was seen
         self.source = ""  # "tracepoints" or "kprobes", chosen at arm()
         self.stack_key = STACK_KEY  # or LEGACY_STACK_KEY on a kernel before 6.5, chosen at arm()
+        self.kprobed: dict[str, str] = {}  # metric -> the function its kprobe sits on (kprobes only)
         self.events: dict[str, str] = {}  # metric -> the tracepoint this kernel has for it
         self.armed: list[DmaCall] = []
         self.devices: dict[str, str] = {}  # PCI address -> driver, of the drivers above
@@ -142,8 +151,11 @@ class DmaProbe:
         self.source = "tracepoints" if self.events else "kprobes"
         self.devices = {dev: drv for dev, drv in device_drivers(guest).items() if drv in self.drivers}
         if self.source == "kprobes":
-            found = traceable(guest, [c.metric for c in self.calls])
-            self.armed = [c for c in self.calls if c.metric in found]
+            # A metric's function under its older name where the kernel has that one
+            # (6.1: dma_sync_single_for_cpu itself, before the __dma_sync_* split).
+            metrics = [c.metric for c in self.calls]
+            self.kprobed = resolve_functions(metrics, traceable(guest, with_aliases(metrics)))
+            self.armed = [c for c in self.calls if c.metric in self.kprobed]
         else:
             self.armed = [c for c in self.calls if self.events.get(c.metric)]
 
@@ -151,7 +163,7 @@ class DmaProbe:
         lines, triggers = [], []
         for call in self.armed:
             if self.source == "kprobes":
-                probe = f"p:{KPROBE_GROUP}/{call.metric} {call.metric} {KPROBE_DEVICE} {call.kprobe_args}"
+                probe = f"p:{KPROBE_GROUP}/{call.metric} {self.kprobed[call.metric]} {KPROBE_DEVICE} {call.kprobe_args}"
                 lines.append(f"echo {shlex.quote(probe)} >> {T}/kprobe_events")
             triggers += [f"echo {shlex.quote(t)} >> {self._event_dir(call)}/trigger" for t in self.triggers(call)]
         return "\n".join(lines + triggers)
@@ -185,7 +197,7 @@ class DmaProbe:
 
     def _method(self, call: DmaCall, keys: str) -> str:
         src = (f"tracepoint {self.events[call.metric].replace('/', ':')}" if self.source == "tracepoints"
-               else f"kprobe on {call.metric} (device from its struct device argument)")
+               else f"kprobe on {self.kprobed.get(call.metric, call.metric)} (device from its struct device argument)")
         return f"{src}, hist trigger keyed by {keys}"
 
     def _size_observations(self, call: DmaCall, table: HistTable, drivers: dict[str, str]) -> list[Observation]:
