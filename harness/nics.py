@@ -45,6 +45,11 @@ class NicModel:
     def poll(self) -> str:
         return self.polls[0]
 
+    @property
+    def refill(self) -> str:
+        """The rx refill function (rx_roots' last): where the driver allocates rx buffers."""
+        return self.rx_roots[-1]
+
 
 INTEL = "drivers/net/ethernet/intel"
 CATALOGUE: dict[str, NicModel] = {n.model: n for n in (

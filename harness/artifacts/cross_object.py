@@ -43,8 +43,12 @@ class CrossArch:
 
 CROSS_ARCHES = {"arm64": CrossArch("arm64", "aarch64-linux-gnu-", "gcc-aarch64-linux-gnu")}
 # An external-module object needs CONFIG_MODULES; the kernel's own fragments are
-# merged first, so the drivers' options match their x86 build.
-MODULE_FRAGMENT = "CONFIG_MODULES=y\nCONFIG_PCI=y\nCONFIG_NET_VENDOR_INTEL=y\nCONFIG_IGB=m\n"
+# merged first, so the drivers' options match their x86 build. A prebuilt kernel
+# has none: the base is tinyconfig, so the path down to the driver is spelled out.
+MODULE_FRAGMENT = ("CONFIG_MODULES=y\nCONFIG_PCI=y\nCONFIG_NET=y\nCONFIG_NETDEVICES=y\nCONFIG_ETHERNET=y\n"
+                   "CONFIG_NET_VENDOR_INTEL=y\nCONFIG_IGB=m\n"
+                   # DWARF line info: which source line each barrier instruction comes from.
+                   "CONFIG_DEBUG_KERNEL=y\nCONFIG_DEBUG_INFO_DWARF_TOOLCHAIN_DEFAULT=y\n")
 
 
 def require_cross(name: str) -> CrossArch:

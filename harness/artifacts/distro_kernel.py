@@ -125,11 +125,19 @@ def with_debug_info(kernel: Kernel, cache: Cache, package: str) -> Kernel:
     """The prebuilt kernel with its version's source (linux-source-X.Y, unpacked) and
     its NIC modules' DWARF (the -dbg package)."""
     from harness.artifacts.debian_debug import debug_modules
-    from harness.artifacts.debian_suites import private_apt
+    from harness.artifacts.debian_suites import package_version, private_apt
     from harness.artifacts.latest_kernel import latest_source
     from harness.artifacts.source_tree import extract_debian_source
 
     source = latest_source(cache)
+    image_version = package_version(private_apt(cache), package)
+    if image_version != source.version:
+        # Line numbers of another version's source would attribute the -dbg object's
+        # instructions to the wrong lines: better no source than a wrong one.
+        print(f"harness: {package} is {image_version} but {source.package} is {source.version}: the claims that "
+              "read the driver's source or DWARF are not judged on it", file=sys.stderr, flush=True)
+        return replace(kernel, meta={**kernel.meta, "source_mismatch": f"{package} {image_version} vs "
+                                                                       f"{source.package} {source.version}"})
     tree = extract_debian_source(cache, source.tarball)
     modules = debug_modules(cache, private_apt(cache), package, kernel.release)
     meta = {**kernel.meta, "source_package": f"{source.package} {source.version}",

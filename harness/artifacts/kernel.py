@@ -76,7 +76,8 @@ class Kernel:
         for root in (*self.source_roots, self.bzimage.parent / "src"):
             if (root / rel).is_file():
                 return root / rel
-        raise HarnessError(f"{rel}: this kernel's source is not available ({self.meta.get('source', 'prebuilt')})")
+        why = self.meta.get("source_mismatch") or self.meta.get("source", "prebuilt")
+        raise HarnessError(f"{rel}: this kernel's source is not available ({why})")
 
     def module_file(self, module: str) -> Path:
         if module not in self.module_files:

@@ -95,6 +95,11 @@ class Barriers:
         if "igb_main.c:" not in dis.text:
             return self._unmeasured(f"no line info for igb in {', '.join(dis.symbols)} (needs CONFIG_DEBUG_INFO)")
         covered = covered_functions(dis.text, SOURCE, ranges)
+        if not covered:
+            # No rx/refill line at all: the line info was not read (a path form the parser
+            # does not know), not a hot path without instructions.
+            return self._unmeasured(f"the line info of {', '.join(dis.symbols)} attributes no instruction to "
+                                    f"the rx/refill lines of {SOURCE}")
         fences = parse_fences(dis.text)
         in_hot = [f for f in fences if in_ranges(f, SOURCE, ranges)]
         elsewhere = [f for f in fences if f not in in_hot]

@@ -20,12 +20,13 @@ from .rules import (
     fmt,
     fraction_with,
     frames,
+    method,
     per_packet,
     why_unmeasured,
 )
 
 PAGE_SIZE = 4096
-SYNC = "dma:dma_sync_single_for_{} events keyed by device, dir and size, swiotlb=force guest"
+SYNC = "dma:dma_sync_single_for_{} events keyed by device, dir and size"
 DMA_API = "debugfs dma-api/error_count delta per experiment; reports naming igb, plus any not printed"
 # Where igb unmaps an rx page (igb_main.c): ring teardown at link down, and the
 # hot path when a page cannot be reused (igb_put_rx_buffer, inlined into the
@@ -64,16 +65,22 @@ class HalfPageSync:
         dev_lens = device_syncs(lab, exp)
         largest = float(max(dev_lens)) if dev_lens else (0.0 if exp in lab.results else None)
         errors, reports = dma_api_errors(lab, self.experiments, "igb")
+
+        def how(direction: str, experiment: str = exp) -> str:
+            # The probe that ran: the dma tracepoints, or kprobes where a kernel has none (6.1).
+            probe = method(lab, experiment, f"__dma_sync_single_for_{direction}", "igb") or SYNC.format(direction)
+            return f"{probe}, swiotlb=force guest"
+
         checks = [
             Check("cpu-syncs-per-frame", "igb syncs for the CPU per frame", cpu, "~", 1.0, rel_tol=0.02,
-                  how=SYNC.format("cpu"), unmeasured=why),
+                  how=how("cpu"), unmeasured=why),
             Check("device-syncs-per-frame", "igb syncs for the device per frame", dev, "~", 1.0, rel_tol=0.02,
-                  how=SYNC.format("device"), unmeasured=why),
+                  how=how("device"), unmeasured=why),
             Check("cpu-sync-bytes-ratio", "bytes synced for the CPU per frame / bytes received per frame",
                   None if cpu_bytes is None or not frame_bytes else cpu_bytes / frame_bytes, "~", 1.0,
-                  rel_tol=0.01, how=SYNC.format("cpu") + "; received bytes from ip -s link rx_bytes", unmeasured=why),
+                  rel_tol=0.01, how=how("cpu") + "; received bytes from ip -s link rx_bytes", unmeasured=why),
             Check("largest-device-sync", "largest sync for the device (bytes)", largest, "<=", PAGE_SIZE / 2,
-                  how=SYNC.format("device"), unmeasured=why),
+                  how=how("device"), unmeasured=why),
         ]
         explanation = [
             f"With every DMA bounced through swiotlb, igb synced {fmt(cpu)} times per frame for the CPU, "
@@ -90,10 +97,10 @@ class HalfPageSync:
             label = f"igb_rx_bufsz() = {want}" if want else "igb_rx_bufsz()"
             checks += [
                 Check(f"{mode}-bufsz-syncs-per-frame", f"device syncs of exactly {label} bytes per frame ({mode} ring)",
-                      exact, "~", 1.0, rel_tol=0.02, how=SYNC.format("device") + f"; expected size from igb.h, "
+                      exact, "~", 1.0, rel_tol=0.02, how=how("device", experiment) + f"; expected size from igb.h, "
                       f"experiment {experiment}", unmeasured=why_mode),
                 Check(f"{mode}-other-size-syncs", f"device syncs of any other length ({mode} ring)", other, "==", 0,
-                      how=SYNC.format("device") + f"; experiment {experiment}", unmeasured=why_mode),
+                      how=how("device", experiment) + f"; experiment {experiment}", unmeasured=why_mode),
             ]
             if experiment in lab.results:
                 explanation.append(f"{mode} ring ({experiment}): device syncs by length {self._lens(lens)} over "

@@ -53,6 +53,19 @@ def per_packet(lab: Lab, experiment: str, metric: str, driver: str) -> float | N
     return None if v is None or not n else v / n
 
 
+def per_packet_by_caller(lab: Lab, experiment: str, metric: str, driver: str,
+                         callers: tuple[str, ...]) -> float | None:
+    """Calls per frame made with one of `callers` as the innermost traced function
+    open around them (function_graph's by_caller detail). A measurement recorded
+    without that detail counts every call (never fewer than were made)."""
+    total = per_packet(lab, experiment, metric, driver)
+    by_caller = detail(lab, experiment, metric, driver).get("by_caller")
+    if total is None or by_caller is None:
+        return total
+    n = frames(lab, experiment)
+    return sum(c for f, c in by_caller.items() if f in callers) / n if n else None
+
+
 def per_packet_sum(lab: Lab, experiment: str, metrics: tuple[str, ...], driver: str) -> float | None:
     """Sum over the metrics that were measured (functions absent from this kernel count as 0
     only if at least one of them was traceable)."""
@@ -67,6 +80,15 @@ def detail(lab: Lab, experiment: str, metric: str, driver: str) -> dict:
         return {}
     rows = m.rows(metric, driver)
     return json.loads(rows.iloc[0].detail) if not rows.empty and rows.iloc[0].detail else {}
+
+
+def method(lab: Lab, experiment: str, metric: str, driver: str) -> str | None:
+    """How the experiment measured the metric (the probe that ran on this kernel)."""
+    m = measured(lab, experiment)
+    if m is None:
+        return None
+    rows = m.rows(metric, driver)
+    return str(rows.iloc[0].method) if not rows.empty and "method" in rows and rows.iloc[0].method else None
 
 
 def attrs_by_direction(lab: Lab, experiments: tuple[str, ...], func: str, driver: str,

@@ -4,11 +4,24 @@ Each explanation says what the code did in this run, whichever way the checks we
 
 from __future__ import annotations
 
+from harness.nics import nic
+
 from .base import Check, ClaimResult
 from .lab import Lab
-from .rules import BUILD_SKB, COPY_SKB_ALLOCS, fmt, per_packet, per_packet_sum, why_unmeasured
+from .rules import (
+    BUILD_SKB,
+    COPY_SKB_ALLOCS,
+    detail,
+    fmt,
+    per_packet,
+    per_packet_by_caller,
+    per_packet_sum,
+    why_unmeasured,
+)
 
 GRAPH = "function_graph under igb_poll, calls per received frame"
+ALLOC = "calls:__alloc_pages_noprof"  # every page allocation (probes.SUCCESSORS)
+REFILL = nic("igb").refill
 # igb rx buffers are half pages (PAGE_SIZE 4096 < 8192: igb_rx_frame_truesize() =
 # igb_rx_pg_size() / 2): a page whose frames the stack holds serves two frames.
 HALVES_PER_PAGE = 2
@@ -50,7 +63,12 @@ class PageReuse:
 
     def evaluate(self, lab: Lab) -> ClaimResult:
         maps = per_packet(lab, "rx", "dma_map_page_attrs", "igb")
-        allocs = per_packet(lab, "rx", "calls:__alloc_pages_noprof", "igb")
+        # igb's rx pages come from igb_alloc_mapped_page(), inlined into the refill; other
+        # allocations under igb_poll are the stack's (slab refills under napi_build_skb,
+        # DMA-API debug entries under dma_map_page_attrs), listed in the text.
+        allocs = per_packet_by_caller(lab, "rx", ALLOC, "igb", (REFILL,))
+        all_allocs = per_packet(lab, "rx", ALLOC, "igb")
+        alloc_callers = detail(lab, "rx", ALLOC, "igb").get("by_caller", {})
         held_maps = per_packet(lab, "rx-held", "dma_map_page_attrs", "igb")
         nr_maps = per_packet(lab, "rx-no-reuse", "dma_map_page_attrs", "igb")
         ctl_maps = per_packet(lab, "rx-control", "dma_map_page_attrs", "e1000e")
@@ -58,8 +76,9 @@ class PageReuse:
         checks = [
             Check("igb-rx-maps-per-frame", "igb rx DMA maps per frame (stock)", maps, "<", 0.05, how=DMA,
                   unmeasured=why_unmeasured(lab, "rx")),
-            Check("igb-page-allocs-per-frame", "page allocations per frame under igb_poll (stock)", allocs, "<", 0.05,
-                  how=GRAPH, unmeasured=why_unmeasured(lab, "rx")),
+            Check("igb-page-allocs-per-frame", f"rx-buffer page allocations per frame by {REFILL}() (stock)", allocs,
+                  "<", 0.05, how=GRAPH + f"; calls whose innermost traced caller is {REFILL}",
+                  unmeasured=why_unmeasured(lab, "rx")),
             Check("held-skbs-maps-per-frame", "igb rx DMA maps per frame (stock) when the receiver holds every skb",
                   held_maps, "~", 1 / HALVES_PER_PAGE, rel_tol=0.1,
                   how=DMA + "; a UDP socket that is never read holds each frame's page",
@@ -79,6 +98,9 @@ class PageReuse:
              "back into the ring instead of being replaced." if stock_ok else
              f"Stock igb: {fmt(maps, 4)} DMA maps and {fmt(allocs, 4)} page allocations per frame: it replaces "
              "its rx pages instead of reusing them."),
+            f"All page allocations under igb_poll: {fmt(all_allocs, 4)} per frame, by innermost traced caller: "
+            + (", ".join(f"{f} {c}" for f, c in sorted(alloc_callers.items(), key=lambda x: -x[1])) or "none")
+            + f" (only {REFILL}'s are igb's rx pages; napi_build_skb's are slab refills for skb heads).",
             f"With a receiver that holds every skb, stock igb maps {fmt(held_maps, 4)} new pages per frame: a page "
             "still serves its second half (one frame held leaves page_count - pagecnt_bias at 1), then, with both "
             "halves held, igb_can_reuse_rx_page() gives it up: reuse happens only once the stack lets go.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # " 1)               |  igb_poll() {"   " 0)   0.950 us    |    napi_build_skb();"   " 0) + 10.1 us |  }"
 GRAPH_LINE = re.compile(r"^\s*(\d+)\)\s*(?:[^|]*)\|(\s*)(.*?)\s*$")
@@ -21,6 +21,10 @@ class GraphCounts:
     counts: dict[str, Counter]
     roots_entered: Counter
     unattributed: Counter  # calls seen outside any root (should stay empty)
+    # callers[root][function][caller]: the innermost traced function open around each
+    # call (the root itself when no other traced function is): which part of the rx
+    # path made it, e.g. a page allocation by the refill or by slab under napi_build_skb.
+    callers: dict[str, dict[str, Counter]] = field(default_factory=dict)
 
 
 def count_graph(text: str, roots: set[str]) -> GraphCounts:
@@ -30,6 +34,7 @@ def count_graph(text: str, roots: set[str]) -> GraphCounts:
     counts: dict[str, Counter] = {r: Counter() for r in roots}
     entered: Counter = Counter()
     unattributed: Counter = Counter()
+    callers: dict[str, dict[str, Counter]] = {r: {} for r in roots}
     for line in text.splitlines():
         if line.startswith("#"):
             continue
@@ -51,11 +56,12 @@ def count_graph(text: str, roots: set[str]) -> GraphCounts:
             entered[func] += 1
         elif root is not None:
             counts[root][func] += 1
+            callers[root].setdefault(func, Counter())[stack[-1]] += 1
         else:
             unattributed[func] += 1
         if opener == "{":
             stack.append(func)
-    return GraphCounts(counts, entered, unattributed)
+    return GraphCounts(counts, entered, unattributed, callers)
 
 
 HIST_ENTRY = re.compile(r"^\{\s*(?P<keys>.*?)\s*\}\s*(?P<vals>hitcount:.*)$")

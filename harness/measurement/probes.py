@@ -68,12 +68,26 @@ FUNCTION_ALIASES = {
 }
 
 
+# Newer kernels route more through a function below the named one: from 6.14 every
+# page allocation reaches __alloc_frozen_pages_noprof (__alloc_pages_noprof calls it,
+# and slab allocates its pages frozen, past __alloc_pages_noprof), so it is probed
+# where it exists and counted under the older name, comparable across kernels.
+SUCCESSORS = {
+    "__alloc_pages_noprof": ("__alloc_frozen_pages_noprof",),
+}
+
+
+def candidates(f: str) -> tuple[str, ...]:
+    """What to probe for `f`, best first: a successor, itself, an older alias."""
+    return (*SUCCESSORS.get(f, ()), f, *FUNCTION_ALIASES.get(f, ()))
+
+
 def resolve_functions(functions: list[str], available: set[str]) -> dict[str, str]:
-    """name -> the function to probe for it in this kernel (itself or an older
-    alias); names with neither available are left out."""
+    """name -> the function to probe for it in this kernel (a successor, itself or
+    an older alias); names with none available are left out."""
     found = {}
     for f in functions:
-        for candidate in (f, *FUNCTION_ALIASES.get(f, ())):
+        for candidate in candidates(f):
             if candidate in available:
                 found[f] = candidate
                 break
@@ -81,7 +95,7 @@ def resolve_functions(functions: list[str], available: set[str]) -> dict[str, st
 
 
 def with_aliases(functions: list[str]) -> list[str]:
-    return [name for f in functions for name in (f, *FUNCTION_ALIASES.get(f, ()))]
+    return [name for f in functions for name in candidates(f)]
 
 
 def traceable(guest: Guest, functions: list[str]) -> set[str]:
@@ -203,7 +217,9 @@ echo 1 > {T}/tracing_on"""
             for func in self.functions:
                 if (probed := self.probed.get(func)) is not None:
                     how = method if probed == func else f"{method}; {probed}() in this kernel"
-                    obs.append(Observation(f"calls:{func}", graph.counts[root][probed], driver, how))
+                    by_caller = dict(graph.callers[root].get(probed, {}))
+                    obs.append(Observation(f"calls:{func}", graph.counts[root][probed], driver, how,
+                                           {"by_caller": by_caller} if by_caller else {}))
         missing = sorted(set(self.functions) - set(self.probed))
         if missing:
             obs.append(Observation("untraceable_functions", len(missing), "", "available_filter_functions",

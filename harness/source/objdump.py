@@ -10,7 +10,9 @@ from dataclasses import dataclass
 FENCES = ("lfence", "sfence", "mfence")
 INSN = re.compile(r"^\s*[0-9a-f]+:\s+(\w+)")
 ARM64_BARRIER = re.compile(r"^\s*[0-9a-f]+:\s+(dmb|dsb)\s+(\w+)")
-LINE_INFO = re.compile(r"^(/\S+):(\d+)(?: \(discriminator \d+\))?$")
+# An absolute path for a self-built kernel; a relative one (`debian/build/.../igb_main.c:8279`)
+# in Debian's -dbg objects, built with -fdebug-prefix-map.
+LINE_INFO = re.compile(r"^(\S+?\.[A-Za-z]+):(\d+)(?: \(discriminator \d+\))?$")
 FUNC_INFO = re.compile(r"^([\w.]+)\(\):$")
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from harness.artifacts.cross_object import require_cross
 from harness.errors import HarnessError, MissingToolError
-from harness.source.objdump import arm64_barrier, parse_fences, x86_fence
+from harness.source.objdump import arm64_barrier, covered_functions, parse_fences, x86_fence
 from harness.source.objdump import in_ranges as in_source_ranges
 from harness.source.rx_source import barrier_sites, function_ranges, rx_functions, strip_comments
 
@@ -105,3 +105,20 @@ static int clean(void)
     ranges = rx_functions(src, ("clean",))
     assert set(ranges) == {"clean", "helper"}  # the tx helper is judged apart
     assert barrier_sites(src, ranges) == [(3, "smp_rmb", "helper")]
+
+
+def test_relative_line_info_of_debian_dbg_objects_is_attributed():
+    # Debian's -dbg igb.ko (7.3.4+deb13) names its sources relative to the build tree.
+    text = """000000000000afc0 <igb_poll>:
+igb_poll():
+debian/build/build_amd64_none_amd64/drivers/net/ethernet/intel/igb/igb_main.c:8279
+    afc0:\tendbr64
+igb_clean_rx_irq():
+debian/build/build_amd64_none_amd64/drivers/net/ethernet/intel/igb/igb_main.c:9001 (discriminator 2)
+    b100:\tlfence
+"""
+    source = "drivers/net/ethernet/intel/igb/igb_main.c"
+    (fence,) = parse_fences(text)
+    assert (fence.insn, fence.line, fence.function) == ("lfence", 9001, "igb_clean_rx_irq")
+    assert covered_functions(text, source, {"igb_poll": (8270, 8300), "igb_clean_rx_irq": (8990, 9100),
+                                            "igb_alloc_rx_buffers": (1, 2)}) == {"igb_poll", "igb_clean_rx_irq"}

@@ -7,6 +7,7 @@ import pytest
 
 from harness.measurement.counters import CounterSnapshot, delta, losses, parse_ethtool_stats, parse_ip_link_stats
 from harness.measurement.ftrace_parse import count_graph, parse_hist, parse_hist_file
+from harness.measurement.probes import resolve_functions, with_aliases
 from harness.measurement.traffic import PktgenConfig, parse_pktgen_result, pktgen_script
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
@@ -178,3 +179,14 @@ def test_a_stack_trace_key_is_read_under_either_name(key):
     assert keys == {"dir": "2", "attrs": "34",
                     "common_stacktrace": "dma_map_page_attrs < igb_alloc_rx_buffers < igb_poll"}
     assert vals == {"hitcount": 12} and table.hits == 12
+
+
+@pytest.mark.parametrize("available, probed", [
+    # 7.x: slab allocates frozen pages below __alloc_pages_noprof, so the successor is probed
+    ({"__alloc_frozen_pages_noprof", "__alloc_pages_noprof"}, "__alloc_frozen_pages_noprof"),
+    ({"__alloc_pages_noprof"}, "__alloc_pages_noprof"),  # 6.10 .. 6.13
+    ({"__alloc_pages"}, "__alloc_pages"),  # 6.1
+])
+def test_page_allocations_probed_where_every_one_passes(available, probed):
+    assert resolve_functions(["__alloc_pages_noprof", "napi_build_skb"], available) == {"__alloc_pages_noprof": probed}
+    assert probed in with_aliases(["__alloc_pages_noprof"])
