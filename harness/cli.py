@@ -270,7 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="the main job: check the talk's claims on the kernel, write the report")
     _add_kernel_args(r)
     r.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
-    r.add_argument("--claims", metavar="ID,...", help="only these claims (default: all)")
+    r.add_argument("--claims", metavar="ID,...",
+                   help="only these claims (default: the talk's eight; all: also the agenda's tx-bulking and "
+                        "rx-tail-batching)")
     _add_nics_arg(r)
     r.add_argument("--out", type=Path, default=Path("out"),
                    help="directory for the report (default out/); with several kernels one subdirectory each "

@@ -16,6 +16,30 @@ from harness.errors import HarnessError
 
 
 @dataclass(frozen=True)
+class TailRegisters:
+    """A descriptor ring's tail register (RDT/TDT) per queue, at the offsets QEMU's
+    register-write trace event prints (its canonical index << 2, aliases resolved)."""
+
+    base: int
+    stride: int
+    queues: int
+
+    def offsets(self) -> frozenset[int]:
+        return frozenset(self.base + q * self.stride for q in range(self.queues))
+
+
+@dataclass(frozen=True)
+class DeviceTrace:
+    """What QEMU's own model of the NIC reports through its trace events: the second
+    witness of what the driver did (harness.measurement.device_trace)."""
+
+    register_write: str  # the event every MMIO register write emits (offset, size, value)
+    rx_tail: TailRegisters  # RDT: the driver hands the device fresh rx buffers
+    tx_tail: TailRegisters  # TDT: the driver hands the device frames to send
+    rx_buffer_write: str  # the event the model emits per piece of a frame it writes into an rx buffer
+
+
+@dataclass(frozen=True)
 class NicModel:
     model: str  # the catalogue name users type (--nics igb,e1000e)
     qemu_device: str  # QEMU -device name
@@ -31,6 +55,7 @@ class NicModel:
     title: str  # what the device is, for reports
     qemu_options: str = ""  # extra -device properties
     rx_ring: int | None = None  # rx descriptors the survey sets (ethtool -G) before measuring; None: the default
+    device_trace: DeviceTrace | None = None  # QEMU's trace events for this model, where the harness reads them
 
     @property
     def mac(self) -> str:
@@ -52,13 +77,21 @@ class NicModel:
 
 
 INTEL = "drivers/net/ethernet/intel"
+# QEMU's igb model (hw/net/igb_core.c) reuses e1000e's trace event names except
+# for its own rx buffer write. Offsets: the 82576 datasheet's RDT/TDT(n) (queues
+# 0-3 also have legacy aliases at 0x2818/0x3818, which QEMU resolves to these);
+# the 82574L's two queues at 0x2818/0x3818 + 0x100 n.
+IGB_TRACE = DeviceTrace("e1000e_core_write", TailRegisters(0xC018, 0x40, 16), TailRegisters(0xE018, 0x40, 16),
+                        "igb_rx_desc_buff_write")
+E1000E_TRACE = DeviceTrace("e1000e_core_write", TailRegisters(0x2818, 0x100, 2), TailRegisters(0x3818, 0x100, 2),
+                           "e1000e_rx_desc_buff_write")
 CATALOGUE: dict[str, NicModel] = {n.model: n for n in (
     NicModel("igb", "igb", "igb", "igb", "CONFIG_IGB", f"{INTEL}/igb", "igb_main.c", ("igb_poll",),
              ("igb_clean_rx_irq", "igb_alloc_rx_buffers"), True, 0x4,
-             "Intel 82576 (igb): page-based rx with page reuse"),
+             "Intel 82576 (igb): page-based rx with page reuse", device_trace=IGB_TRACE),
     NicModel("e1000e", "e1000e", "e1000e", "e1000e", "CONFIG_E1000E", f"{INTEL}/e1000e", "netdev.c",
              ("e1000e_poll",), ("e1000_clean_rx_irq", "e1000_alloc_rx_buffers"), False, 0x5,
-             "Intel 82574L (e1000e): an skb and a map per frame"),
+             "Intel 82574L (e1000e): an skb and a map per frame", device_trace=E1000E_TRACE),
     NicModel("e1000", "e1000", "e1000", "e1000", "CONFIG_E1000", f"{INTEL}/e1000", "e1000_main.c",
              ("e1000_clean",), ("e1000_clean_rx_irq", "e1000_alloc_rx_buffers"), False, 0x6,
              "Intel 82540EM (e1000): the oldest of the family",

@@ -12,11 +12,14 @@ from harness.errors import GuestError, Unmeasurable
 from harness.guest.vm import Guest
 from harness.measurement import xdp
 from harness.measurement.btf import struct_sizes
+from harness.measurement.device_trace import DeviceTraceProbe
 from harness.measurement.dma_probe import DmaProbe
 from harness.measurement.measure import MEASURE_PKTGEN, Measurement, RunContext, measure_rx
+from harness.measurement.netcheck import bring_up
 from harness.measurement.probes import EventCountProbe, GraphProbe
-from harness.measurement.traffic import DST_IP, PktgenConfig
+from harness.measurement.traffic import DST_IP, PktgenConfig, run_pktgen
 
+from .doorbell_claims import RX_BURST, RX_BURST_EXPERIMENT, TRACE_COST_EXPERIMENT, TX_RUNS, tx_experiment
 from .lab import Lab
 
 HEADROOM_FRAMES = 200
@@ -54,7 +57,14 @@ def _ctx(lab: Lab, g: Guest, exp: Experiment) -> RunContext:
 
 
 def rx_default(g: Guest, ctx: RunContext, lab: Lab) -> Measurement:
-    return measure_rx(g, ctx, [GraphProbe(), DmaProbe()])
+    # The device's trace too: RDT writes one frame at a time (rx-tail-batching's baseline).
+    return measure_rx(g, ctx, [GraphProbe(), DmaProbe(), DeviceTraceProbe()])
+
+
+def rx_burst(g: Guest, ctx: RunContext, lab: Lab) -> Measurement:
+    """e1000e sends in pktgen bursts: igb's model receives each burst back to back, and
+    function_graph counts the refills the device trace sees as RDT writes."""
+    return measure_rx(g, ctx, [GraphProbe(), DeviceTraceProbe()], pktgen=tx_pktgen(RX_BURST), max_loss=MAX_LOSS)
 
 
 def rx_control(g: Guest, ctx: RunContext, lab: Lab) -> Measurement:
@@ -213,6 +223,46 @@ def xdp_headroom(g: Guest, ctx: RunContext, lab: Lab) -> Measurement:
     return m
 
 
+# Tx bulking: pktgen paces per xmit call and a call sends a whole burst (xmit_more on
+# all but its last frame), so ratep is the frame rate / burst. 2,048 frames: whole
+# bursts of 1, 8 and 32.
+TX_FRAMES, TX_RATE = 2_048, 5_000
+
+
+def tx_pktgen(burst: int, count: int = TX_FRAMES) -> PktgenConfig:
+    return PktgenConfig(count=count, burst=burst, rate_pps=max(1, TX_RATE // burst))
+
+
+# BQL starts a quiet queue with a limit of 0 and grows it with completions; while it
+# is reached, netif_xmit_stopped() makes igb write the tail for every frame. Measured
+# here: the first run of bursts of 32 on a fresh igb queue wrote 63 single tails and 62
+# whole bursts, the same run again 63 whole bursts (BQL limit 3,840 bytes by then).
+# Frames sent before the measured ones let the limit settle.
+TX_WARMUP_FRAMES = 256
+
+
+def _tx_burst(sender: str, receiver: str, burst: int) -> Callable[[Guest, RunContext, Lab], Measurement]:
+    def run(g: Guest, ctx: RunContext, lab: Lab) -> Measurement:
+        src_if, dst_if = g.nic(sender), g.nic(receiver)
+        bring_up(g, [src_if, dst_if])
+        run_pktgen(g, src_if, dst_if, tx_pktgen(burst, TX_WARMUP_FRAMES), require_all=False)
+        return measure_rx(g, ctx, [DeviceTraceProbe((sender, receiver))], src=sender, dst=receiver,
+                          pktgen=tx_pktgen(burst), max_loss=MAX_LOSS)
+    return run
+
+
+def tx_trace_cost(g: Guest, ctx: RunContext, lab: Lab) -> Measurement:
+    """What the device witness costs: the same unpaced frames igb -> e1000e without and
+    with the QEMU trace events on (pktgen's rate, compared only as a ratio in one run;
+    frames the receiver misses do not matter here)."""
+    cfg = PktgenConfig(count=TX_FRAMES)
+    plain = measure_rx(g, ctx, [], src="igb", dst="e1000e", pktgen=cfg, max_loss=1.0, retries=0)
+    traced = measure_rx(g, ctx, [DeviceTraceProbe()], src="igb", dst="e1000e", pktgen=cfg, max_loss=1.0, retries=0)
+    traced.add("pktgen_pps_untraced", plain.traffic.result.pps, "igb",
+               "pktgen Result line of the same frames just before, QEMU trace events off")
+    return traced
+
+
 def frames(cfg: PktgenConfig) -> str:
     return f"{cfg.count:,} frames" + (f" at {cfg.rate_pps:,}/s" if cfg.rate_pps != MEASURE_PKTGEN.rate_pps else "")
 
@@ -245,6 +295,15 @@ EXPERIMENTS = {e.name: e for e in [
                f"{frames(CLAIM_PKTGEN)} e1000e -> igb behind QEMU's intel-iommu (intel_iommu=on)"),
     Experiment("rx-no-reuse", "no-reuse", "direct", rx_variant,
                f"{frames(SLOW_RX_PKTGEN)} e1000e -> igb, no-reuse kernel"),
+    Experiment(RX_BURST_EXPERIMENT, "stock", "direct", rx_burst,
+               f"{TX_FRAMES:,} frames e1000e -> igb in pktgen bursts of {RX_BURST}, function_graph + QEMU trace "
+               "events (RDT writes)"),
+    *[Experiment(tx_experiment(sender, burst), "stock", "direct", _tx_burst(sender, receiver, burst),
+                 f"{TX_FRAMES:,} frames {sender} -> {receiver} in pktgen bursts of {burst} (after "
+                 f"{TX_WARMUP_FRAMES} unmeasured: BQL's limit), QEMU trace events (TDT writes, frames written)")
+      for sender, receiver, bursts in TX_RUNS for burst in bursts],
+    Experiment(TRACE_COST_EXPERIMENT, "stock", "direct", tx_trace_cost,
+               f"{TX_FRAMES:,} unpaced frames igb -> e1000e, QEMU trace events off, then on (their cost)"),
 ]}
 # The no-reuse variant differs from stock by igb.ko only: right after the stock
 # direct-DMA experiments it is loaded into the same guest (no second boot).

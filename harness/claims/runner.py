@@ -10,23 +10,31 @@ from harness.errors import HarnessError
 from .barriers import Barriers
 from .base import ClaimResult
 from .dma_claims import HalfPageSync, SkipCpuSync
+from .doorbell_claims import RxTailBatching, TxBulking
 from .experiments import EXPERIMENTS, GUEST_ORDER, run_experiment
 from .lab import ERROR, Lab, log
 from .rx_claims import BuildSkbVsCopy, PageBasedRx, PagecntBias, PageReuse
 from .xdp_claims import XdpOnPages
 
+# The talk's eight claims (slides 5-10): what `harness run` checks by default.
 CLAIMS = [PageBasedRx(), PageReuse(), HalfPageSync(), PagecntBias(), SkipCpuSync(), Barriers(), BuildSkbVsCopy(),
           XdpOnPages()]
 CLAIM_IDS = [c.id for c in CLAIMS]
+# The rest of the talk's agenda, checked when asked for (`--claims tx-bulking,rx-tail-batching`, `--claims all`).
+AGENDA_CLAIMS = [TxBulking(), RxTailBatching()]
+ALL_CLAIMS = CLAIMS + AGENDA_CLAIMS
 
 
 def select(ids: list[str] | None) -> list:
     if not ids:
         return list(CLAIMS)
-    unknown = [i for i in ids if i not in CLAIM_IDS]
+    if ids == ["all"]:
+        return list(ALL_CLAIMS)
+    known = [c.id for c in ALL_CLAIMS]
+    unknown = [i for i in ids if i not in known]
     if unknown:
-        raise HarnessError(f"unknown claim id {', '.join(unknown)}; known: {', '.join(CLAIM_IDS)}")
-    return [c for c in CLAIMS if c.id in ids]
+        raise HarnessError(f"unknown claim id {', '.join(unknown)}; known: {', '.join(known)} (or all)")
+    return [c for c in ALL_CLAIMS if c.id in ids]
 
 
 def experiment_order(claims: list) -> list[str]:
@@ -51,7 +59,7 @@ def skipped_work(claims: list) -> list[str]:
 def run_experiments(lab: Lab, claims: list) -> None:
     order = experiment_order(claims)
     skipped = skipped_work(claims)
-    if skipped and len(claims) < len(CLAIMS):
+    if skipped and len(claims) < len(ALL_CLAIMS):
         log("not needed for these claims, skipped: " + "; ".join(skipped))
     try:
         for i, name in enumerate(order, 1):

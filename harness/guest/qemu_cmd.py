@@ -35,6 +35,8 @@ class GuestSpec:
     iommu: bool = False
     qemu_extra: tuple[str, ...] = field(default=())
     name: str = "harness-guest"
+    # QEMU's log file: trace events switched on over QMP print there (log backend).
+    trace_log: Path | None = None
 
 
 def kernel_cmdline(spec: GuestSpec) -> str:
@@ -110,6 +112,7 @@ def qemu_argv(spec: GuestSpec, qemu: str = "qemu-system-x86_64") -> list[str]:
         "-device", f"virtio-net-pci,netdev=mgmt,mac={MGMT_MAC},bus=pcie.0,addr={MGMT_SLOT:#x}",
         *nic_args(spec.nics),
         *module_share_args(spec.module_share),
+        *(["-D", str(spec.trace_log)] if spec.trace_log is not None else []),
         *spec.qemu_extra,
     ]
     return argv

@@ -49,10 +49,11 @@ class QMP:
             with contextlib.suppress(EOFError, OSError, LibraryQMPError):
                 qmp.close()
 
-    def command(self, name: str, **arguments: object) -> object:
+    def command(self, command: str, /, **arguments: object) -> object:
+        """`command` positional-only: QMP arguments may be called `name` (trace-event-set-state)."""
         if self._qmp is None:
             raise QMPError("QMP not connected")
         try:
-            return self._qmp.cmd(name, **arguments)
+            return self._qmp.cmd(command, **arguments)
         except (OSError, EOFError, LibraryQMPError) as e:
-            raise QMPError(f"QMP {name}: {e or type(e).__name__}") from e
+            raise QMPError(f"QMP {command}: {e or type(e).__name__}") from e

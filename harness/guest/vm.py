@@ -145,7 +145,7 @@ class Guest:
             ssh_port=free_port(), qmp_socket=self.workdir / "qmp.sock", initrd=self.kernel.initrd,
             init=self.image.init, memory_mb=opts.memory_mb, cpus=opts.cpus, nics=opts.nics,
             cmdline_extra=opts.cmdline_extra, modules=boot_modules(self.kernel.modules, opts.nics),
-            module_share=share, iommu=opts.iommu, qemu_extra=opts.qemu_extra,
+            module_share=share, iommu=opts.iommu, qemu_extra=opts.qemu_extra, trace_log=self.trace_log,
         )
         self._launch_and_wait()
 
@@ -332,6 +332,12 @@ class Guest:
     def console_log(self) -> Path:
         assert self.workdir is not None
         return self.workdir / "console.log"
+
+    @property
+    def trace_log(self) -> Path:
+        """QEMU's log (-D): the lines of the trace events a device probe switches on."""
+        assert self.workdir is not None
+        return self.workdir / "qemu-trace.log"
 
     @property
     def command_line(self) -> str:

@@ -40,6 +40,21 @@ def driver_info(guest: Guest, ifname: str) -> dict[str, str]:
     return parse_ethtool_i(guest.run(["ethtool", "-i", ifname]).stdout)
 
 
+def parse_ethtool_g(text: str) -> dict[str, int]:
+    """`ethtool -g` -> the current ring sizes, e.g. {"rx": 256, "tx": 256}."""
+    current = text.split("Current hardware settings:", 1)[-1] if "Current hardware settings:" in text else ""
+    out = {}
+    for line in current.splitlines():
+        key, _, val = line.partition(":")
+        if key.strip() in ("RX", "TX") and val.strip().isdigit():
+            out[key.strip().lower()] = int(val.strip())
+    return out
+
+
+def ring_sizes(guest: Guest, ifname: str) -> dict[str, int]:
+    return parse_ethtool_g(guest.run(["ethtool", "-g", ifname]).stdout)
+
+
 def link_stats(guest: Guest, ifname: str) -> dict:
     """`ip -j -s link show` for one interface: {"operstate": ..., "rx_packets": ..., ...}."""
     (doc,) = json.loads(guest.run(["ip", "-j", "-s", "link", "show", "dev", ifname]).stdout)

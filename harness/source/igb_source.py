@@ -100,6 +100,12 @@ def _eval_define(igb_h: str, name: str, seen: tuple[str, ...] = ()) -> int:
     return int(eval(expr, {"__builtins__": {}}, {}))  # digits, spaces, parentheses and + - * / only
 
 
+def igb_rx_buffer_write(igb_h: str) -> int:
+    """IGB_RX_BUFFER_WRITE: igb_clean_rx_irq() hands buffers back (one RDT write) once
+    this many are cleaned, and once more at the end of the poll."""
+    return _eval_define(igb_h, "IGB_RX_BUFFER_WRITE")
+
+
 def igb_rx_bufsz(igb_h: str) -> dict[str, int]:
     """What igb_rx_bufsz() returns for each ring mode (RING_MODES), read from igb.h:
     its `if (<predicate>(ring)) return <DEFINE>;` branches in order, then the default

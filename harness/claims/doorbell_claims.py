@@ -1,0 +1,168 @@
+"""Claims on the doorbells (the talk's agenda after slide 10): the tail register
+writes, MMIO a driver batches because each costs a bus round trip (and under
+virtualization an exit).
+
+- tx-bulking (xmit_more): igb_tx_map() writes the tx tail (TDT) only when
+  netdev_xmit_more() is false, so a burst of B frames handed to the driver with
+  xmit_more on all but the last costs one write, not B. pktgen's `burst B` does that.
+- rx-tail-batching: igb_clean_rx_irq() hands cleaned buffers back (one RDT write,
+  in igb_alloc_rx_buffers) once IGB_RX_BUFFER_WRITE of them are cleaned and once
+  at the end of the poll, not per buffer.
+
+The witness is the device: QEMU's model of the NIC traces every register write,
+so tail writes are counted outside the guest; the same trace cross-checks the
+receiver (frames the model wrote = frames the driver counted) and the guest
+(RDT writes = igb_alloc_rx_buffers calls under igb_poll)."""
+
+from __future__ import annotations
+
+from harness.errors import HarnessError
+from harness.nics import nic
+from harness.source.igb_source import IGB_H, igb_rx_buffer_write
+
+from .base import Check, ClaimResult
+from .lab import Lab
+from .rules import detail, fmt, per_packet, value, why_unmeasured
+
+BURSTS = (1, 8, 32)
+# (sender, receiver, bursts): igb at every burst, the e1000e (the same tail logic in
+# e1000_xmit_frame) at the ends.
+TX_RUNS = (("igb", "e1000e", BURSTS), ("e1000e", "igb", (1, 32)))
+# igb writes the tail at once, xmit_more or not, while netif_xmit_stopped(): the
+# ring full, or BQL's limit reached (experiments.TX_WARMUP_FRAMES lets a quiet
+# queue's limit grow first). So at most 1.5/B writes per frame, and most writes hand
+# over a whole burst.
+BULK_SLACK = 1.5
+TRACE_COST_EXPERIMENT = "tx-trace-cost"
+
+
+def tx_experiment(sender: str, burst: int) -> str:
+    return f"tx-burst-{burst}" if sender == "igb" else f"tx-burst-{burst}-{sender}"
+
+
+def device_how(model: str) -> str:
+    regs = nic(model).device_trace
+    assert regs is not None
+    return (f"QEMU trace event {regs.register_write} at {model}'s TDT offsets ({regs.tx_tail.base:#x} + "
+            f"{regs.tx_tail.stride:#x}·queue), toggled over QMP around the traffic; per frame pktgen sent")
+
+
+class TxBulking:
+    id, slide = "tx-bulking", "agenda"
+    title = ("tx bulking: with xmit_more the driver writes the tx tail once per burst, not once per frame "
+             "(TDT writes seen by the device)")
+    experiments = (*(tx_experiment(s, b) for s, _, bursts in TX_RUNS for b in bursts), TRACE_COST_EXPERIMENT)
+
+    def evaluate(self, lab: Lab) -> ClaimResult:
+        checks: list[Check] = []
+        text: list[str] = []
+        for sender, receiver, bursts in TX_RUNS:
+            drv, rx_drv = nic(sender).driver, nic(receiver).driver
+            seen = []
+            for burst in bursts:
+                exp = tx_experiment(sender, burst)
+                why = why_unmeasured(lab, exp)
+                writes = value(lab, exp, "device:tx_tail_writes", drv)
+                sent = value(lab, exp, "pktgen_sent", drv)
+                per_frame = None if writes is None or not sent else writes / sent
+                advances = {int(k): v for k, v in
+                            detail(lab, exp, "device:tx_tail_writes", drv).get("advances", {}).items()}
+                usual = float(max(advances, key=advances.__getitem__)) if advances else (
+                    None if writes is None else float("nan"))
+                cid = f"{sender}-burst-{burst}"
+                if burst == 1:
+                    checks.append(Check(f"{cid}-tail-writes", f"{sender} TDT writes per frame sent, one frame per "
+                                        "xmit", per_frame, "~", 1.0, rel_tol=0.02, how=device_how(sender),
+                                        unmeasured=why))
+                else:
+                    checks += [
+                        Check(f"{cid}-tail-writes", f"{sender} TDT writes per frame sent, pktgen burst {burst}",
+                              per_frame, "<=", BULK_SLACK / burst, how=device_how(sender) + f"; at most "
+                              f"{BULK_SLACK}/burst (writes while BQL or a full ring stop the queue)", unmeasured=why),
+                        Check(f"{cid}-advance", f"descriptors most {sender} TDT writes hand over, pktgen burst "
+                              f"{burst}", usual, "==", burst, how=device_how(sender) + "; the tail's step between "
+                              "consecutive writes, modulo the ring (ethtool -g)", unmeasured=why),
+                    ]
+                # The frames the device wrote into rx buffers must be the receiver driver's frame count.
+                written = value(lab, exp, "device:rx_frames_written", rx_drv)
+                counted = value(lab, exp, "counter:link.rx_packets", rx_drv)
+                checks.append(Check(f"{cid}-witness", f"{receiver} frames the device wrote - frames {rx_drv} "
+                                    f"counted (pktgen burst {burst} from {sender})",
+                                    None if written is None or counted is None else written - counted, "==", 0,
+                                    how=f"QEMU trace event {nic(receiver).device_trace.rx_buffer_write} "  # type: ignore[union-attr]
+                                    "against ip -s link rx_packets", unmeasured=why))
+                steps = ", ".join(f"{v} of {k}" for k, v in sorted(advances.items(), key=lambda x: -x[1]))
+                seen.append(f"burst {burst}: {fmt(writes, 0)} TDT writes for {fmt(sent, 0)} frames "
+                            f"({fmt(per_frame, 4)} per frame, 1/B = {1 / burst:.4f}; steps {steps or 'none'})")
+            text.append(f"{sender} sending, counted by QEMU's {sender} model: " + "; ".join(seen) + ".")
+        bulk = [c for c in checks if c.id.endswith("-advance")]
+        if bulk and all(c.holds() for c in bulk):
+            text.append("The tail is written once per burst: xmit_more defers the MMIO write to the last frame.")
+        elif any(c.holds() is False for c in bulk):
+            text.append("The tail is written more often than once per burst: the driver does not defer the TDT "
+                        "write while netdev_xmit_more() is true.")
+        traced = value(lab, TRACE_COST_EXPERIMENT, "pktgen_pps", "igb")
+        plain = value(lab, TRACE_COST_EXPERIMENT, "pktgen_pps_untraced", "igb")
+        if traced and plain:
+            text.append(f"The witness's cost: unpaced, igb sent {fmt(plain, 0)} frames/s with QEMU's trace events off "
+                        f"and {fmt(traced, 0)} with them on ({traced / plain:.2f} of the untraced rate, TCG, one run).")
+        return ClaimResult(self.id, self.title, self.slide, checks, text)
+
+
+# Frames e1000e sends in one pktgen burst: igb's model receives them back to back, so
+# one NAPI poll (budget 64) finds many; at burst 1 and 5 kpps a poll finds one.
+RX_BURST = 64
+RX_BURST_EXPERIMENT = f"rx-burst-{RX_BURST}"
+
+
+class RxTailBatching:
+    id, slide = "rx-tail-batching", "agenda"
+    title = ("rx tail batching: igb returns rx buffers to the device (an RDT write) once per IGB_RX_BUFFER_WRITE "
+             "cleaned buffers and at the end of a poll, not once per frame")
+    experiments = (RX_BURST_EXPERIMENT, "rx")
+
+    def evaluate(self, lab: Lab) -> ClaimResult:
+        batch, notes = self._batch(lab)
+        exp = RX_BURST_EXPERIMENT
+        why = why_unmeasured(lab, exp)
+        writes = per_packet(lab, exp, "device:rx_tail_writes", "igb")
+        refills = value(lab, exp, "calls:igb_alloc_rx_buffers", "igb")
+        rdt = value(lab, exp, "device:rx_tail_writes", "igb")
+        polls = value(lab, exp, "calls:igb_poll", "igb")
+        written = value(lab, exp, "device:rx_frames_written", "igb")
+        counted = value(lab, exp, "counter:link.rx_packets", "igb")
+        single = per_packet(lab, "rx", "device:rx_tail_writes", "igb")
+        how = ("QEMU trace event e1000e_core_write at igb's RDT offsets, toggled over QMP around the traffic; "
+               f"per frame igb received, e1000e sending pktgen bursts of {RX_BURST}")
+        checks = [
+            # At most one write per batch and one per poll: a poll of n frames writes
+            # ceil(n / batch) times, so bursts of RX_BURST frames give 1/batch per frame,
+            # split polls more, never one per frame.
+            Check("rdt-writes-per-frame", f"igb RDT writes per frame, frames in bursts of {RX_BURST}", writes,
+                  "<=", 2 / batch if batch else float("nan"), how=how + f"; at most 2/IGB_RX_BUFFER_WRITE "
+                  f"(IGB_RX_BUFFER_WRITE = {batch} in igb.h)", unmeasured=why if batch else "; ".join(notes)),
+            Check("rdt-writes-vs-refills", "igb RDT writes (device) - igb_alloc_rx_buffers calls under igb_poll "
+                  "(guest)", None if rdt is None or refills is None else rdt - refills, "==", 0,
+                  how="QEMU trace (device) against function_graph under igb_poll (guest), the same traffic",
+                  unmeasured=why),
+            Check("rx-witness", "frames igb's model wrote - frames igb counted", None if written is None
+                  or counted is None else written - counted, "==", 0,
+                  how="QEMU trace event igb_rx_desc_buff_write against ip -s link rx_packets", unmeasured=why),
+        ]
+        text = [
+            f"Frames in bursts of {RX_BURST}: igb wrote RDT {fmt(writes, 4)} times per frame over {fmt(polls, 0)} "
+            f"polls ({fmt(rdt, 0)} writes, {fmt(refills, 0)} igb_alloc_rx_buffers calls seen in the guest); "
+            f"IGB_RX_BUFFER_WRITE is {batch}, so a full poll writes 1/{batch} = {1 / batch:.4f} per frame."
+            if batch else
+            f"IGB_RX_BUFFER_WRITE unknown: {'; '.join(notes)}",
+            f"One frame at a time (pktgen burst 1, 5 kpps): {fmt(single, 4)} RDT writes per frame: every poll "
+            "finds one frame and ends with a refill, so batching shows only when frames arrive together.",
+        ]
+        return ClaimResult(self.id, self.title, self.slide, checks, text, notes)
+
+    @staticmethod
+    def _batch(lab: Lab) -> tuple[int | None, list[str]]:
+        try:
+            return igb_rx_buffer_write(lab.kernel("stock").source_file(IGB_H).read_text()), []
+        except HarnessError as e:
+            return None, [f"IGB_RX_BUFFER_WRITE not known: {e}"]

@@ -1,0 +1,142 @@
+"""The device's side: QEMU's own trace events of the emulated NIC, counted around
+a measurement, beside the guest's counts. A second witness that does not run in
+the guest: the tail (RDT/TDT) register writes the driver made and the rx buffers
+the model wrote into guest memory.
+
+Debian's QEMU is built with the `log` trace backend: an enabled event prints one
+line to QEMU's log (`-D <file>`, which every harness guest has). Events are
+switched on and off over QMP (`trace-event-set-state`) around the traffic only,
+so a guest costs nothing while no device probe is armed."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from itertools import pairwise
+
+from harness.errors import GuestError
+from harness.guest.qmp import QMPError
+from harness.guest.vm import Guest
+from harness.measurement.netcheck import ring_sizes
+from harness.measurement.probes import Observation
+from harness.nics import NicModel, nic
+
+# e1000e_core_write: "Write to register 0x%x, %d byte(s), value: 0x%x" (hw/net/trace-events)
+REGISTER_WRITE = re.compile(r"register 0x(?P<offset>[0-9a-fA-F]+), (?P<size>\d+) byte\(s\), "
+                            r"value: 0x(?P<value>[0-9a-fA-F]+)")
+EVENT_LINE = re.compile(r"^(?:\d+@[\d.]+:)?(?P<event>[a-z0-9_]+) (?P<args>.*)$")
+# A model writes a frame into guest memory in pieces (e1000e: the Ethernet header, the IP
+# header, the payload, at offsets 0, 14, 34 of buffer #0): a frame begins at offset 0
+# of its first buffer.
+FRAME_START = re.compile(r"(?:^|, )offset: 0(?:,|$)")
+LATER_BUFFER = re.compile(r"buffer #[1-9]")
+
+
+@dataclass
+class DeviceCounts:
+    """Per NIC model: tail register writes and frames the model wrote into rx buffers."""
+
+    rx_tail_writes: Counter = field(default_factory=Counter)
+    tx_tail_writes: Counter = field(default_factory=Counter)
+    rx_frames_written: Counter = field(default_factory=Counter)
+    tail_values: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (model, rx|tx) -> values written
+
+
+def tail_advances(values: list[int], ring: int) -> Counter:
+    """Descriptors handed over per tail write (the index moved by, modulo the ring):
+    {8: 254, 1: 16} for bursts of 8 after 16 frames written one by one. The first
+    write is left out (the tail before it is not in the trace)."""
+    return Counter((b - a) % ring for a, b in pairwise(values))
+
+
+def count_device_events(log: str, models: list[NicModel]) -> DeviceCounts:
+    """Counts of the models' events in QEMU trace log lines. The register-write event is
+    shared by igb and e1000e (QEMU's igb reuses e1000e's): a write is the model's whose
+    tail offsets it hits, and the catalogue keeps those offsets apart between models."""
+    out = DeviceCounts()
+    by_event: dict[str, list[NicModel]] = {}
+    for m in models:
+        if m.device_trace is not None:
+            by_event.setdefault(m.device_trace.register_write, []).append(m)
+    buffer_events = {m.device_trace.rx_buffer_write: m.model for m in models if m.device_trace is not None}
+    for line in log.splitlines():
+        ev = EVENT_LINE.match(line.strip())
+        if not ev:
+            continue
+        name = ev["event"]
+        if name in buffer_events and FRAME_START.search(ev["args"]) and not LATER_BUFFER.search(ev["args"]):
+            out.rx_frames_written[buffer_events[name]] += 1
+        if name not in by_event or not (w := REGISTER_WRITE.search(ev["args"])):
+            continue
+        offset, value = int(w["offset"], 16), int(w["value"], 16)
+        for m in by_event[name]:
+            trace = m.device_trace
+            assert trace is not None
+            for ring, regs, counter in (("rx", trace.rx_tail, out.rx_tail_writes),
+                                        ("tx", trace.tx_tail, out.tx_tail_writes)):
+                if offset in regs.offsets():
+                    counter[m.model] += 1
+                    out.tail_values.setdefault((m.model, ring), []).append(value)
+    return out
+
+
+class DeviceTraceProbe:
+    """QEMU trace events of the NICs under test, enabled over QMP around the traffic."""
+
+    name = "qemu-trace"
+
+    def __init__(self, models: tuple[str, ...] = ("igb", "e1000e")) -> None:
+        self.models = [nic(m) for m in models if nic(m).device_trace is not None]
+        self.events = sorted({e for m in self.models for e in (m.device_trace.register_write,  # type: ignore[union-attr]
+                                                               m.device_trace.rx_buffer_write)})  # type: ignore[union-attr]
+        self.offset = 0
+        self.rings: dict[str, dict[str, int]] = {}  # model -> {"rx": size, "tx": size}
+
+    def _set(self, guest: Guest, enable: bool) -> None:
+        if guest.qmp is None:
+            raise GuestError("QEMU trace events need the guest's QMP socket, which is closed", guest.console_tail())
+        try:
+            for event in self.events:
+                guest.qmp.command("trace-event-set-state", name=event, enable=enable)
+        except QMPError as e:
+            raise GuestError(f"QEMU refused to switch trace event(s) {', '.join(self.events)}: {e}",
+                             guest.console_tail()) from e
+
+    def arm(self, guest: Guest) -> None:
+        self.rings = {m.model: ring_sizes(guest, guest.nic(m.model)) for m in self.models}
+        self.offset = guest.trace_log.stat().st_size if guest.trace_log.exists() else 0
+        self._set(guest, True)
+
+    def disarm(self, guest: Guest) -> None:
+        self._set(guest, False)
+
+    def collect(self, guest: Guest) -> list[Observation]:
+        with guest.trace_log.open("rb") as f:
+            f.seek(self.offset)
+            text = f.read().decode(errors="replace")
+        counts = count_device_events(text, self.models)
+        obs = []
+        for m in self.models:
+            trace = m.device_trace
+            assert trace is not None
+            where = f"QEMU trace event {trace.register_write} (log backend, QMP-toggled around the traffic)"
+            for ring, regs, counter in (("rx", trace.rx_tail, counts.rx_tail_writes),
+                                        ("tx", trace.tx_tail, counts.tx_tail_writes)):
+                values = counts.tail_values.get((m.model, ring), [])
+                size = self.rings.get(m.model, {}).get(ring)
+                advances = tail_advances(values, size) if size else Counter()
+                obs.append(Observation(
+                    f"device:{ring}_tail_writes", counter[m.model], m.driver,
+                    f"{where}: writes to {'RDT' if ring == 'rx' else 'TDT'} at {regs.base:#x} + {regs.stride:#x}·queue",
+                    {"ring": size, "advances": {str(k): v for k, v in sorted(advances.items())}} if values else {}))
+            obs.append(Observation("device:rx_frames_written", counts.rx_frames_written[m.model], m.driver,
+                                   f"QEMU trace event {trace.rx_buffer_write} at offset 0 of a frame's first "
+                                   "buffer: frames the device model wrote into guest memory"))
+        return obs
+
+    def cleanup(self, guest: Guest) -> None:
+        if guest.alive():
+            with contextlib.suppress(GuestError):  # the probe's own error is already on its way
+                self._set(guest, False)

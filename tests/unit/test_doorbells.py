@@ -1,0 +1,102 @@
+"""The device witness and the doorbell claims, pinned on real output: QEMU's trace
+log of 1,024 frames igb -> e1000e in pktgen bursts of 8 (tests/vm/test_device_trace.py
+with HARNESS_CAPTURE_QEMU_TRACE) and a recorded `harness run --claims
+tx-bulking,rx-tail-batching` on linux-source 6.12.95, QEMU 10.0.2."""
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.claims.base import CONFIRMED, INCONCLUSIVE, REFUTED
+from harness.claims.recorded import RecordedLab
+from harness.claims.runner import select
+from harness.measurement.device_trace import count_device_events, tail_advances
+from harness.measurement.netcheck import parse_ethtool_g
+from harness.nics import nic
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures"
+RUN, SOURCES = FIX / "runs" / "6.12.95-doorbells", FIX / "src" / "6.12.95"
+
+
+def test_trace_log_counts_tail_writes_and_frames_per_model():
+    log = gzip.decompress((FIX / "qemu_trace_igb_to_e1000e_burst8.log.gz").read_bytes()).decode()
+    counts = count_device_events(log, [nic("igb"), nic("e1000e")])
+    assert counts.rx_frames_written == {"e1000e": 1024}  # 3 pieces each (14 + 20 + 26 bytes), one frame
+    assert counts.tx_tail_writes == {"igb": 135}
+    assert counts.rx_tail_writes["e1000e"] == 64  # e1000e refills 16 buffers at a time too
+    assert counts.rx_tail_writes["igb"] == 0 and counts.tx_tail_writes["e1000e"] == 0
+    steps = tail_advances(counts.tail_values[("igb", "tx")], 256)
+    assert max(steps, key=steps.get) == 8 and sum(steps.values()) == 134
+
+
+def test_tail_advances_wrap_around_the_ring():
+    assert tail_advances([248, 0, 8], 256) == {8: 2}
+    assert tail_advances([5], 256) == {}
+
+
+def test_ethtool_g_current_sizes():
+    text = ("Ring parameters for eth1:\nPre-set maximums:\nRX:\t\t\t4096\nTX:\t\t\t4096\n"
+            "Current hardware settings:\nRX:\t\t\t256\nRX Mini:\t\tn/a\nTX:\t\t\t512\n")
+    assert parse_ethtool_g(text) == {"rx": 256, "tx": 512}
+
+
+def recorded() -> RecordedLab:
+    return RecordedLab(RUN, SOURCES)
+
+
+def evaluate(claim_id: str, lab):
+    (claim,) = select([claim_id])
+    return claim.evaluate(lab)
+
+
+def mutate(lab, experiment, metric, driver, value=None, detail=None):
+    m = lab.results[experiment]
+    rows = (m.frame.metric == metric) & (m.frame.driver == driver)
+    assert rows.sum() == 1
+    if value is not None:
+        m.frame.loc[rows, "value"] = value
+    if detail is not None:
+        m.frame.loc[rows, "detail"] = json.dumps(detail)
+
+
+@pytest.mark.parametrize("claim_id", ["tx-bulking", "rx-tail-batching"])
+def test_every_check_holds_on_the_recorded_run(claim_id):
+    result = evaluate(claim_id, recorded())
+    assert result.verdict == CONFIRMED, [(c.id, c.value) for c in result.checks if not c.holds()]
+
+
+def test_a_tail_written_per_frame_refutes_tx_bulking():
+    lab = recorded()
+    mutate(lab, "tx-burst-32", "device:tx_tail_writes", "igb", 2048, {"ring": 256, "advances": {"1": 2047}})
+    result = evaluate("tx-bulking", lab)
+    failed = {c.id for c in result.checks if c.holds() is False}
+    assert result.verdict == REFUTED and failed == {"igb-burst-32-tail-writes", "igb-burst-32-advance"}
+    assert any("does not defer" in line for line in result.explanation)
+
+
+def test_frames_the_device_wrote_but_the_driver_missed_refute():
+    lab = recorded()
+    mutate(lab, "tx-burst-8", "device:rx_frames_written", "e1000e", 2049)
+    failed = {c.id for c in evaluate("tx-bulking", lab).checks if c.holds() is False}
+    assert failed == {"igb-burst-8-witness"}
+
+
+@pytest.mark.parametrize("metric, value, check", [
+    ("device:rx_tail_writes", 2048, "rdt-writes-per-frame"),  # a refill per frame (the breaker)
+    ("calls:igb_alloc_rx_buffers", 127, "rdt-writes-vs-refills"),  # the device saw a write the guest did not
+])
+def test_rx_tail_batching_rules(metric, value, check):
+    lab = recorded()
+    mutate(lab, "rx-burst-64", metric, "igb", value)
+    result = evaluate("rx-tail-batching", lab)
+    assert result.verdict == REFUTED and check in {c.id for c in result.checks if c.holds() is False}
+
+
+def test_an_unrun_experiment_leaves_the_claim_inconclusive():
+    lab = recorded()
+    del lab.results["tx-burst-32-e1000e"]
+    result = evaluate("tx-bulking", lab)
+    assert result.verdict == INCONCLUSIVE
+    assert any(c.unmeasured == "experiment tx-burst-32-e1000e was not run" for c in result.checks)
