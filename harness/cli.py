@@ -177,7 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     top = prepare_out(args.out)
     outs = [top] if len(choices) == 1 else [prepare_out(top / c.label) for c in choices]
 
-    from harness.claims.runner import select
+    from harness.claims.runner import nics_for, select
     from harness.report.compare import Tolerance
     from harness.report.kernel_run import run_kernel
     from harness.report.matrix import load_baselines, write_matrix
@@ -186,6 +186,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     nics = parse_nics(args.nics)
     if not {"igb", "e1000e"} <= set(nics):
         raise HarnessError(f"--nics {args.nics}: the claims need igb (under test) and e1000e (its peer and control)")
+    nics = nics_for(claims, nics)
     tol = Tolerance(args.tolerance, args.abs_tolerance)
     baselines = load_baselines(args.baseline, choices) if args.baseline else {}
     cache = Cache(args.cache)
@@ -271,8 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kernel_args(r)
     r.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
     r.add_argument("--claims", metavar="ID,...",
-                   help="only these claims (default: the talk's eight; all: also the agenda's tx-bulking and "
-                        "rx-tail-batching)")
+                   help="only these claims (default: the talk's eight; all: also the agenda's tx-bulking, "
+                        "rx-tail-batching and page-pool)")
     _add_nics_arg(r)
     r.add_argument("--out", type=Path, default=Path("out"),
                    help="directory for the report (default out/); with several kernels one subdirectory each "

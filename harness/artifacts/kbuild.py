@@ -3,8 +3,10 @@ stamps, KCFLAGS), the config step shared by every build, and progress."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import time
 from pathlib import Path
 
 from harness.cache import Cache
@@ -56,18 +58,45 @@ def configure(make: list[str], src: Path, build_dir: Path, fragment_paths: list[
 
 
 class KbuildProgress:
-    """Counts kbuild's `  CC      path` lines: a build's progress in objects compiled."""
+    """Counts kbuild's `  CC      path` lines: a build's progress in objects compiled,
+    out of the count the last build of the same sources and config compiled (kept in
+    the cache), with an ETA from the rate so far. A first build has no total yet."""
 
     CC_LINE = re.compile(r"^\s+CC\s+(\S+)")
+    TOTALS = "kbuild-objects.json"
 
-    def __init__(self) -> None:
+    def __init__(self, cache: Cache | None = None, key: str = "") -> None:
         self.compiled = 0
         self.current = ""
+        self.started = time.monotonic()
+        self._file = cache.dir("logs") / self.TOTALS if cache is not None and key else None
+        self.key = key
+        self.expected = self._totals().get(key) if self._file else None
+
+    def _totals(self) -> dict[str, int]:
+        try:
+            return json.loads(self._file.read_text()) if self._file and self._file.is_file() else {}
+        except (OSError, ValueError):
+            return {}
 
     def update(self, line: str) -> str:
         if m := self.CC_LINE.match(line):
             self.compiled += 1
             self.current = m.group(1)
-        return f"{self.compiled} objects compiled ({self.current})"
+        if not self.expected:
+            return f"{self.compiled} objects compiled ({self.current}; first build of this config: no total yet)"
+        done = min(self.compiled / self.expected, 1.0)
+        elapsed = time.monotonic() - self.started
+        eta = f", ETA {elapsed * (1 - done) / done:.0f}s" if done > 0.02 else ""
+        return f"{self.compiled}/{self.expected} objects ({done:.0%}{eta}; {self.current})"
 
-
+    def finished(self) -> None:
+        """Keep this build's count as the next one's total."""
+        if self._file is None or not self.compiled:
+            return
+        totals = self._totals()
+        # An incremental build (the build dir is reused) compiles fewer: keep the full count.
+        totals[self.key] = max(self.compiled, totals.get(self.key, 0))
+        tmp = self._file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(totals, indent=1, sort_keys=True))
+        tmp.replace(self._file)

@@ -223,11 +223,12 @@ def _build(src: Path, out: Path, build_dir: Path, fragments: list[Fragment], cac
     config_text = configure(make, src, build_dir, [f.path for f in fragments], log, env)
     check_fragments(config_text, fragments, src)
 
-    progress = KbuildProgress()
+    progress = KbuildProgress(cache, hash_parts([("source", source_id), ("config", config_text)]))
     cc = ["CC=ccache gcc"] if use_ccache else []
     build_cmd = ["make", "-C", str(src), f"O={build_dir}", f"-j{jobs}", *cc, "bzImage", "modules"]
     run_logged(build_cmd, log, what="kernel build", env=env, timeout=3 * 3600,
                progress=progress.update)
+    progress.finished()
     for name, rel in (("bzImage", "arch/x86/boot/bzImage"), ("System.map", "System.map"),
                       ("vmlinux", "vmlinux"), ("config", ".config"), ("Module.symvers", "Module.symvers")):
         shutil.copy2(build_dir / rel, out / name)

@@ -21,6 +21,10 @@ from harness.measurement.traffic import DST_IP, PktgenConfig, run_pktgen
 
 from .doorbell_claims import RX_BURST, RX_BURST_EXPERIMENT, TRACE_COST_EXPERIMENT, TX_RUNS, tx_experiment
 from .lab import Lab
+from .pool_claims import HOLD as POOL_HOLD
+from .pool_claims import PEER as POOL_PEER
+from .pool_claims import POOL_NIC, PP_EXPERIMENT, PP_HELD_EXPERIMENT
+from .pool_claims import RELEASE as POOL_RELEASE
 
 HEADROOM_FRAMES = 200
 # 2,000 frames per experiment: per-frame counts come out exact (1.0000, 0.0000);
@@ -263,6 +267,32 @@ def tx_trace_cost(g: Guest, ctx: RunContext, lab: Lab) -> Measurement:
     return traced
 
 
+def _pool_rx(held: bool) -> Callable[[Guest, RunContext, Lab], Measurement]:
+    """vmxnet3 (its rx on a page_pool while XDP is attached) receiving from the e1000e,
+    XDP_PASS in driver mode, the page_pool tracepoints counted after warm-up frames
+    (the ring fill and the first refills are the pool's start, not its steady state);
+    `held`: into a socket that holds every skb, so no page can be recycled."""
+    def run(g: Guest, ctx: RunContext, lab: Lab) -> Measurement:
+        ifname, peer = g.nic(POOL_NIC), g.nic(POOL_PEER)
+        att = xdp.attach(g, ifname, xdp.build_programs(lab.cache)["xdp_pass"], "native")
+        try:
+            bring_up(g, [peer, ifname])
+            run_pktgen(g, peer, ifname, PktgenConfig(count=POOL_WARMUP_FRAMES, rate_pps=2_500), require_all=False)
+            probes = [EventCountProbe([POOL_HOLD, POOL_RELEASE])]
+            with held_skbs(g, ifname) if held else contextlib.nullcontext():
+                m = measure_rx(g, ctx, probes, src=POOL_PEER, dst=POOL_NIC,
+                               pktgen=HELD_PKTGEN if held else CLAIM_PKTGEN, max_loss=MAX_LOSS)
+            m.add("xdp_attach_mode", 1.0 if att.mode == "native" else 0.0, "vmxnet3",
+                  "ip link set xdpdrv; the mode the kernel reports", {"mode": att.mode})
+            return m
+        finally:
+            xdp.detach(g, ifname)
+    return run
+
+
+POOL_WARMUP_FRAMES = 512
+
+
 def frames(cfg: PktgenConfig) -> str:
     return f"{cfg.count:,} frames" + (f" at {cfg.rate_pps:,}/s" if cfg.rate_pps != MEASURE_PKTGEN.rate_pps else "")
 
@@ -302,6 +332,12 @@ EXPERIMENTS = {e.name: e for e in [
                  f"{TX_FRAMES:,} frames {sender} -> {receiver} in pktgen bursts of {burst} (after "
                  f"{TX_WARMUP_FRAMES} unmeasured: BQL's limit), QEMU trace events (TDT writes, frames written)")
       for sender, receiver, bursts in TX_RUNS for burst in bursts],
+    Experiment(PP_EXPERIMENT, "stock", "direct", _pool_rx(held=False),
+               f"{frames(CLAIM_PKTGEN)} e1000e -> vmxnet3 with XDP_PASS (native: its page_pool), after "
+               f"{POOL_WARMUP_FRAMES} unmeasured, page_pool tracepoints"),
+    Experiment(PP_HELD_EXPERIMENT, "stock", "direct", _pool_rx(held=True),
+               f"{frames(HELD_PKTGEN)} e1000e -> vmxnet3 with XDP_PASS into a UDP socket that holds every skb, "
+               "page_pool tracepoints"),
     Experiment(TRACE_COST_EXPERIMENT, "stock", "direct", tx_trace_cost,
                f"{TX_FRAMES:,} unpaced frames igb -> e1000e, QEMU trace events off, then on (their cost)"),
 ]}

@@ -13,6 +13,7 @@ from .dma_claims import HalfPageSync, SkipCpuSync
 from .doorbell_claims import RxTailBatching, TxBulking
 from .experiments import EXPERIMENTS, GUEST_ORDER, run_experiment
 from .lab import ERROR, Lab, log
+from .pool_claims import PagePool
 from .rx_claims import BuildSkbVsCopy, PageBasedRx, PagecntBias, PageReuse
 from .xdp_claims import XdpOnPages
 
@@ -20,8 +21,8 @@ from .xdp_claims import XdpOnPages
 CLAIMS = [PageBasedRx(), PageReuse(), HalfPageSync(), PagecntBias(), SkipCpuSync(), Barriers(), BuildSkbVsCopy(),
           XdpOnPages()]
 CLAIM_IDS = [c.id for c in CLAIMS]
-# The rest of the talk's agenda, checked when asked for (`--claims tx-bulking,rx-tail-batching`, `--claims all`).
-AGENDA_CLAIMS = [TxBulking(), RxTailBatching()]
+# The rest of the talk's agenda, checked when asked for (`--claims tx-bulking,page-pool`, `--claims all`).
+AGENDA_CLAIMS = [TxBulking(), RxTailBatching(), PagePool()]
 ALL_CLAIMS = CLAIMS + AGENDA_CLAIMS
 
 
@@ -35,6 +36,11 @@ def select(ids: list[str] | None) -> list:
     if unknown:
         raise HarnessError(f"unknown claim id {', '.join(unknown)}; known: {', '.join(known)} (or all)")
     return [c for c in ALL_CLAIMS if c.id in ids]
+
+
+def nics_for(claims: list, nics: tuple[str, ...]) -> tuple[str, ...]:
+    """The NICs of `--nics` and any a claim needs besides (page-pool: a vmxnet3)."""
+    return tuple(dict.fromkeys((*nics, *(n for c in claims for n in getattr(c, "nics", ())))))
 
 
 def experiment_order(claims: list) -> list[str]:

@@ -100,3 +100,25 @@ def test_an_unrun_experiment_leaves_the_claim_inconclusive():
     result = evaluate("tx-bulking", lab)
     assert result.verdict == INCONCLUSIVE
     assert any(c.unmeasured == "experiment tx-burst-32-e1000e was not run" for c in result.checks)
+
+
+POOL_RUN = FIX / "runs" / "6.12.95-page-pool"
+
+
+def test_page_pool_recycles_on_the_recorded_run():
+    result = evaluate("page-pool", RecordedLab(POOL_RUN, SOURCES))
+    assert result.verdict == CONFIRMED, [(c.id, c.value) for c in result.checks]
+    held = next(c for c in result.checks if c.id == "held-slow-allocs-per-frame")
+    assert held.value > 0.9  # 0.992: the tracepoint sees the allocator when nothing comes back
+
+
+def test_a_pool_whose_pages_do_not_come_back_refutes():
+    # What the page-pool breaker measured: 1.024 slow allocations and 1.0 releases per frame.
+    lab = RecordedLab(POOL_RUN, SOURCES)
+    frames = lab.results["pp-xdp-pass"].traffic.received
+    mutate(lab, "pp-xdp-pass", "event:page_pool:page_pool_state_hold", "", 1.024 * frames)
+    mutate(lab, "pp-xdp-pass", "event:page_pool:page_pool_state_release", "", frames)
+    result = evaluate("page-pool", lab)
+    assert result.verdict == REFUTED
+    assert {c.id for c in result.checks if c.holds() is False} == {"slow-allocs-per-frame", "releases-per-frame"}
+    assert "do not come back" in result.explanation[0]

@@ -82,3 +82,20 @@ def test_a_renamed_option_is_written_under_its_new_name(tmp_path):
     (src / "fs/proc/Kconfig").write_text("config PROC_SYSCTL\n\tbool\nconfig SYSCTL\n\tbool\n")
     (same,), notes = adapt_fragments([load_fragment(frag)], src, tmp_path / "adapted2")
     assert same.path == frag and notes == []
+
+
+def test_kbuild_progress_totals_come_from_the_last_build(tmp_path, monkeypatch):
+    from harness.artifacts.kbuild import KbuildProgress
+    from harness.cache import Cache
+
+    cache = Cache(tmp_path)
+    first = KbuildProgress(cache, "k")
+    assert "no total yet" in first.update("  CC      init/main.o")
+    first.update("  CC      mm/slub.o")
+    first.finished()
+    again = KbuildProgress(cache, "k")
+    assert again.update("  CC      init/main.o").startswith("1/2 objects (50%")
+    incremental = KbuildProgress(cache, "k")
+    incremental.update("  CC      init/main.o")
+    incremental.finished()  # fewer objects than a full build: the full count stays
+    assert KbuildProgress(cache, "k").expected == 2

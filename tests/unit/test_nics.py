@@ -64,3 +64,17 @@ def test_boot_modules_keep_the_management_nic_and_pktgen_of_a_distro_kernel():
     assert boot_modules(distro, ("vmxnet3", "e1000")) == ("virtio_net", "pktgen", "e1000", "vmxnet3")
     # A self-built kernel's modules are NIC drivers only (virtio_net is built in).
     assert boot_modules(("e1000", "e1000e", "igb", "vmxnet3"), ("igb", "virtio-net")) == ("igb",)
+
+
+def test_tail_registers_of_models_sharing_a_trace_event_never_overlap():
+    # QEMU's igb reports its register writes through e1000e's event: a write is told
+    # apart only by its offset (aliases already resolved by QEMU to the canonical one).
+    from harness.nics import CATALOGUE
+
+    traced = [n for n in CATALOGUE.values() if n.device_trace is not None]
+    assert {n.model for n in traced} >= {"igb", "e1000e"}
+    seen: dict[int, str] = {}
+    for n in traced:
+        for regs in (n.device_trace.rx_tail, n.device_trace.tx_tail):
+            for offset in regs.offsets():
+                assert seen.setdefault(offset, n.model) == n.model, f"{offset:#x}: {seen[offset]} and {n.model}"

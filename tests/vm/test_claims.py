@@ -1,4 +1,4 @@
-"""The talk's claims as tests: `pytest -m vm -k page_reuse` runs just the
+"""The talk's claims (and the agenda's) as tests: `pytest -m vm -k page_reuse` runs just the
 experiments that claim needs. One Lab per session shares guests and
 measurements between the claims (as `harness run` does)."""
 
@@ -8,20 +8,22 @@ import pytest
 
 from harness.claims.experiments import run_experiment
 from harness.claims.lab import Lab
-from harness.claims.runner import CLAIMS
+from harness.claims.runner import ALL_CLAIMS, nics_for
+from harness.nics import DEFAULT_NICS
 
 pytestmark = pytest.mark.vm
 
 
 @pytest.fixture(scope="session")
 def claims_lab(pytestconfig, harness_cache, kernel_choice):
+    # The agenda's claims too: page-pool adds a vmxnet3 to the guests' hub.
     lab = Lab(harness_cache, "pytest-" + secrets.token_hex(3), choice=kernel_choice,
-              accel=pytestconfig.getoption("--accel"))
+              accel=pytestconfig.getoption("--accel"), nics=nics_for(ALL_CLAIMS, DEFAULT_NICS))
     yield lab
     lab.close()
 
 
-@pytest.mark.parametrize("claim", CLAIMS, ids=[c.id.replace("-", "_") for c in CLAIMS])
+@pytest.mark.parametrize("claim", ALL_CLAIMS, ids=[c.id.replace("-", "_") for c in ALL_CLAIMS])
 def test_claim_confirmed(claims_lab, claim):
     for name in claim.experiments:
         run_experiment(claims_lab, name)
