@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
     r.add_argument("--claims", metavar="ID,...",
                    help="only these claims (default: the talk's eight; all: also the agenda's tx-bulking, "
-                        "rx-tail-batching and page-pool)")
+                        "rx-tail-batching, page-pool and xsk-zero-copy)")
     _add_nics_arg(r)
     r.add_argument("--out", type=Path, default=Path("out"),
                    help="directory for the report (default out/); with several kernels one subdirectory each "

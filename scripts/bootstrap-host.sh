@@ -11,8 +11,8 @@ APT_PACKAGES=(
   gcc-aarch64-linux-gnu
   # guest image
   mmdebstrap e2fsprogs busybox-static
-  # BPF programs
-  clang llvm bpftool libbpf-dev
+  # BPF programs; libxdp-dev: the AF_XDP receiver (xsk-zero-copy claim)
+  clang llvm bpftool libbpf-dev libxdp-dev
   # python
   python3-venv python3-pip
   # host tools used by the harness

@@ -15,6 +15,7 @@ class Breaker:
     must_fail: tuple[str, ...]
     verdict: str
     why: str
+    needs: str = ""  # a source file older kernels lack (`Needs:`): the breaker is skipped there
 
     @property
     def name(self) -> str:
@@ -27,12 +28,13 @@ def read_breaker(path: Path) -> Breaker:
         if line.startswith("--- "):
             break
         key, sep, value = line.partition(":")
-        if sep and key in ("Breaks", "Must-fail", "Verdict", "Why"):
+        if sep and key in ("Breaks", "Must-fail", "Verdict", "Why", "Needs"):
             fields[key] = value.strip()
     missing = [k for k in ("Breaks", "Must-fail", "Verdict", "Why") if k not in fields]
     if missing:
         raise ValueError(f"{path.name}: header lacks {', '.join(missing)} (see tests/breakers/README.md)")
-    return Breaker(path, fields["Breaks"], tuple(fields["Must-fail"].split()), fields["Verdict"], fields["Why"])
+    return Breaker(path, fields["Breaks"], tuple(fields["Must-fail"].split()), fields["Verdict"], fields["Why"],
+                   fields.get("Needs", ""))
 
 
 def all_breakers() -> list[Breaker]:

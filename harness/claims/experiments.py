@@ -16,8 +16,9 @@ from harness.measurement.device_trace import DeviceTraceProbe
 from harness.measurement.dma_probe import DmaProbe
 from harness.measurement.measure import MEASURE_PKTGEN, Measurement, RunContext, measure_rx
 from harness.measurement.netcheck import bring_up
-from harness.measurement.probes import EventCountProbe, GraphProbe
+from harness.measurement.probes import PAGE_REF_FUNCTIONS, RX_PATH_FUNCTIONS, EventCountProbe, GraphProbe
 from harness.measurement.traffic import DST_IP, PktgenConfig, run_pktgen
+from harness.measurement.xsk import one_channel, xsk_receiver
 
 from .doorbell_claims import RX_BURST, RX_BURST_EXPERIMENT, TRACE_COST_EXPERIMENT, TX_RUNS, tx_experiment
 from .lab import Lab
@@ -25,6 +26,8 @@ from .pool_claims import HOLD as POOL_HOLD
 from .pool_claims import PEER as POOL_PEER
 from .pool_claims import POOL_NIC, PP_EXPERIMENT, PP_HELD_EXPERIMENT
 from .pool_claims import RELEASE as POOL_RELEASE
+from .xsk_claims import COPY as XSK_COPY
+from .xsk_claims import ZC as XSK_ZC
 
 HEADROOM_FRAMES = 200
 # 2,000 frames per experiment: per-frame counts come out exact (1.0000, 0.0000);
@@ -291,6 +294,23 @@ def _pool_rx(held: bool) -> Callable[[Guest, RunContext, Lab], Measurement]:
 
 
 POOL_WARMUP_FRAMES = 512
+# The AF_XDP path's functions beside the rx path's: the copy into the umem and the redirect.
+XSK_FUNCTIONS = ["__xsk_rcv", "__xsk_map_redirect", "xp_alloc", "xp_alloc_batch"]
+
+
+def _xsk_rx(mode: str) -> Callable[[Guest, RunContext, Lab], Measurement]:
+    """pktgen e1000e -> igb into an AF_XDP socket on igb's only queue, bound in `mode`."""
+    def run(g: Guest, ctx: RunContext, lab: Lab) -> Measurement:
+        igb = g.nic("igb")
+        probes = [GraphProbe(functions=RX_PATH_FUNCTIONS + PAGE_REF_FUNCTIONS + XSK_FUNCTIONS), DmaProbe()]
+        with one_channel(g, igb), xsk_receiver(g, igb, "igb", mode, CLAIM_PKTGEN.count, lab.cache) as got:
+            m = measure_rx(g, ctx, probes, pktgen=CLAIM_PKTGEN, max_loss=MAX_LOSS)
+        (result,) = got
+        m.add("xsk_received", result.received, "igb", "xsk_rx: frames read from the AF_XDP socket's rx ring",
+              {"bytes": result.bytes, "mode": result.mode})
+        m.add("xsk_zerocopy", 1.0 if result.zerocopy else 0.0, "igb", "getsockopt(SOL_XDP, XDP_OPTIONS)")
+        return m
+    return run
 
 
 def frames(cfg: PktgenConfig) -> str:
@@ -338,6 +358,12 @@ EXPERIMENTS = {e.name: e for e in [
     Experiment(PP_HELD_EXPERIMENT, "stock", "direct", _pool_rx(held=True),
                f"{frames(HELD_PKTGEN)} e1000e -> vmxnet3 with XDP_PASS into a UDP socket that holds every skb, "
                "page_pool tracepoints"),
+    Experiment(XSK_ZC, "stock", "direct", _xsk_rx("zerocopy"),
+               f"{frames(CLAIM_PKTGEN)} e1000e -> igb into an AF_XDP socket bound with XDP_ZEROCOPY (one queue), "
+               "function_graph + DMA events"),
+    Experiment(XSK_COPY, "stock", "direct", _xsk_rx("copy"),
+               f"{frames(CLAIM_PKTGEN)} e1000e -> igb into an AF_XDP socket bound with XDP_COPY (one queue), "
+               "function_graph + DMA events"),
     Experiment(TRACE_COST_EXPERIMENT, "stock", "direct", tx_trace_cost,
                f"{TX_FRAMES:,} unpaced frames igb -> e1000e, QEMU trace events off, then on (their cost)"),
 ]}

@@ -16,13 +16,14 @@ from .lab import ERROR, Lab, log
 from .pool_claims import PagePool
 from .rx_claims import BuildSkbVsCopy, PageBasedRx, PagecntBias, PageReuse
 from .xdp_claims import XdpOnPages
+from .xsk_claims import XskZeroCopy
 
 # The talk's eight claims (slides 5-10): what `harness run` checks by default.
 CLAIMS = [PageBasedRx(), PageReuse(), HalfPageSync(), PagecntBias(), SkipCpuSync(), Barriers(), BuildSkbVsCopy(),
           XdpOnPages()]
 CLAIM_IDS = [c.id for c in CLAIMS]
-# The rest of the talk's agenda, checked when asked for (`--claims tx-bulking,page-pool`, `--claims all`).
-AGENDA_CLAIMS = [TxBulking(), RxTailBatching(), PagePool()]
+# The rest of the talk's agenda, checked when asked for (`--claims tx-bulking,xsk-zero-copy`, `--claims all`).
+AGENDA_CLAIMS = [TxBulking(), RxTailBatching(), PagePool(), XskZeroCopy()]
 ALL_CLAIMS = CLAIMS + AGENDA_CLAIMS
 
 

@@ -122,3 +122,35 @@ def test_a_pool_whose_pages_do_not_come_back_refutes():
     assert result.verdict == REFUTED
     assert {c.id for c in result.checks if c.holds() is False} == {"slow-allocs-per-frame", "releases-per-frame"}
     assert "do not come back" in result.explanation[0]
+
+
+def test_ethtool_l_current_combined_channels():
+    from harness.measurement.xsk import combined_channels
+
+    text = ("Channel parameters for eth1:\nPre-set maximums:\nRX:\t\tn/a\nTX:\t\tn/a\nOther:\t\t1\n"
+            "Combined:\t8\nCurrent hardware settings:\nRX:\t\tn/a\nTX:\t\tn/a\nOther:\t\t1\nCombined:\t2\n")
+    assert combined_channels(text) == "2"
+    assert combined_channels("no channels here") is None
+
+
+def test_zero_copy_on_the_recorded_7_3_run():
+    # 7.3.4's igb has igb_xsk.c: no copy, allocation or map per frame; copy mode one copy.
+    result = evaluate("xsk-zero-copy", RecordedLab(FIX / "runs" / "7.3.4-xsk", None))
+    assert result.verdict == CONFIRMED, [(c.id, c.value) for c in result.checks]
+
+
+def test_no_zero_copy_on_6_12_is_inconclusive_with_the_bind_error():
+    result = evaluate("xsk-zero-copy", RecordedLab(FIX / "runs" / "6.12.95-xsk", None))
+    assert result.verdict == INCONCLUSIVE
+    zc = [c for c in result.checks if c.id.startswith("zc-")]
+    assert zc and all(c.value is None and "bind with XDP_ZEROCOPY: Operation not supported" in c.unmeasured
+                      for c in zc)
+    assert all(c.holds() for c in result.checks if c.id.startswith("copy-"))
+
+
+def test_frames_that_miss_the_socket_refute_zero_copy():
+    # What the xsk-zero-copy breaker makes: every frame XDP_PASSed up the stack.
+    lab = RecordedLab(FIX / "runs" / "7.3.4-xsk", None)
+    mutate(lab, "xsk-zc", "xsk_received", "igb", 0)
+    result = evaluate("xsk-zero-copy", lab)
+    assert result.verdict == REFUTED and {c.id for c in result.checks if c.holds() is False} == {"zc-frames-received"}
