@@ -12,7 +12,6 @@ from harness.errors import GuestError, Unmeasurable
 from harness.guest.vm import Guest
 from harness.measurement import xdp
 from harness.measurement.btf import struct_sizes
-from harness.measurement.device_trace import DeviceTraceProbe
 from harness.measurement.dma_probe import DmaProbe
 from harness.measurement.measure import MEASURE_PKTGEN, Measurement, RunContext, measure_rx
 from harness.measurement.netcheck import bring_up
@@ -64,14 +63,13 @@ def _ctx(lab: Lab, g: Guest, exp: Experiment) -> RunContext:
 
 
 def rx_default(g: Guest, ctx: RunContext, lab: Lab) -> Measurement:
-    # The device's trace too: RDT writes one frame at a time (rx-tail-batching's baseline).
-    return measure_rx(g, ctx, [GraphProbe(), DmaProbe(), DeviceTraceProbe()])
+    return measure_rx(g, ctx, [GraphProbe(), DmaProbe()])
 
 
 def rx_burst(g: Guest, ctx: RunContext, lab: Lab) -> Measurement:
     """e1000e sends in pktgen bursts: igb's model receives each burst back to back, and
     function_graph counts the refills the device trace sees as RDT writes."""
-    return measure_rx(g, ctx, [GraphProbe(), DeviceTraceProbe()], pktgen=tx_pktgen(RX_BURST), max_loss=MAX_LOSS)
+    return measure_rx(g, ctx, [GraphProbe()], pktgen=tx_pktgen(RX_BURST), max_loss=MAX_LOSS)
 
 
 def rx_control(g: Guest, ctx: RunContext, lab: Lab) -> Measurement:
@@ -253,7 +251,7 @@ def _tx_burst(sender: str, receiver: str, burst: int) -> Callable[[Guest, RunCon
         src_if, dst_if = g.nic(sender), g.nic(receiver)
         bring_up(g, [src_if, dst_if])
         run_pktgen(g, src_if, dst_if, tx_pktgen(burst, TX_WARMUP_FRAMES), require_all=False)
-        return measure_rx(g, ctx, [DeviceTraceProbe((sender, receiver))], src=sender, dst=receiver,
+        return measure_rx(g, ctx, [], src=sender, dst=receiver,
                           pktgen=tx_pktgen(burst), max_loss=MAX_LOSS)
     return run
 
@@ -263,8 +261,8 @@ def tx_trace_cost(g: Guest, ctx: RunContext, lab: Lab) -> Measurement:
     with the QEMU trace events on (pktgen's rate, compared only as a ratio in one run;
     frames the receiver misses do not matter here)."""
     cfg = PktgenConfig(count=TX_FRAMES)
-    plain = measure_rx(g, ctx, [], src="igb", dst="e1000e", pktgen=cfg, max_loss=1.0, retries=0)
-    traced = measure_rx(g, ctx, [DeviceTraceProbe()], src="igb", dst="e1000e", pktgen=cfg, max_loss=1.0, retries=0)
+    plain = measure_rx(g, ctx, [], src="igb", dst="e1000e", pktgen=cfg, max_loss=1.0, retries=0, witness=False)
+    traced = measure_rx(g, ctx, [], src="igb", dst="e1000e", pktgen=cfg, max_loss=1.0, retries=0)
     traced.add("pktgen_pps_untraced", plain.traffic.result.pps, "igb",
                "pktgen Result line of the same frames just before, QEMU trace events off")
     return traced

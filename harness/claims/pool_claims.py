@@ -7,9 +7,11 @@ vmxnet3 is the QEMU NIC whose driver has a pool (6.12, 7.x): vmxnet3_create_pp()
 while an XDP program is attached, its rx then one pool page per frame. Counted by
 the page_pool tracepoints: `page_pool_state_hold` fires per page the pool takes
 from the page allocator (the slow path), `page_pool_state_release` per page it
-gives back; a recycled page fires neither. The pool has no netdev link the
-netlink family (`page-pool-get`) would list it under while it is vmxnet3's
-XDP-only pool, so the tracepoints, not `page-pool-stats-get`, are the witness.
+gives back; a recycled page fires neither. Netlink's `page-pool-get` /
+`page-pool-stats-get` cannot show this pool: vmxnet3_create_pp() sets no
+`.netdev`, and page_pool_list() (net/core/page_pool_user.c, 6.12 and 7.3) links
+only pools that have one into the lists the dump walks (read in the source, not
+probed), so the tracepoints are the witness.
 The A/B: the same traffic into a UDP socket that holds every skb, so no page can
 come back and every frame costs a slow allocation."""
 

@@ -105,7 +105,7 @@ class DeviceTraceProbe:
                              guest.console_tail()) from e
 
     def arm(self, guest: Guest) -> None:
-        self.rings = {m.model: ring_sizes(guest, guest.nic(m.model)) for m in self.models}
+        self.rings = ring_sizes(guest, {m.model: guest.nic(m.model) for m in self.models})
         self.offset = guest.trace_log.stat().st_size if guest.trace_log.exists() else 0
         self._set(guest, True)
 

@@ -15,6 +15,7 @@ import pandas as pd
 from harness.errors import GuestError
 from harness.guest.vm import Guest
 from harness.measurement.counters import losses
+from harness.measurement.device_trace import DeviceTraceProbe
 from harness.measurement.netcheck import bring_up
 from harness.measurement.probes import Observation, Probe
 from harness.measurement.traffic import PktgenConfig, TrafficRun, run_pktgen
@@ -85,16 +86,18 @@ PACING_RETRIES = 2
 def measure_rx(guest: Guest, ctx: RunContext, probes: Sequence[Probe], *, src: str = "e1000e",
                dst: str = "igb", pktgen: PktgenConfig | None = None,
                while_armed: Callable[[Guest], None] | None = None, max_loss: float = 0.0,
-               retries: int = PACING_RETRIES) -> Measurement:
+               retries: int = PACING_RETRIES, witness: bool = True) -> Measurement:
     """Frames from the `src` NIC to the `dst` NIC (catalogue models), with probes armed
     around exactly that traffic (and `while_armed(guest)`, run after arming, e.g. a
     link down/up to catch the ring fill). Per-packet values divide by frames received on dst.
     Up to `max_loss` of the frames may be lost before the receiver's NIC model (QEMU's
     net queue: they never reach the driver, so per-frame counts stay exact); the loss
     is recorded as `frames_missing`. More is sent again slower (PACING_RETRIES), then raises,
-    saying how many and where."""
+    saying how many and where. `witness`: QEMU's trace of the NIC models beside the probes
+    (device:* counts and device:witness_rx_diff), off only to measure what it costs."""
     started = time.monotonic()
     cfg = pktgen or MEASURE_PKTGEN
+    probes = with_device_witness(probes, src, dst) if witness else list(probes)
     lossy: list[str] = []  # the attempts sent again slower
     phases: dict[str, float] = {}
     for attempt in range(retries + 1):
@@ -109,11 +112,35 @@ def measure_rx(guest: Guest, ctx: RunContext, probes: Sequence[Probe], *, src: s
             print(f"harness: {e.summary}; sending again at {cfg.rate_pps} frames/s", file=sys.stderr, flush=True)
     src_driver, dst_driver = nic(src).driver, nic(dst).driver
     observations += counter_observations(traffic, src_driver, dst_driver)
+    observations += witness_observations(observations, dst_driver)
     observations.append(Observation("frames_missing", traffic.missed, dst_driver,
                                     traffic.loss_report() if traffic.missed else "pktgen sent - received on dst",
                                     {"earlier_attempts": lossy} if lossy else {}))
     frame = to_frame(ctx, observations, traffic, guest.nic(dst), guest.nic(src), dst_driver)
     return Measurement(traffic, frame, time.monotonic() - started, {k: round(v, 2) for k, v in phases.items()})
+
+
+def with_device_witness(probes: Sequence[Probe], src: str, dst: str) -> list[Probe]:
+    """The probes and, for the NICs whose QEMU model the harness reads, the device's
+    trace (unless one is there already): every measurement has a second witness."""
+    if any(isinstance(p, DeviceTraceProbe) for p in probes):
+        return list(probes)
+    models = tuple(m for m in dict.fromkeys((src, dst)) if nic(m).device_trace is not None)
+    return [*probes, DeviceTraceProbe(models)] if models else list(probes)
+
+
+def witness_observations(observations: list[Observation], dst_driver: str) -> list[Observation]:
+    """Frames the receiver's QEMU model wrote into guest memory - frames its driver
+    counted: 0 when both witnesses agree."""
+    def one(metric: str) -> float | None:
+        return next((o.value for o in observations if o.metric == metric and o.driver == dst_driver), None)
+
+    written, counted = one("device:rx_frames_written"), one("counter:link.rx_packets")
+    if written is None or counted is None:
+        return []
+    return [Observation("device:witness_rx_diff", written - counted, dst_driver,
+                        "frames the receiving NIC's QEMU model wrote (trace) - frames its driver counted "
+                        "(ip -s link rx_packets)", {"written": written, "counted": counted})]
 
 
 # Loss counters that say the receiver fell behind (the NIC found no free rx buffer,

@@ -4,6 +4,7 @@ state, interface counters, and raw frames sent from one NIC to the other."""
 from __future__ import annotations
 
 import json
+import shlex
 import time
 
 from harness.errors import GuestError
@@ -51,8 +52,11 @@ def parse_ethtool_g(text: str) -> dict[str, int]:
     return out
 
 
-def ring_sizes(guest: Guest, ifname: str) -> dict[str, int]:
-    return parse_ethtool_g(guest.run(["ethtool", "-g", ifname]).stdout)
+def ring_sizes(guest: Guest, ifnames: dict[str, str]) -> dict[str, dict[str, int]]:
+    """name -> its interface's current ring sizes, in one guest command."""
+    mark = "==harness-rings=="
+    out = guest.run(f"; echo {mark}; ".join(f"ethtool -g {shlex.quote(i)}" for i in ifnames.values())).stdout
+    return {name: parse_ethtool_g(part) for name, part in zip(ifnames, out.split(mark), strict=True)}
 
 
 def link_stats(guest: Guest, ifname: str) -> dict:

@@ -50,7 +50,8 @@ def write_report(out: Path, record: dict, table: pd.DataFrame, baseline: Compari
     plots = make_plots(out, record)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
     env.filters["fmtnum"] = fmtnum
-    write_text(out / "report.html", env.get_template("report.html.j2").render(**record, plots=plots))
+    write_text(out / "report.html", env.get_template("report.html.j2").render(**record, plots=plots,
+                                                                            witness=witness_summary(record)))
     write_text(out / "report.md", render_markdown(record, plots, baseline))
     write_junit(out / "junit.xml", record, baseline)
     write_text(out / "results.ktap", claims_ktap(record["claims"]))
@@ -145,6 +146,18 @@ def problems_markdown(record: dict) -> list[str]:
     return lines
 
 
+def witness_summary(record: dict) -> str | None:
+    """One line on the device witness: how many experiments it covered, and any
+    where the frames QEMU's model wrote differ from the frames the driver counted."""
+    seen = [(e["name"], e["device_witness"]) for e in record.get("experiments", []) if e.get("device_witness")]
+    if not seen:
+        return None
+    off = [f"{name}: {w['driver']}'s model wrote {w['written']}, the driver counted {w['counted']}"
+           for name, w in seen if w["written"] != w["counted"]]
+    return (f"device witness: frames QEMU's NIC model wrote = frames the driver counted in {len(seen) - len(off)} "
+            f"of {len(seen)} experiments" + (" (differences: " + "; ".join(off) + ")" if off else ""))
+
+
 def render_markdown(record: dict, plots: list[Plot], baseline: Comparison | None = None) -> str:
     k = record["kernel"]
     lines = [f"# igb page-based receive: claims on kernel {k['release']}", ""]
@@ -158,7 +171,8 @@ def render_markdown(record: dict, plots: list[Plot], baseline: Comparison | None
              + (f", patched with {', '.join(k['patches'])}" if k.get("patches") else "") + ")",
              f"- QEMU: {record['qemu']['version']}, accelerator {record['qemu']['accel']}",
              f"- run `{record['run_id']}`, {record['wall_s']:.0f} s wall: `{record['command']}`",
-             f"- verdicts: {', '.join(f'{n} {v}' for v, n in record['tally'].items())}", "",
+             f"- verdicts: {', '.join(f'{n} {v}' for v, n in record['tally'].items())}",
+             *([f"- {w}"] if (w := witness_summary(record)) else []), "",
              "| claim | slide | verdict | rule |", "|---|---|---|---|"]
     for c in record["claims"]:
         lines.append(f"| {c['id']} | {c['slide']} | **{c['verdict']}** | {c['rule']} |")

@@ -10,6 +10,7 @@ from collections import Counter
 from harness.claims.base import ClaimResult
 from harness.claims.experiments import EXPERIMENTS
 from harness.claims.lab import ERROR, Lab
+from harness.measurement.measure import Measurement
 
 RECORD_FORMAT = 2  # 2: checks have ids, metrics are keyed by them; errors and kernel reports recorded
 
@@ -35,13 +36,23 @@ def kernel_reports(lab: Lab) -> list[dict]:
     return out
 
 
+def witness(m: Measurement) -> dict | None:
+    """Frames the receiving NIC's QEMU model wrote and its driver counted, where the
+    harness reads that model's trace (measure.witness_observations)."""
+    rows = m.frame[m.frame.metric == "device:witness_rx_diff"]
+    if rows.empty or not rows.iloc[0].detail:
+        return None
+    d = json.loads(rows.iloc[0].detail)
+    return {"driver": rows.iloc[0].driver, "written": int(d["written"]), "counted": int(d["counted"])}
+
+
 def build_record(lab: Lab, results: list[ClaimResult], meta: dict, *, partial: bool = False) -> dict:
     experiments = []
     for name, m in lab.results.items():
         e = EXPERIMENTS[name]
         experiments.append({"name": name, "what": e.what, "variant": e.variant, "dma_mode": e.dma_mode,
                             "frames": m.traffic.received, "pps": m.traffic.result.pps,
-                            "seconds": round(m.seconds, 1), "phases": m.phases})
+                            "seconds": round(m.seconds, 1), "phases": m.phases, "device_witness": witness(m)})
     run_errors = [f"kernel report outside any experiment: {r.fingerprint}" for r in lab.stray_reports]
     claims = [r.to_json() for r in results]
     return {

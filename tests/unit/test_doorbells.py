@@ -78,7 +78,7 @@ def test_a_tail_written_per_frame_refutes_tx_bulking():
 
 def test_frames_the_device_wrote_but_the_driver_missed_refute():
     lab = recorded()
-    mutate(lab, "tx-burst-8", "device:rx_frames_written", "e1000e", 2049)
+    mutate(lab, "tx-burst-8", "device:witness_rx_diff", "e1000e", 1)
     failed = {c.id for c in evaluate("tx-bulking", lab).checks if c.holds() is False}
     assert failed == {"igb-burst-8-witness"}
 
@@ -154,3 +154,38 @@ def test_frames_that_miss_the_socket_refute_zero_copy():
     mutate(lab, "xsk-zc", "xsk_received", "igb", 0)
     result = evaluate("xsk-zero-copy", lab)
     assert result.verdict == REFUTED and {c.id for c in result.checks if c.holds() is False} == {"zc-frames-received"}
+
+
+def test_witness_observation_and_report_line():
+    from harness.measurement.measure import witness_observations
+    from harness.measurement.probes import Observation
+    from harness.report.report import witness_summary
+
+    obs = [Observation("device:rx_frames_written", 1998, "igb", ""), Observation("counter:link.rx_packets", 2000,
+                                                                              "igb", "")]
+    (w,) = witness_observations(obs, "igb")
+    assert (w.metric, w.value, w.detail) == ("device:witness_rx_diff", -2, {"written": 1998, "counted": 2000})
+    assert witness_observations(obs[1:], "igb") == []  # a model the harness does not trace: no witness
+    record = {"experiments": [{"name": "rx", "device_witness": {"driver": "igb", "written": 1998, "counted": 2000}},
+                              {"name": "ring-fill", "device_witness": {"driver": "igb", "written": 5, "counted": 5}},
+                              {"name": "xdp-headroom"}]}
+    line = witness_summary(record)
+    assert line.startswith("device witness: ") and "in 1 of 2 experiments" in line
+    assert "rx: igb's model wrote 1998, the driver counted 2000" in line
+    assert witness_summary({"experiments": [{"name": "x"}]}) is None
+
+
+@pytest.mark.parametrize("experiment, metric, value, check", [
+    ("xsk-zc", "xsk_zerocopy", 0, "zc-in-effect"),  # the kernel fell back to copying
+    ("xsk-zc", "calls:__xsk_rcv", 2000, "zc-copies-per-frame"),
+    ("xsk-zc", "calls:__alloc_pages_noprof", 2000, "zc-page-allocs-per-frame"),
+    ("xsk-zc", "dma_map_page_attrs", 2000, "zc-maps-per-frame"),
+    ("xsk-zc", "calls:__xsk_map_redirect", 0, "zc-redirects-per-frame"),
+    ("xsk-copy", "calls:__xsk_rcv", 0, "copy-copies-per-frame"),
+    ("xsk-copy", "xsk_received", 1000, "copy-frames-received"),
+])
+def test_each_xsk_check_fails_on_what_a_broken_driver_shows(experiment, metric, value, check):
+    lab = RecordedLab(FIX / "runs" / "7.3.4-xsk", None)
+    mutate(lab, experiment, metric, "igb", value)
+    result = evaluate("xsk-zero-copy", lab)
+    assert result.verdict == REFUTED and {c.id for c in result.checks if c.holds() is False} == {check}
