@@ -67,9 +67,13 @@ class ExperimentFailure:
 
     @property
     def headline(self) -> str:
-        """The cause first: the kernel's report, else QEMU's end, else the failure."""
-        if self.reports:
-            return f"{self.experiment}: kernel {self.reports[0].fingerprint}"
+        """The cause first: the kernel's report, else QEMU's end, else the failure. A
+        DMA-API report is evidence, not a crash: the failure leads, the report follows."""
+        crash = next((r for r in self.reports if not r.is_dma_api), None)
+        if crash is not None:
+            return f"{self.experiment}: kernel {crash.fingerprint}"
+        if self.reports and not self.qemu_exit:
+            return f"{self.experiment}: {self.message} (DMA-API report during it: {self.reports[0].fingerprint})"
         if self.qemu_exit:
             return f"{self.experiment}: QEMU {self.qemu_exit}; {self.message}"
         return f"{self.experiment}: {self.message}"

@@ -90,3 +90,15 @@ def test_a_failed_guest_script_says_its_command_and_stderr():
     assert msg == ("guest command failed (exit 2): ip link set dev eth0 xdpdrv obj /tmp/x.o sec xdp ...; "
                    "stderr: libbpf: prog 'x': failed to load | Error: fd 3 invalid")
     assert failure_message(HarnessError("boot failed\nconsole: ...")) == "boot failed"
+
+
+def test_a_dma_api_report_never_hides_why_an_experiment_failed():
+    from harness.claims.lab import ExperimentFailure
+    from harness.guest.crash import KernelReport
+
+    dma = KernelReport("DMA-API", "DMA-API: igb 0000:00:04.0: device driver tries to sync DMA memory it has not "
+                       "allocated [size=2048 bytes]", "igb_alloc_rx_buffers", ())
+    bug = KernelReport("BUG", "BUG: unable to handle page fault", "ftrace_kill", ())
+    lost = ExperimentFailure("rx-swiotlb", "error", "pktgen sent 2000, 21 missing", (dma,), "")
+    assert lost.headline.startswith("rx-swiotlb: pktgen sent 2000, 21 missing (DMA-API report during it: ")
+    assert ExperimentFailure("rx", "error", "ssh gone", (dma, bug), "").headline.startswith("rx: kernel BUG")
