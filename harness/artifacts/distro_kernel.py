@@ -129,8 +129,8 @@ def with_debug_info(kernel: Kernel, cache: Cache, package: str) -> Kernel:
     from harness.artifacts.latest_kernel import latest_source
     from harness.artifacts.source_tree import extract_debian_source
 
-    source = latest_source(cache)
-    image_version = package_version(private_apt(cache), package)
+    source, apt = latest_source(cache), private_apt(cache)
+    image_version = package_version(apt, package)
     if image_version != source.version:
         # Line numbers of another version's source would attribute the -dbg object's
         # instructions to the wrong lines: better no source than a wrong one.
@@ -139,7 +139,7 @@ def with_debug_info(kernel: Kernel, cache: Cache, package: str) -> Kernel:
         return replace(kernel, meta={**kernel.meta, "source_mismatch": f"{package} {image_version} vs "
                                                                        f"{source.package} {source.version}"})
     tree = extract_debian_source(cache, source.tarball)
-    modules = debug_modules(cache, private_apt(cache), package, kernel.release)
+    modules = debug_modules(cache, apt, package, kernel.release)
     meta = {**kernel.meta, "source_package": f"{source.package} {source.version}",
             "debug_package": f"{package}-dbg", "source_origin": str(tree)}
     return replace(kernel, source_roots=(tree,), debug_objects=modules, meta=meta)

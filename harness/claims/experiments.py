@@ -248,11 +248,17 @@ def tx_pktgen(burst: int, count: int = TX_FRAMES) -> PktgenConfig:
 TX_WARMUP_FRAMES = 256
 
 
+def warm_up(g: Guest, src: str, dst: str, cfg: PktgenConfig) -> None:
+    """Unmeasured frames src -> dst (catalogue models) before an experiment's own, for a
+    state that only traffic settles (BQL's limit, a page_pool's first refills)."""
+    src_if, dst_if = g.nic(src), g.nic(dst)
+    bring_up(g, [src_if, dst_if])
+    run_pktgen(g, src_if, dst_if, cfg, require_all=False)
+
+
 def _tx_burst(sender: str, receiver: str, burst: int) -> Callable[[Guest, RunContext, Lab], Measurement]:
     def run(g: Guest, ctx: RunContext, lab: Lab) -> Measurement:
-        src_if, dst_if = g.nic(sender), g.nic(receiver)
-        bring_up(g, [src_if, dst_if])
-        run_pktgen(g, src_if, dst_if, tx_pktgen(burst, TX_WARMUP_FRAMES), require_all=False)
+        warm_up(g, sender, receiver, tx_pktgen(burst, TX_WARMUP_FRAMES))
         return measure_rx(g, ctx, [], src=sender, dst=receiver,
                           pktgen=tx_pktgen(burst), max_loss=MAX_LOSS)
     return run
@@ -276,11 +282,10 @@ def _pool_rx(held: bool) -> Callable[[Guest, RunContext, Lab], Measurement]:
     (the ring fill and the first refills are the pool's start, not its steady state);
     `held`: into a socket that holds every skb, so no page can be recycled."""
     def run(g: Guest, ctx: RunContext, lab: Lab) -> Measurement:
-        ifname, peer = g.nic(POOL_NIC), g.nic(POOL_PEER)
+        ifname = g.nic(POOL_NIC)
         att = xdp.attach(g, ifname, xdp.build_programs(lab.cache)["xdp_pass"], "native")
         try:
-            bring_up(g, [peer, ifname])
-            run_pktgen(g, peer, ifname, PktgenConfig(count=POOL_WARMUP_FRAMES, rate_pps=2_500), require_all=False)
+            warm_up(g, POOL_PEER, POOL_NIC, PktgenConfig(count=POOL_WARMUP_FRAMES, rate_pps=2_500))
             probes = [EventCountProbe([POOL_HOLD, POOL_RELEASE])]
             with held_skbs(g, ifname) if held else contextlib.nullcontext():
                 m = measure_rx(g, ctx, probes, src=POOL_PEER, dst=POOL_NIC,

@@ -36,12 +36,22 @@ LATER_BUFFER = re.compile(r"buffer #[1-9]")
 
 @dataclass
 class DeviceCounts:
-    """Per NIC model: tail register writes and frames the model wrote into rx buffers."""
+    """Per NIC model: the values written to its tail registers and the frames it wrote
+    into rx buffers; the tail-write counts follow from the values."""
 
-    rx_tail_writes: Counter = field(default_factory=Counter)
-    tx_tail_writes: Counter = field(default_factory=Counter)
     rx_frames_written: Counter = field(default_factory=Counter)
     tail_values: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (model, rx|tx) -> values written
+
+    def _writes(self, ring: str) -> Counter:
+        return Counter({model: len(v) for (model, r), v in self.tail_values.items() if r == ring})
+
+    @property
+    def rx_tail_writes(self) -> Counter:
+        return self._writes("rx")
+
+    @property
+    def tx_tail_writes(self) -> Counter:
+        return self._writes("tx")
 
 
 def tail_advances(values: list[int], ring: int) -> Counter:
@@ -56,11 +66,13 @@ def count_device_events(log: str, models: list[NicModel]) -> DeviceCounts:
     shared by igb and e1000e (QEMU's igb reuses e1000e's): a write is the model's whose
     tail offsets it hits, and the catalogue keeps those offsets apart between models."""
     out = DeviceCounts()
-    by_event: dict[str, list[NicModel]] = {}
+    tails: dict[str, dict[int, tuple[str, str]]] = {}  # register-write event -> offset -> (model, rx|tx)
+    buffer_events: dict[str, str] = {}
     for m in models:
-        if m.device_trace is not None:
-            by_event.setdefault(m.device_trace.register_write, []).append(m)
-    buffer_events = {m.device_trace.rx_buffer_write: m.model for m in models if m.device_trace is not None}
+        if (trace := m.device_trace) is not None:
+            for ring, regs in (("rx", trace.rx_tail), ("tx", trace.tx_tail)):
+                tails.setdefault(trace.register_write, {}).update(dict.fromkeys(regs.offsets(), (m.model, ring)))
+            buffer_events[trace.rx_buffer_write] = m.model
     for line in log.splitlines():
         ev = EVENT_LINE.match(line.strip())
         if not ev:
@@ -68,17 +80,9 @@ def count_device_events(log: str, models: list[NicModel]) -> DeviceCounts:
         name = ev["event"]
         if name in buffer_events and FRAME_START.search(ev["args"]) and not LATER_BUFFER.search(ev["args"]):
             out.rx_frames_written[buffer_events[name]] += 1
-        if name not in by_event or not (w := REGISTER_WRITE.search(ev["args"])):
-            continue
-        offset, value = int(w["offset"], 16), int(w["value"], 16)
-        for m in by_event[name]:
-            trace = m.device_trace
-            assert trace is not None
-            for ring, regs, counter in (("rx", trace.rx_tail, out.rx_tail_writes),
-                                        ("tx", trace.tx_tail, out.tx_tail_writes)):
-                if offset in regs.offsets():
-                    counter[m.model] += 1
-                    out.tail_values.setdefault((m.model, ring), []).append(value)
+        w = REGISTER_WRITE.search(ev["args"]) if name in tails else None
+        if w and (hit := tails[name].get(int(w["offset"], 16))) is not None:
+            out.tail_values.setdefault(hit, []).append(int(w["value"], 16))
     return out
 
 
@@ -122,13 +126,12 @@ class DeviceTraceProbe:
             trace = m.device_trace
             assert trace is not None
             where = f"QEMU trace event {trace.register_write} (log backend, QMP-toggled around the traffic)"
-            for ring, regs, counter in (("rx", trace.rx_tail, counts.rx_tail_writes),
-                                        ("tx", trace.tx_tail, counts.tx_tail_writes)):
+            for ring, regs in (("rx", trace.rx_tail), ("tx", trace.tx_tail)):
                 values = counts.tail_values.get((m.model, ring), [])
                 size = self.rings.get(m.model, {}).get(ring)
                 advances = tail_advances(values, size) if size else Counter()
                 obs.append(Observation(
-                    f"device:{ring}_tail_writes", counter[m.model], m.driver,
+                    f"device:{ring}_tail_writes", len(values), m.driver,
                     f"{where}: writes to {'RDT' if ring == 'rx' else 'TDT'} at {regs.base:#x} + {regs.stride:#x}·queue",
                     {"ring": size, "advances": {str(k): v for k, v in sorted(advances.items())}} if values else {}))
             obs.append(Observation("device:rx_frames_written", counts.rx_frames_written[m.model], m.driver,
