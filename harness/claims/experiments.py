@@ -18,6 +18,7 @@ from harness.measurement.netcheck import bring_up
 from harness.measurement.probes import PAGE_REF_FUNCTIONS, RX_PATH_FUNCTIONS, EventCountProbe, GraphProbe
 from harness.measurement.traffic import DST_IP, PktgenConfig, run_pktgen
 from harness.measurement.xsk import one_channel, xsk_receiver
+from harness.nics import nic
 
 from .doorbell_claims import RX_BURST, RX_BURST_EXPERIMENT, TRACE_COST_EXPERIMENT, TX_RUNS, tx_experiment
 from .lab import Lab
@@ -290,7 +291,7 @@ def _pool_rx(held: bool) -> Callable[[Guest, RunContext, Lab], Measurement]:
             with held_skbs(g, ifname) if held else contextlib.nullcontext():
                 m = measure_rx(g, ctx, probes, src=POOL_PEER, dst=POOL_NIC,
                                pktgen=HELD_PKTGEN if held else CLAIM_PKTGEN, max_loss=MAX_LOSS)
-            m.add("xdp_attach_mode", 1.0 if att.mode == "native" else 0.0, "vmxnet3",
+            m.add("xdp_attach_mode", 1.0 if att.mode == "native" else 0.0, nic(POOL_NIC).driver,
                   "ip link set xdpdrv; the mode the kernel reports", {"mode": att.mode})
             return m
         finally:
