@@ -31,8 +31,25 @@ class BuildError(HarnessError):
     def __init__(self, what: str, log_path: str, error_lines: list[str]) -> None:
         lines = "\n".join(f"    {line}" for line in error_lines) or "    (no error lines found)"
         super().__init__(f"{what} failed; full log: {log_path}\n  first error lines:\n{lines}")
+        self.what = what
         self.log_path = log_path
         self.error_lines = error_lines
+
+
+class KernelUnavailable(HarnessError):
+    """A kernel (or a variant of it) that cannot be had; `cause` is why."""
+
+    def __init__(self, variant: str, cause: HarnessError) -> None:
+        super().__init__(f"kernel variant {variant!r} unavailable: {cause}")
+        self.cause = cause
+
+
+def does_not_build(e: BaseException) -> bool:
+    """A kernel or module that does not build, or a config its tree cannot satisfy: the
+    code under test's failure (git bisect skips that commit), not the set-up's."""
+    if isinstance(e, KernelUnavailable):
+        return does_not_build(e.cause)
+    return isinstance(e, (BuildError, ConfigFragmentError))
 
 
 class GuestError(HarnessError):
@@ -70,3 +87,9 @@ class Unmeasurable(HarnessError):
     """The kernel or the host lacks what a measurement needs (a traceable function,
     a config option, a tool): the claims that need it are inconclusive, saying why.
     Anything else that goes wrong during an experiment is an error."""
+
+
+class MeasurementFailure(HarnessError):
+    """The measuring side failed, not the kernel under test (e.g. a receiver that did
+    not read what the kernel delivered to it): the lab measures the experiment once
+    more, and a second failure makes it an error, never a verdict on the kernel."""

@@ -8,7 +8,7 @@ import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from harness.errors import GuestError, Unmeasurable
+from harness.errors import GuestError, MeasurementFailure, Unmeasurable
 from harness.guest.vm import Guest
 from harness.measurement import xdp
 from harness.measurement.btf import struct_sizes
@@ -17,7 +17,7 @@ from harness.measurement.measure import MEASURE_PKTGEN, Measurement, RunContext,
 from harness.measurement.netcheck import bring_up
 from harness.measurement.probes import PAGE_REF_FUNCTIONS, RX_PATH_FUNCTIONS, EventCountProbe, GraphProbe
 from harness.measurement.traffic import DST_IP, PktgenConfig, run_pktgen
-from harness.measurement.xsk import one_channel, xsk_receiver
+from harness.measurement.xsk import XskSnapshot, one_channel, receiver_loss, xsk_receiver
 from harness.nics import nic
 
 from .doorbell_claims import RX_BURST, RX_BURST_EXPERIMENT, TRACE_COST_EXPERIMENT, TX_RUNS, tx_experiment
@@ -305,18 +305,42 @@ XSK_FUNCTIONS = ["__xsk_rcv", "__xsk_map_redirect", "xp_alloc", "xp_alloc_batch"
 
 
 def _xsk_rx(mode: str) -> Callable[[Guest, RunContext, Lab], Measurement]:
-    """pktgen e1000e -> igb into an AF_XDP socket on igb's only queue, bound in `mode`."""
+    """pktgen e1000e -> igb into an AF_XDP socket on igb's only queue, bound in `mode`.
+    The receiver's snapshots around the traffic (the last one taken with the probes
+    armed, so a resend after lost frames starts afresh) give the traffic's share: frames
+    the kernel put on the socket's rx ring and frames the receiver read. A receiver that
+    read fewer than were delivered failed, not the kernel: MeasurementFailure."""
     def run(g: Guest, ctx: RunContext, lab: Lab) -> Measurement:
         igb = g.nic("igb")
         probes = [GraphProbe(functions=RX_PATH_FUNCTIONS + PAGE_REF_FUNCTIONS + XSK_FUNCTIONS), DmaProbe()]
-        with one_channel(g, igb), xsk_receiver(g, igb, "igb", mode, CLAIM_PKTGEN.count, lab.cache) as got:
-            m = measure_rx(g, ctx, probes, pktgen=CLAIM_PKTGEN, max_loss=MAX_LOSS)
-        (result,) = got
-        m.add("xsk_received", result.received, "igb", "xsk_rx: frames read from the AF_XDP socket's rx ring",
-              {"bytes": result.bytes, "mode": result.mode})
-        m.add("xsk_zerocopy", 1.0 if result.zerocopy else 0.0, "igb", "getsockopt(SOL_XDP, XDP_OPTIONS)")
+        with one_channel(g, igb), xsk_receiver(g, igb, "igb", mode, lab.cache) as rx:
+            before: list[XskSnapshot] = []
+            m = measure_rx(g, ctx, probes, pktgen=CLAIM_PKTGEN, max_loss=MAX_LOSS,
+                           while_armed=lambda _: before.append(rx.snapshot()))
+            got = rx.snapshot().since(before[-1])
+        loss = receiver_loss(got)
+        if loss:
+            kernel = ", ".join(f"{fn} {calls(m, fn):g}" for fn in ("__xsk_map_redirect", "__xsk_rcv"))
+            raise MeasurementFailure(f"{loss}; igb received {m.traffic.received} frames; calls under igb_poll "
+                                     f"(function_graph): {kernel}")
+        snapshots = "difference of the receiver's snapshots around the traffic"
+        m.add("xsk_delivered", got.delivered, "igb", f"the socket's rx ring producer index (the kernel's), {snapshots}",
+              got.to_json())
+        m.add("xsk_received", got.read, "igb", f"xsk_rx: frames read from the socket's rx ring, {snapshots}",
+              {"bytes": got.bytes, "mode": mode})
+        for stat, value in got.stats.items():
+            m.add(f"xsk_stat:{stat}", value, "igb", f"getsockopt(SOL_XDP, XDP_STATISTICS) {stat}, {snapshots}")
+        m.add("xsk_zerocopy", 1.0 if rx.zerocopy else 0.0, "igb", "getsockopt(SOL_XDP, XDP_OPTIONS)")
         return m
     return run
+
+
+def calls(m: Measurement, fn: str) -> float:
+    """Calls of `fn` under igb_poll in `m` (NaN where it was not traced)."""
+    try:
+        return m.value(f"calls:{fn}", "igb")
+    except KeyError:
+        return float("nan")
 
 
 def frames(cfg: PktgenConfig) -> str:

@@ -17,7 +17,7 @@ from harness.artifacts.kernel import DEFAULT_FRAGMENTS, Kernel
 from harness.artifacts.kernel_choice import KernelChoice
 from harness.background import BackgroundJob
 from harness.cache import Cache
-from harness.errors import GuestCommandError, HarnessError, Unmeasurable
+from harness.errors import GuestCommandError, HarnessError, KernelUnavailable, MeasurementFailure, Unmeasurable
 from harness.guest.crash import KernelReport
 from harness.guest.vm import Guest, GuestOptions
 from harness.measurement import dma_debug
@@ -120,7 +120,7 @@ class Lab:
         self.choice = choice or KernelChoice("source")
         self.accel = accel
         self._kernels: dict[str, Kernel] = {}
-        self._kernel_errors: dict[str, str] = {}
+        self._kernel_errors: dict[str, KernelUnavailable] = {}
         self._image: GuestImage | None = None
         self._image_job: BackgroundJob[GuestImage] | None = None
         self._kernel_jobs: dict[str, BackgroundJob[Kernel]] = {}
@@ -139,7 +139,7 @@ class Lab:
     def kernel(self, variant: str = "stock") -> Kernel:
         """The kernel of `variant`; raises HarnessError (kept for the claim's notes) if it cannot be had."""
         if variant in self._kernel_errors:
-            raise HarnessError(self._kernel_errors[variant])
+            raise self._kernel_errors[variant]
         if variant not in self._kernels:
             started = time.monotonic()
             job = self._kernel_jobs.pop(variant, None)
@@ -147,8 +147,10 @@ class Lab:
                 self._kernels[variant] = job.result() if job else self._get_kernel(variant)
                 self.timings[f"kernel:{variant}"] = round(time.monotonic() - started, 1)
             except HarnessError as e:
-                self._kernel_errors[variant] = f"kernel variant {variant!r} unavailable: {e}"
-                raise HarnessError(self._kernel_errors[variant]) from e
+                # Its type stays with it (KernelUnavailable.cause): a build that failed is
+                # the kernel's (bisect skips it), anything else is the set-up's.
+                self._kernel_errors[variant] = KernelUnavailable(variant, e)
+                raise self._kernel_errors[variant] from e
         return self._kernels[variant]
 
     def has_kernel(self, variant: str) -> bool:
@@ -279,7 +281,7 @@ class Lab:
         mark = g.console.line_count() if g.console else 0
         try:
             dma_before = dma_debug.arm(g)
-            m = run(g)
+            m = self._run_retrying(name, g, mark, run)
             reports = g.console.reports(mark) if g.console else []
             crashes = [r for r in reports if not r.is_dma_api]
             if not crashes and dma_before is not None:
@@ -304,6 +306,23 @@ class Lab:
         self.frames.append(m.frame)
         self.results[name] = m
         log(f"measured {name}: {m.traffic.received} frames in {time.monotonic() - started:.1f}s")
+
+    def _run_retrying(self, name: str, g: Guest, mark: int, run: Callable[[Guest], Measurement]) -> Measurement:
+        """run(g), and once more if the measuring side failed (MeasurementFailure) while
+        the guest lives and its kernel stayed quiet; the first failure stays with the
+        measurement. A second failure is the experiment's error, with both messages."""
+        try:
+            return run(g)
+        except MeasurementFailure as first:
+            if not g.alive() or any(not r.is_dma_api for r in (g.console.reports(mark) if g.console else [])):
+                raise
+            log(f"{name}: {first}; measuring it once more")
+            try:
+                m = run(g)
+            except MeasurementFailure as second:
+                raise MeasurementFailure(f"{second} (and before its one retry: {first})") from second
+            m.retried = [str(first)]
+            return m
 
     def _fail_on_guest(self, name: str, g: Guest, mark: int, message: str) -> None:
         """An experiment that went wrong on its guest: its kernel reports, how QEMU

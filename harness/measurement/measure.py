@@ -52,6 +52,7 @@ class Measurement:
     frame: pd.DataFrame
     seconds: float
     phases: dict[str, float] = field(default_factory=dict)  # seconds per step (bring-up, arm, traffic, ...)
+    retried: list[str] = field(default_factory=list)  # why earlier attempts failed (MeasurementFailure)
 
     def rows(self, metric: str, driver: str) -> pd.DataFrame:
         return self.frame[(self.frame.metric == metric) & (self.frame.driver == driver)]

@@ -50,8 +50,9 @@ def write_report(out: Path, record: dict, table: pd.DataFrame, baseline: Compari
     plots = make_plots(out, record)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
     env.filters["fmtnum"] = fmtnum
-    write_text(out / "report.html", env.get_template("report.html.j2").render(**record, plots=plots,
-                                                                            witness=witness_summary(record)))
+    write_text(out / "report.html", env.get_template("report.html.j2").render(
+        **record, plots=plots, witness=witness_summary(record), af_xdp=af_xdp_rows(record), af_xdp_how=AF_XDP_HOW,
+        af_xdp_stats=AF_XDP_STATS))
     write_text(out / "report.md", render_markdown(record, plots, baseline))
     write_junit(out / "junit.xml", record, baseline)
     write_text(out / "results.ktap", claims_ktap(record["claims"]))
@@ -158,6 +159,39 @@ def witness_summary(record: dict) -> str | None:
             f"of {len(seen)} experiments" + (" (differences: " + "; ".join(off) + ")" if off else ""))
 
 
+AF_XDP_HOW = ("delivered: the socket's rx ring producer index, which the kernel writes; read: frames the receiver "
+              "(xsk_rx) took off the ring; unread: entries left on the ring once it drained; statistics: getsockopt "
+              "XDP_STATISTICS; each the difference of the receiver's snapshots just before and after the traffic")
+AF_XDP_STATS = ("rx_dropped", "rx_ring_full", "rx_fill_ring_empty_descs", "rx_invalid_descs")
+
+
+def af_xdp_rows(record: dict) -> list[dict]:
+    """One row per experiment with an AF_XDP socket: frames the driver received, the
+    kernel delivered to the socket and the receiver read, and the socket's statistics."""
+    return [{"experiment": e["name"], "mode": "zero-copy" if s.get("zerocopy") else "copy", "frames": e["frames"],
+             "delivered": s["delivered"], "read": s["read"], "unread": s["unread"], "wakeups": s.get("wakeups", 0),
+             **{k: s["stats"].get(k) for k in AF_XDP_STATS}}
+            for e in record.get("experiments", []) if (s := e.get("af_xdp"))]
+
+
+def af_xdp_markdown(record: dict) -> list[str]:
+    rows = af_xdp_rows(record)
+    if not rows:
+        return []
+    lines = ["## AF_XDP sockets", "", AF_XDP_HOW + ".", "",
+             "| experiment | in effect | frames the driver received | delivered to the socket | read | unread | "
+             + " | ".join(AF_XDP_STATS) + " | wakeups |", "|---" * (7 + len(AF_XDP_STATS)) + "|"]
+    for r in rows:
+        lines.append(f"| {r['experiment']} | {r['mode']} | {r['frames']} | {r['delivered']} | {r['read']} | "
+                     f"{r['unread']} | " + " | ".join(str(r[k]) for k in AF_XDP_STATS) + f" | {r['wakeups']} |")
+    return ["", *lines]
+
+
+def retried_markdown(record: dict) -> list[str]:
+    return [f"- `{e['name']}` was measured a second time; the first attempt failed: {why}"
+            for e in record.get("experiments", []) for why in e.get("retried", [])]
+
+
 def render_markdown(record: dict, plots: list[Plot], baseline: Comparison | None = None) -> str:
     k = record["kernel"]
     lines = [f"# igb page-based receive: claims on kernel {k['release']}", ""]
@@ -187,6 +221,9 @@ def render_markdown(record: dict, plots: list[Plot], baseline: Comparison | None
                 res += f": {ch['unmeasured']}"
             lines.append(f"| {ch['rule']} | {fmtnum(ch['value'])} | {res} | {ch['how']} |")
         lines += [f"- note: {n}" for n in c["notes"]]
+    lines += af_xdp_markdown(record)
+    if retried := retried_markdown(record):
+        lines += ["", "## Experiments measured twice", "", *retried]
     lines += ["", "## Plots", ""] + [f"![{p.title}]({p.file}) {p.caption}" for p in plots]
     return "\n".join(lines) + "\n"
 

@@ -46,13 +46,26 @@ def witness(m: Measurement) -> dict | None:
     return {"driver": rows.iloc[0].driver, "written": int(d["written"]), "counted": int(d["counted"])}
 
 
+def af_xdp(m: Measurement) -> dict | None:
+    """The AF_XDP socket's side of an xsk experiment: frames the kernel delivered to its
+    rx ring, frames the receiver read, XDP_STATISTICS (xsk.XskCounts)."""
+    rows = m.frame[m.frame.metric == "xsk_delivered"]
+    if rows.empty or not rows.iloc[0].detail:
+        return None
+    zc = m.frame[m.frame.metric == "xsk_zerocopy"]
+    return {"driver": rows.iloc[0].driver, "zerocopy": bool(zc.iloc[0].value) if not zc.empty else None,
+            **json.loads(rows.iloc[0].detail)}
+
+
 def build_record(lab: Lab, results: list[ClaimResult], meta: dict, *, partial: bool = False) -> dict:
     experiments = []
     for name, m in lab.results.items():
         e = EXPERIMENTS[name]
         experiments.append({"name": name, "what": e.what, "variant": e.variant, "dma_mode": e.dma_mode,
                             "frames": m.traffic.received, "pps": m.traffic.result.pps,
-                            "seconds": round(m.seconds, 1), "phases": m.phases, "device_witness": witness(m)})
+                            "seconds": round(m.seconds, 1), "phases": m.phases, "device_witness": witness(m),
+                            **({"af_xdp": sock} if (sock := af_xdp(m)) else {}),
+                            **({"retried": m.retried} if m.retried else {})})
     run_errors = [f"kernel report outside any experiment: {r.fingerprint}" for r in lab.stray_reports]
     claims = [r.to_json() for r in results]
     return {

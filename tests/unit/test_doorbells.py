@@ -151,9 +151,9 @@ def test_no_zero_copy_on_6_12_is_inconclusive_with_the_bind_error():
 def test_frames_that_miss_the_socket_refute_zero_copy():
     # What the xsk-zero-copy breaker makes: every frame XDP_PASSed up the stack.
     lab = RecordedLab(FIX / "runs" / "7.3.4-xsk", None)
-    mutate(lab, "xsk-zc", "xsk_received", "igb", 0)
+    mutate(lab, "xsk-zc", "xsk_delivered", "igb", 0)
     result = evaluate("xsk-zero-copy", lab)
-    assert result.verdict == REFUTED and {c.id for c in result.checks if c.holds() is False} == {"zc-frames-received"}
+    assert result.verdict == REFUTED and {c.id for c in result.checks if c.holds() is False} == {"zc-frames-delivered"}
 
 
 def test_witness_observation_and_report_line():
@@ -182,7 +182,7 @@ def test_witness_observation_and_report_line():
     ("xsk-zc", "dma_map_page_attrs", 2000, "zc-maps-per-frame"),
     ("xsk-zc", "calls:__xsk_map_redirect", 0, "zc-redirects-per-frame"),
     ("xsk-copy", "calls:__xsk_rcv", 0, "copy-copies-per-frame"),
-    ("xsk-copy", "xsk_received", 1000, "copy-frames-received"),
+    ("xsk-copy", "xsk_delivered", 1000, "copy-frames-delivered"),
 ])
 def test_each_xsk_check_fails_on_what_a_broken_driver_shows(experiment, metric, value, check):
     lab = RecordedLab(FIX / "runs" / "7.3.4-xsk", None)
