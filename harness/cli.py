@@ -19,7 +19,7 @@ from harness.artifacts.image import build_image
 from harness.artifacts.kernel import Kernel, describe
 from harness.artifacts.kernel_choice import KINDS, kernel_choices, single_choice
 from harness.cache import Cache
-from harness.errors import BuildError, HarnessError
+from harness.errors import HarnessError, does_not_build
 from harness.guest.vm import Guest, GuestOptions
 from harness.nics import CATALOGUE, DEFAULT_NICS, parse_nics
 
@@ -336,12 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     bisect = getattr(args, "bisect", False)
     try:
         return args.func(args)
-    except BuildError as e:
-        print(f"harness: error: {e}", file=sys.stderr)
-        return BISECT_SKIP if bisect else EXIT_USER_ERROR
     except HarnessError as e:
         print(f"harness: error: {e}", file=sys.stderr)
-        return BISECT_ABORT if bisect else EXIT_USER_ERROR
+        if not bisect:
+            return EXIT_USER_ERROR
+        return BISECT_SKIP if does_not_build(e) else BISECT_ABORT
     except KeyboardInterrupt:
         print(f"harness: interrupted after {time.monotonic() - started:.0f}s; guests stopped", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -6,7 +6,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -16,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from harness.build_errors import log_error_lines
 from harness.errors import BuildError, MissingToolError
 
 # The Debian package that provides each host tool the harness calls.
@@ -63,9 +63,6 @@ def run_checked(cmd: Sequence[str], *, cwd: Path | None = None, what: str = "", 
         lines = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
         raise BuildError(what or " ".join(cmd), "-", [f"$ {' '.join(cmd)}  (exit {proc.returncode})", *lines])
     return proc.stdout
-
-
-ERROR_LINE = re.compile(r"(error|Error|ERROR|fatal|No rule to make target|undefined reference)")
 
 
 def run_logged(
@@ -117,7 +114,7 @@ def run_logged(
         finally:
             _track(proc, False)
     if rc != 0:
-        raise BuildError(f"{what} (exit {rc})", str(log_path), first_error_lines(log_path))
+        raise BuildError(f"{what} (exit {rc})", str(log_path), log_error_lines(log_path))
     print(f"  {what}: done in {time.monotonic() - start:.0f}s", file=sys.stderr, flush=True)
 
 
@@ -148,12 +145,3 @@ def kill_running_commands(thread_id: int | None = None) -> None:
 
 
 atexit.register(kill_running_commands)
-
-
-def first_error_lines(log_path: Path, limit: int = 12) -> list[str]:
-    lines = log_path.read_text(errors="replace").splitlines()
-    hits = [i for i, line in enumerate(lines) if ERROR_LINE.search(line)]
-    if not hits:
-        return lines[-limit:]
-    first = hits[0]
-    return lines[max(0, first - 2): first + limit - 2]

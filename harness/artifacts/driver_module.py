@@ -14,8 +14,9 @@ from pathlib import Path
 
 from harness.artifacts.kbuild import make_env, make_jobs
 from harness.artifacts.source_tree import dir_digest, stage_work_tree
+from harness.build_errors import in_directory
 from harness.cache import Artifact, Cache, hash_parts
-from harness.errors import HarnessError
+from harness.errors import BuildError, HarnessError
 from harness.hostcmd import run_checked, run_logged
 
 MODULE_RECIPE_VERSION = "1"
@@ -38,6 +39,7 @@ def get_module(base: Artifact, module: str, rel: str, patches: list[Path], cache
         print(f"harness: building {module}.ko alone (against kernel {base.meta['release']}, base "
               f"{base.path.name})", file=sys.stderr, flush=True)
         log = cache.dir("logs") / f"module-{module}-{key}.log"  # outside the temp dir a failure deletes
+        log.unlink(missing_ok=True)  # this attempt's alone: its error lines are the ones shown
         # One work dir per module and patch set, at a stable path (the compile commands,
         # ccache and DWARF name the same files every time), so a stock and a patched
         # build of one module can run side by side.
@@ -59,8 +61,11 @@ def get_module(base: Artifact, module: str, rel: str, patches: list[Path], cache
             srctree = _srctree(base, origin, cache)
             env = make_env(cache, srctree)
             cc = ["CC=ccache gcc"] if shutil.which("ccache") else []
-            run_logged(["make", "-C", str(srctree), f"O={build_dir}", f"M={dest}", f"-j{make_jobs()}", *cc,
-                        "modules"], log, what=f"{module}.ko build", env=env, timeout=1800)
+            try:
+                run_logged(["make", "-C", str(srctree), f"O={build_dir}", f"M={dest}", f"-j{make_jobs()}", *cc,
+                            "modules"], log, what=f"{module}.ko build", env=env, timeout=1800)
+            except BuildError as e:  # the compiler's file names, as the user's tree has them
+                raise BuildError(e.what, e.log_path, in_directory(e.error_lines, origin / rel)) from e
             ko = dest / f"{module}.ko"
             if not ko.is_file():
                 raise HarnessError(f"building {rel} made no {module}.ko (see {log})")

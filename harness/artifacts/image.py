@@ -25,10 +25,11 @@ from pathlib import Path
 
 import jinja2
 
+from harness.build_errors import log_error_lines
 from harness.cache import Cache, hash_parts
 from harness.errors import BuildError, HarnessError
 from harness.guest.qemu_cmd import MODULES_TAG
-from harness.hostcmd import first_error_lines, require_tool, run_checked, run_logged
+from harness.hostcmd import require_tool, run_checked, run_logged
 from harness.nics import MGMT_MAC
 from harness.paths import RECIPES_DIR
 
@@ -344,7 +345,7 @@ def mmdebstrap_error_lines(log: Path, limit: int = 12) -> list[str]:
     except OSError:
         return []
     hits = [line for line in lines if line.startswith("E: ") or "dpkg: error" in line]
-    return hits[:limit] if hits else first_error_lines(log, limit)
+    return hits[:limit] if hits else log_error_lines(log, limit)
 
 
 def _unmount_below(root: Path) -> None:

@@ -26,7 +26,7 @@ from harness.artifacts.source_tree import (
     tree_fingerprint,
 )
 from harness.cache import Cache, hash_parts, sha256_file
-from harness.errors import HarnessError
+from harness.errors import BuildError, HarnessError
 from harness.hostcmd import require_tool, run_checked, run_logged
 from harness.nics import CATALOGUE, module_dirs
 from harness.paths import CONFIGS_DIR
@@ -135,7 +135,15 @@ def get_kernel(request: KernelRequest, cache: Cache | None = None) -> Kernel:
             build_dir = cache.dir("build", hash_parts([("origin", str(origin))]
                                                       + [(f.name, f.text) for f in fragments]))
             patched = refresh_patched_files(work, build_dir, base_patches)
-            meta = _build(work, out, build_dir, fragments, cache, request, source_id)
+            # The log lives outside `out`, which a failed build deletes: a failure's log stays
+            # in the cache's logs/; a build that succeeds moves it into its artifact.
+            log = cache.dir("logs") / f"kernel-build-{time.strftime('%Y%m%dT%H%M%S')}-{base_key}.log"
+            try:
+                meta = _build(work, out, build_dir, fragments, cache, request, source_id, log)
+            except BuildError as e:  # the files as the user's tree has them, not the staged copy
+                raise BuildError(e.what, e.log_path, [line.replace(f"{work}/", f"{origin}/")
+                                                      for line in e.error_lines]) from e
+            shutil.move(log, out / "build.log")
             record_patched_files(build_dir, patched)
             _keep_sources(work, out, dirs)
         return {**meta, "source_origin": str(origin), "build_dir": str(build_dir),
@@ -203,11 +211,10 @@ def _keep_sources(work: Path, out: Path, dirs: dict[str, str]) -> None:
 
 
 def _build(src: Path, out: Path, build_dir: Path, fragments: list[Fragment], cache: Cache,
-           request: KernelRequest, source_id: str) -> dict:
+           request: KernelRequest, source_id: str, log: Path) -> dict:
     for tool in ("make", "gcc", "flex", "bison", "bc"):
         require_tool(tool, "needed to build a kernel")
     use_ccache = shutil.which("ccache") is not None
-    log = out / "build.log"
     env = make_env(cache, src)
     jobs = make_jobs()
     make = ["make", "-C", str(src), f"O={build_dir}", "-s"]
