@@ -5,12 +5,17 @@ An artifact is a directory `<root>/<kind>/<key>/` holding files plus
 directory and published with one atomic `rename`, under a file lock so two
 harness processes never build or publish the same key at once. A reader
 verifies the manifest before use; a corrupt artifact is removed and rebuilt.
+
+Every artifact a Cache hands out is leased for that Cache's life: a shared lock on
+`<kind>/.<key>.lease`, whose mtime is the artifact's last use. `harness cache prune`
+(cache_prune.py) removes least recently used artifacts and never one under lease.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -26,6 +31,9 @@ from filelock import FileLock
 from harness.errors import HarnessError
 
 MANIFEST = "manifest.json"
+# Artifacts whose making may push the cache over its size limit (kernels with their
+# build dirs, unpacked sources, images): the limit is applied after each is made.
+LARGE_KINDS = ("kernels", "sources", "images", "source-debs", "debian-dbg", "selftests")
 
 
 def default_cache_root() -> Path:
@@ -70,6 +78,7 @@ class Artifact:
 class Cache:
     def __init__(self, root: Path | None = None) -> None:
         self.root = (root or default_cache_root()).resolve()
+        self._leases: dict[Path, int] = {}  # lease file -> its open descriptor (shared lock held)
 
     def dir(self, *parts: str) -> Path:
         d = self.root.joinpath(*parts)
@@ -82,10 +91,32 @@ class Cache:
         with FileLock(str(lock_path), timeout=timeout):
             yield
 
+    def lease(self, kind: str, key: str) -> None:
+        """Hold `kind/key` for this Cache's life (a shared lock: the pruner skips it) and
+        stamp its last use. The lock is taken before the artifact is read: a pruner that
+        is removing it finishes first, and the reader then finds it gone."""
+        path = self.dir(kind) / lease_name(key)
+        if path in self._leases:
+            os.utime(path)
+            return
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        os.utime(path)
+        self._leases[path] = fd
+
+    def release(self) -> None:
+        """Give up every lease (a Cache also gives them up when its process ends)."""
+        for fd in self._leases.values():
+            os.close(fd)
+        self._leases.clear()
+
     def lookup(self, kind: str, key: str) -> Artifact | None:
         """The verified artifact, or None. A corrupt one is deleted (and reported on stderr)."""
         path = self.root / kind / key
         if not path.is_dir():
+            return None
+        self.lease(kind, key)
+        if not path.is_dir():  # pruned while we waited for the lease
             return None
         try:
             return verify(path)
@@ -111,19 +142,48 @@ class Cache:
                 meta = build(tmp)
                 write_manifest(tmp, meta, hash_files=verify_files)
                 final = self.root / kind / key
+                self.lease(kind, key)
                 os.rename(tmp, final)
             except OSError as e:
                 shutil.rmtree(tmp, ignore_errors=True)
                 if e.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise HarnessError(f"no space left on the cache's file system while making {kind}/{key} "
-                                       f"({e.filename or self.root}); {free_space(self.root)}: free space or "
-                                       "point --cache / HARNESS_CACHE elsewhere (the partial artifact was "
-                                       "removed)") from e
+                                       f"({e.filename or self.root}); {free_space(self.root)}{needed(self, kind)}: "
+                                       "free space (harness cache prune --max-size SIZE) or point --cache / "
+                                       "HARNESS_CACHE elsewhere (the partial artifact was removed)") from e
                 raise
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            return verify(final)
+            art = verify(final)
+        if kind in LARGE_KINDS:
+            self.prune_after_build()
+        return art
+
+    def prune_after_build(self) -> None:
+        """The default size limit (cache_prune), after a large artifact was made: one
+        line if it removed anything. A pruning problem never fails the build."""
+        from harness.cache_prune import prune_after_build
+
+        try:
+            line = prune_after_build(self)
+        except (OSError, HarnessError) as e:
+            line = f"could not prune the cache: {e}"
+        if line:
+            print(f"harness: {line}", file=sys.stderr, flush=True)
+
+
+def needed(cache: Cache, kind: str) -> str:
+    """How much an artifact of `kind` took here before (the largest in the cache), if any did."""
+    from harness.cache_prune import disk_usage, human
+
+    kind_dir = cache.root / kind
+    sizes = [disk_usage(p) for p in kind_dir.iterdir() if (p / MANIFEST).is_file()] if kind_dir.is_dir() else []
+    return f"; a {kind} artifact took up to {human(max(sizes))} here before" if sizes else ""
+
+
+def lease_name(key: str) -> str:
+    return f".{key}.lease"
 
 
 def free_space(path: Path) -> str:

@@ -242,6 +242,40 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0 if comparison.ok else EXIT_REGRESSION
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from harness.cache_prune import DEFAULT_MAX, NOT_COUNTED, auto_limit, disk_usage, entries, human, parse_size, prune
+
+    cache = Cache(args.cache)
+    if args.action == "prune":
+        limit = args.max_size or (None if args.older_than is not None else auto_limit()[1])
+        result = prune(cache, parse_size(limit) if limit else None, args.older_than, args.dry_run)
+        verb = "would remove" if args.dry_run else "removed"
+        for e in result.removed:
+            print(f"  {verb:12s} {e.label:36s} {human(e.size):>9s}  {e.stale or age(e.last_used)}")
+        for e in result.kept_in_use:
+            print(f"  {'kept':12s} {e.label:36s} {human(e.size):>9s}  in use by a running harness or build")
+        print(result.summary(limit or f"unused for {args.older_than:g} days", verb))
+        return 0
+    rows = sorted(entries(cache), key=lambda e: -e.last_used)
+    width = max((len(e.label) for e in rows), default=0)
+    for e in rows:
+        print(f"{e.label:{width}s} {human(e.size):>9s}  {age(e.last_used):>12s}  {e.what[:90]}"
+              + (f"  [{e.stale}]" if e.stale else ""))
+    print(f"{len(rows)} entries, {human(sum(e.size for e in rows))} in {cache.root} (limit "
+          f"{auto_limit()[1]}: HARNESS_CACHE_MAX, default {DEFAULT_MAX}); not counted: "
+          + ", ".join(f"{k} {human(disk_usage(cache.root / k))}" for k in NOT_COUNTED if (cache.root / k).exists())
+          + " (ccache keeps itself under CCACHE_MAXSIZE, 5G unless set)")
+    return 0
+
+
+def age(epoch: float) -> str:
+    s = max(0.0, time.time() - epoch)
+    for unit, n in (("day", 86400), ("h", 3600), ("min", 60)):
+        if s >= n:
+            return f"{s / n:.0f} {unit}{'s' if unit == 'day' and s >= 2 * n else ''} ago"
+    return "just now"
+
+
 def _add_tolerance_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tolerance", type=float, default=0.02, metavar="REL",
                    help="a per-frame count moved if it changed by more than REL of its old value (default 0.02) "
@@ -308,6 +342,15 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("new", type=Path, help="the later run")
     _add_tolerance_args(cmp)
     cmp.set_defaults(func=cmd_compare)
+    ca = sub.add_parser("cache", help="what the cache holds, with sizes and last use; 'cache prune' removes the "
+                        "least recently used entries (never one a running harness uses)")
+    ca.add_argument("action", nargs="?", choices=["list", "prune"], default="list")
+    ca.add_argument("--max-size", metavar="SIZE", help="prune until the cache is under SIZE (e.g. 8G; default "
+                    "HARNESS_CACHE_MAX or 20G, which also applies after every large build)")
+    ca.add_argument("--older-than", type=float, metavar="DAYS", help="prune every entry unused for DAYS")
+    ca.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    ca.add_argument("--cache", type=Path, help="cache directory (default ~/.cache/harness or $HARNESS_CACHE)")
+    ca.set_defaults(func=cmd_cache)
     c = sub.add_parser("check", help="boot a guest and check the test bed (NICs bound, links, frames, tracing)")
     _add_guest_args(c)
     c.add_argument("--out", type=Path, default=Path("out"), help="directory for results (default out/)")

@@ -114,7 +114,13 @@ def run_logged(
         finally:
             _track(proc, False)
     if rc != 0:
-        raise BuildError(f"{what} (exit {rc})", str(log_path), log_error_lines(log_path))
+        lines = log_error_lines(log_path)
+        if any("No space left on device" in line for line in lines):
+            st = os.statvfs(log_path.parent)
+            lines.append(f"(no space left: {st.f_bavail * st.f_frsize >> 20} MiB free of "
+                         f"{st.f_blocks * st.f_frsize >> 20} MiB on the file system of {log_path.parent}: "
+                         "harness cache prune --max-size SIZE, or --cache elsewhere)")
+        raise BuildError(f"{what} (exit {rc})", str(log_path), lines)
     print(f"  {what}: done in {time.monotonic() - start:.0f}s", file=sys.stderr, flush=True)
 
 

@@ -19,6 +19,7 @@ from harness.background import BackgroundJob
 from harness.cache import Cache
 from harness.errors import GuestCommandError, HarnessError, KernelUnavailable, MeasurementFailure, Unmeasurable
 from harness.guest.crash import KernelReport
+from harness.guest.qemu_abort import QemuAbort, qemu_abort
 from harness.guest.vm import Guest, GuestOptions
 from harness.measurement import dma_debug
 from harness.measurement.measure import Measurement
@@ -107,6 +108,23 @@ def describe_exit(status: str) -> str:
     return status
 
 
+class _Retry(Exception):
+    """An attempt failed for the test bed's reason: the lab tries once more."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+def qemu_abort_of(g: Guest) -> QemuAbort | None:
+    """QEMU's own abort, if that is how this guest's QEMU ended."""
+    if g.alive():
+        return None
+    if g.console is not None:
+        g.console.eof.wait(3)  # QEMU's last words
+    return qemu_abort(g.console.last_lines(60) if g.console else [], g.exit_status())
+
+
 def log(msg: str) -> None:
     print(f"harness: {msg}", file=sys.stderr, flush=True)
 
@@ -130,6 +148,7 @@ class Lab:
         self.results: dict[str, Measurement] = {}
         self.failures: dict[str, ExperimentFailure] = {}  # experiment -> why it has no measurement
         self.stray_reports: list[KernelReport] = []  # kernel reports outside any experiment (boot, teardown)
+        self.qemu_aborts: list[dict] = []  # QEMU's own aborts, each followed by one more boot or attempt
         self._accounted = 0  # console line up to which the current guest's reports are accounted
         self.frames: list[pd.DataFrame] = []
         self.boots: list[dict] = []
@@ -204,14 +223,20 @@ class Lab:
             return g
         self.stop_guest()
         opts = GuestOptions(accel=self.accel, nics=self.nics, **DMA_MODES[dma_mode])
-        log(f"booting {kernel.label} with DMA mode {dma_mode} ...")
-        g = Guest(kernel, self.image(), opts, self.cache)
-        try:
-            g.__enter__()
-        except HarnessError as e:
-            self._boot_errors[(variant, dma_mode)] = (f"{variant} kernel, DMA mode {dma_mode}: boot failed: "
-                                                      f"{str(e).splitlines()[0]}")
-            raise
+        for attempt in (1, 2):
+            log(f"booting {kernel.label} with DMA mode {dma_mode} ...")
+            g = Guest(kernel, self.image(), opts, self.cache)
+            try:
+                g.__enter__()
+                break
+            except HarnessError as e:
+                abort = qemu_abort_of(g)
+                if abort is not None and attempt == 1:  # the test bed's failure: one more boot
+                    self._note_abort(abort, "boot", f"{variant} kernel, DMA mode {dma_mode}: booted again")
+                    continue
+                why = f"QEMU aborted twice ({abort.fingerprint})" if abort else str(e).splitlines()[0]
+                self._boot_errors[(variant, dma_mode)] = f"{variant} kernel, DMA mode {dma_mode}: boot failed: {why}"
+                raise
         self._guest, self._guest_key = g, (kernel.base_key or kernel.key, dma_mode)
         self._accounted = 0
         self._check_quiet(g, variant, dma_mode, "during boot")
@@ -261,7 +286,14 @@ class Lab:
         join the run's table under `name`. Each experiment is watched: a kernel
         report on the console (other than a DMA-API report, which is evidence and
         counted), QEMU ending, or any failure makes it an `error`; a missing
-        capability (Unmeasurable) makes it unmeasurable. Either is kept with its cause."""
+        capability (Unmeasurable) makes it unmeasurable. Either is kept with its cause.
+
+        One retry policy: a failure of the test bed, not of the kernel under test, is
+        measured once more and the first failure stays with the measurement
+        (`retried`): the measuring side failing (MeasurementFailure: a receiver that
+        did not read what the kernel delivered) on the same guest, QEMU aborting on a
+        fresh guest. A second failure is the experiment's error. (Frames lost before
+        the NIC model are another matter: measure_rx sends them again, slower.)"""
         if name in self.results or name in self.failures:
             return
         started = time.monotonic()
@@ -269,19 +301,40 @@ class Lab:
             self._fail(name, UNMEASURABLE, f"needs the {variant!r} kernel variant, which "
                        f"--kernel {self.choice.kind} (a prebuilt image) cannot have")
             return
+        retried: list[str] = []
+        while True:
+            try:
+                m = self._attempt(name, variant, dma_mode, run, retried)
+                break
+            except _Retry as r:
+                retried.append(r.why)
+                log(f"{name}: {r.why}; measuring it once more")
+        if m is None:
+            return
+        m.retried = retried
+        m.frame = m.frame.assign(experiment=name)
+        self.frames.append(m.frame)
+        self.results[name] = m
+        log(f"measured {name}: {m.traffic.received} frames in {time.monotonic() - started:.1f}s")
+
+    def _attempt(self, name: str, variant: str, dma_mode: str, run: Callable[[Guest], Measurement],
+                 retried: list[str]) -> Measurement | None:
+        """One attempt at `name`: its measurement, or None with the failure recorded;
+        raises _Retry for a failure of the test bed when no attempt was retried yet."""
         try:
             g = self.guest(variant, dma_mode)
         except Unmeasurable as e:
             self._fail(name, UNMEASURABLE, str(e).splitlines()[0])
-            return
+            return None
         except HarnessError as e:
             self._fail(name, ERROR, str(e).splitlines()[0])
-            return
+            return None
         log(f"measuring {name} ...")
         mark = g.console.line_count() if g.console else 0
+        earlier = f" (and before its one retry: {retried[0]})" if retried else ""
         try:
             dma_before = dma_debug.arm(g)
-            m = self._run_retrying(name, g, mark, run)
+            m = run(g)
             reports = g.console.reports(mark) if g.console else []
             crashes = [r for r in reports if not r.is_dma_api]
             if not crashes and dma_before is not None:
@@ -294,35 +347,36 @@ class Lab:
         except Unmeasurable as e:
             self._fail(name, UNMEASURABLE, str(e).splitlines()[0])
             self._accounted = g.console.line_count() if g.console else 0
-            return
+            return None
+        except MeasurementFailure as e:
+            quiet = g.alive() and not any(not r.is_dma_api for r in (g.console.reports(mark) if g.console else []))
+            if quiet and not retried:
+                self._accounted = g.console.line_count() if g.console else 0
+                raise _Retry(failure_message(e)) from e
+            self._fail_on_guest(name, g, mark, failure_message(e) + earlier)
+            return None
         except HarnessError as e:
-            self._fail_on_guest(name, g, mark, failure_message(e))
-            return
+            abort = qemu_abort_of(g)
+            if abort is not None and not retried:
+                self._note_abort(abort, name, "measured again on a fresh guest")
+                raise _Retry(f"QEMU aborted ({abort.fingerprint})") from e
+            what = f"QEMU aborted ({abort.fingerprint}): the emulator's failure, not the kernel's; " if abort else ""
+            self._fail_on_guest(name, g, mark, what + failure_message(e) + earlier)
+            return None
         if crashes:
             self._fail_on_guest(name, g, mark, f"the kernel reported {len(crashes)} time(s) during the experiment")
-            return
+            return None
         self._accounted = g.console.line_count() if g.console else 0
-        m.frame = m.frame.assign(experiment=name)
-        self.frames.append(m.frame)
-        self.results[name] = m
-        log(f"measured {name}: {m.traffic.received} frames in {time.monotonic() - started:.1f}s")
+        return m
 
-    def _run_retrying(self, name: str, g: Guest, mark: int, run: Callable[[Guest], Measurement]) -> Measurement:
-        """run(g), and once more if the measuring side failed (MeasurementFailure) while
-        the guest lives and its kernel stayed quiet; the first failure stays with the
-        measurement. A second failure is the experiment's error, with both messages."""
-        try:
-            return run(g)
-        except MeasurementFailure as first:
-            if not g.alive() or any(not r.is_dma_api for r in (g.console.reports(mark) if g.console else [])):
-                raise
-            log(f"{name}: {first}; measuring it once more")
-            try:
-                m = run(g)
-            except MeasurementFailure as second:
-                raise MeasurementFailure(f"{second} (and before its one retry: {first})") from second
-            m.retried = [str(first)]
-            return m
+    def _note_abort(self, abort: QemuAbort, during: str, then: str) -> None:
+        """QEMU aborted (the first time, during a boot or an experiment): kept for the
+        record, the dead guest dropped without counting its console again."""
+        self.qemu_aborts.append({"during": during, "then": then, **abort.to_json()})
+        log(f"QEMU aborted during {during}: {abort.message} ({abort.exit_status}); {then}")
+        if self._guest is not None and self._guest.console is not None:
+            self._accounted = self._guest.console.line_count()
+        self.stop_guest()
 
     def _fail_on_guest(self, name: str, g: Guest, mark: int, message: str) -> None:
         """An experiment that went wrong on its guest: its kernel reports, how QEMU

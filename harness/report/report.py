@@ -144,6 +144,8 @@ def problems_markdown(record: dict) -> list[str]:
             lines.append(f"- DMA-API report during `{r['experiment']}` (evidence for the DMA claims): "
                          f"{r['fingerprint']}")
     lines += [f"- **error**: {e}" for e in record.get("run_errors", [])]
+    lines += [f"- QEMU itself aborted during {a['during']} ({a['fingerprint']}, {a['exit_status']}): {a['then']}"
+              for a in record.get("qemu_aborts", [])]
     return lines
 
 

@@ -72,6 +72,7 @@ def build_record(lab: Lab, results: list[ClaimResult], meta: dict, *, partial: b
         **meta, "format": RECORD_FORMAT, "partial": partial, "claims": claims, "experiments": experiments,
         "failures": {name: f.to_json() for name, f in lab.failures.items()},
         "kernel_reports": kernel_reports(lab), "run_errors": run_errors, "boots": lab.boots,
+        "qemu_aborts": lab.qemu_aborts,
         "tally": dict(Counter(c["verdict"] for c in claims)),
         "timings": {**lab.timings, "boots": round(sum(b.get("boot_s", 0) for b in lab.boots), 1),
                     "experiments": {e["name"]: e["seconds"] for e in experiments}},

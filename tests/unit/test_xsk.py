@@ -1,18 +1,11 @@
 """The AF_XDP receiver's side of the xsk experiments: its snapshots, the rule that
-tells a receiver's loss from a kernel that did not deliver, the lab's one retry of
-a measurement failure, and the report's socket table."""
+tells a receiver's loss from a kernel that did not deliver, and the report's socket
+table (the lab's one retry of a measurement failure: test_retries.py)."""
 
 from __future__ import annotations
 
-import pandas as pd
 import pytest
 
-from harness.cache import Cache
-from harness.claims import lab as lab_module
-from harness.claims.lab import ERROR, Lab
-from harness.claims.recorded import RecordedResult, RecordedTraffic
-from harness.errors import MeasurementFailure
-from harness.measurement.measure import Measurement
 from harness.measurement.xsk import XskSnapshot, receiver_loss
 from harness.report.report import af_xdp_markdown, af_xdp_rows
 
@@ -59,65 +52,6 @@ def test_a_kernel_that_did_not_deliver_is_not_the_receivers_loss():
 def test_frames_undelivered_because_the_receiver_fell_behind_are_its_loss(stat):
     why = receiver_loss(snapshot(read=1500, delivered=1500, **{stat: 500}).since(snapshot(0, 0)))
     assert why and f"fell behind ({stat} moved)" in why and "1500 read of 1500 delivered" in why
-
-
-class QuietGuest:
-    """The parts of a Guest that Lab.measure reads, for a guest whose kernel said nothing."""
-
-    console = None
-
-    def alive(self) -> bool:
-        return True
-
-
-def measurement(frames: int = 2000) -> Measurement:
-    return Measurement(RecordedTraffic(frames, RecordedResult(0)), pd.DataFrame(), 0.1)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def quiet_lab(tmp_path, monkeypatch):
-    lab = Lab(Cache(tmp_path), "unit")
-    monkeypatch.setattr(lab, "guest", lambda variant, dma_mode: QuietGuest())
-    monkeypatch.setattr(lab_module.dma_debug, "arm", lambda g: None)
-    return lab
-
-
-def test_a_measurement_failure_is_measured_once_more(quiet_lab):
-    attempts = []
-
-    def run(g):
-        attempts.append(g)
-        if len(attempts) == 1:
-            raise MeasurementFailure("the AF_XDP receiver read 0 of the 2000 frames")
-        return measurement()
-
-    quiet_lab.measure("xsk-copy", "stock", "direct", run)
-    assert len(attempts) == 2 and "xsk-copy" in quiet_lab.results
-    assert quiet_lab.results["xsk-copy"].retried == ["the AF_XDP receiver read 0 of the 2000 frames"]
-
-
-def test_a_second_measurement_failure_is_an_error_with_both_messages(quiet_lab):
-    attempts = []
-
-    def run(g):
-        attempts.append(g)
-        raise MeasurementFailure(f"attempt {len(attempts)}: read 0 of 2000")
-
-    quiet_lab.measure("xsk-zc", "stock", "direct", run)
-    failure = quiet_lab.failures["xsk-zc"]
-    assert len(attempts) == 2 and failure.kind == ERROR
-    assert "attempt 2: read 0 of 2000" in failure.message and "attempt 1: read 0 of 2000" in failure.message
-
-
-def test_other_failures_are_not_retried(quiet_lab):
-    attempts = []
-
-    def run(g):
-        attempts.append(g)
-        raise lab_module.HarnessError("pktgen failed")
-
-    quiet_lab.measure("xsk-zc", "stock", "direct", run)
-    assert len(attempts) == 1 and quiet_lab.failures["xsk-zc"].kind == ERROR
 
 
 def test_the_report_shows_delivered_read_and_the_sockets_statistics():

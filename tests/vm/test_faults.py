@@ -1,6 +1,7 @@
 """Faults on real guests: each must end in a clear error that carries its
 evidence, and leave no QEMU behind."""
 
+import json
 import os
 import shutil
 import signal
@@ -245,24 +246,45 @@ def run_until(args: list[str], marker: str, cache: Path) -> tuple[subprocess.Pop
     return proc, seen
 
 
-def test_qemu_killed_during_an_experiment_is_an_error(tmp_path, harness_cache):
+def signal_qemu_during_rx(sig: signal.Signals, out: Path, cache: Path) -> tuple[int, str, dict]:
+    """`harness run --claims page-based-rx`, its QEMU sent `sig` while the rx experiment
+    runs: the run's exit status, what it printed and its results.json."""
     before = qemu_pids()
-    out = tmp_path / "out"
-    proc, seen = run_until(["--claims", "page-based-rx", "--out", str(out)], "measuring rx ...", harness_cache.root)
+    proc, seen = run_until(["--claims", "page-based-rx", "--out", str(out)], "measuring rx ...", cache)
     assert "measuring rx ..." in seen, seen
     (pid,) = qemu_pids() - before
-    os.kill(pid, signal.SIGKILL)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 5, seen + err
+    os.kill(pid, sig)
+    _, err = proc.communicate(timeout=300)
     assert "Traceback" not in err
-    import json
+    assert_no_new_qemu(before)
+    return proc.returncode, seen + err, json.loads((out / "results.json").read_text())
 
-    record = json.loads((out / "results.json").read_text())
+
+def test_qemu_killed_during_an_experiment_is_an_error(tmp_path, harness_cache):
+    out = tmp_path / "out"
+    rc, err, record = signal_qemu_during_rx(signal.SIGKILL, out, harness_cache.root)
+    assert rc == 5, err
     (claim,) = record["claims"]
     assert claim["verdict"] == "error", claim
     assert "killed by signal 9 (SIGKILL)" in claim["errors"][0]["headline"], claim["errors"]
     assert (out / "report.md").read_text().splitlines()[2] == "## Failures and kernel reports"
-    assert_no_new_qemu(before)
+
+
+def test_qemu_aborting_during_an_experiment_is_measured_again_on_a_fresh_guest(tmp_path, harness_cache):
+    """QEMU's own abort (SIGABRT, as its assertions end) is the test bed's failure: the
+    experiment runs again on a freshly booted guest, the claim is judged on that, and
+    the abort stays in the record and the report."""
+    out = tmp_path / "out"
+    rc, err, record = signal_qemu_during_rx(signal.SIGABRT, out, harness_cache.root)
+    assert rc == 0, err
+    assert "QEMU aborted during rx:" in err and "measuring it once more" in err, err
+    assert record["claims"][0]["verdict"] == "confirmed"
+    (abort,) = record["qemu_aborts"]
+    assert (abort["during"], abort["exit_status"]) == ("rx", "killed by signal 6")
+    (rx,) = [e for e in record["experiments"] if e["name"] == "rx"]
+    assert rx["retried"][0].startswith("QEMU aborted (QEMU abort@?")
+    assert len(record["boots"]) == 2
+    assert "QEMU itself aborted during rx" in (out / "report.md").read_text()
 
 
 def test_interrupted_run_keeps_what_it_measured(tmp_path, harness_cache):
@@ -274,8 +296,6 @@ def test_interrupted_run_keeps_what_it_measured(tmp_path, harness_cache):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    import json
-
     record = json.loads((out / "results.json").read_text())
     assert record["partial"] is True and "KeyboardInterrupt" in record["stopped_by"], record.get("stopped_by")
     verdicts = {c["id"]: c["verdict"] for c in record["claims"]}

@@ -1,0 +1,158 @@
+"""The lab's one retry policy: a failure of the test bed (the measuring side, QEMU
+itself) is measured once more and the first failure kept; the kernel's failures
+never are. On guests that stand in for real ones (what Lab.measure reads of them)."""
+
+from __future__ import annotations
+
+import threading
+
+import pandas as pd
+import pytest
+
+from harness.cache import Cache
+from harness.claims import lab as lab_module
+from harness.claims.lab import ERROR, Lab
+from harness.claims.recorded import RecordedResult, RecordedTraffic
+from harness.errors import GuestError, HarnessError, MeasurementFailure
+from harness.guest.qemu_abort import qemu_abort
+from harness.measurement.measure import Measurement
+
+# QEMU's assertion as it reached the console (its stderr shares the pty), from a TCG boot here.
+ASSERTION = ("qemu-system-x86_64: system/physmem.c:2678: iotlb_to_section: Assertion "
+             "`section_index < d->map.sections_nb' failed.")
+
+
+class FakeConsole:
+    def __init__(self, lines: list[str]) -> None:
+        self.lines, self.eof = lines, threading.Event()
+        self.eof.set()
+
+    def line_count(self) -> int:
+        return len(self.lines)
+
+    def reports(self, line_no: int = 0) -> list:
+        return []
+
+    def last_lines(self, n: int = 30) -> list[str]:
+        return self.lines[-n:]
+
+
+class FakeGuest:
+    """A guest whose kernel said nothing; `dead` with `status` once QEMU ended."""
+
+    def __init__(self, console: list[str] | None = None, status: str = "running") -> None:
+        self.console = FakeConsole(console or [])
+        self.status = status
+
+    def alive(self) -> bool:
+        return self.status == "running"
+
+    def exit_status(self) -> str:
+        return self.status
+
+    def stop(self) -> None:
+        pass
+
+    def console_tail(self) -> list[str]:
+        return self.console.lines[-5:]
+
+
+def measurement(frames: int = 2000) -> Measurement:
+    return Measurement(RecordedTraffic(frames, RecordedResult(0)), pd.DataFrame(), 0.1)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def lab(tmp_path, monkeypatch):
+    """A lab whose guests come from `lab.fakes` in turn (a fresh one per boot)."""
+    lab = Lab(Cache(tmp_path), "unit")
+    lab.fakes = [FakeGuest(), FakeGuest()]
+    lab.booted = []
+
+    def guest(variant, dma_mode):
+        if not lab.booted or not lab.booted[-1].alive():
+            lab.booted.append(lab.fakes[len(lab.booted)])
+        return lab.booted[-1]
+
+    monkeypatch.setattr(lab, "guest", guest)
+    monkeypatch.setattr(lab_module.dma_debug, "arm", lambda g: None)
+    return lab
+
+
+def test_a_measurement_failure_is_measured_once_more_on_the_same_guest(lab):
+    attempts = []
+
+    def run(g):
+        attempts.append(g)
+        if len(attempts) == 1:
+            raise MeasurementFailure("the AF_XDP receiver read 0 of the 2000 frames")
+        return measurement()
+
+    lab.measure("xsk-copy", "stock", "direct", run)
+    assert attempts == [lab.fakes[0], lab.fakes[0]] and "xsk-copy" in lab.results
+    assert lab.results["xsk-copy"].retried == ["the AF_XDP receiver read 0 of the 2000 frames"]
+
+
+def test_a_second_measurement_failure_is_an_error_with_both_messages(lab):
+    attempts = []
+
+    def run(g):
+        attempts.append(g)
+        raise MeasurementFailure(f"attempt {len(attempts)}: read 0 of 2000")
+
+    lab.measure("xsk-zc", "stock", "direct", run)
+    failure = lab.failures["xsk-zc"]
+    assert len(attempts) == 2 and failure.kind == ERROR
+    assert failure.message == "attempt 2: read 0 of 2000 (and before its one retry: attempt 1: read 0 of 2000)"
+
+
+def test_the_kernels_failures_are_never_retried(lab):
+    attempts = []
+
+    def run(g):
+        attempts.append(g)
+        raise HarnessError("pktgen failed")
+
+    lab.measure("rx", "stock", "direct", run)
+    assert len(attempts) == 1 and lab.failures["rx"].kind == ERROR
+
+
+def test_qemu_aborting_mid_experiment_is_measured_again_on_a_fresh_guest(lab):
+    def run(g):
+        if g is lab.fakes[0]:
+            g.console.lines.append(ASSERTION)
+            g.status = "killed by signal 6"
+            raise GuestError("ssh: connection closed", g.console_tail())
+        return measurement()
+
+    lab.measure("rx", "stock", "direct", run)
+    assert lab.booted == lab.fakes and "rx" in lab.results
+    (why,) = lab.results["rx"].retried
+    assert why.startswith("QEMU aborted (QEMU abort@iotlb_to_section: ")
+    (abort,) = lab.qemu_aborts
+    assert (abort["during"], abort["function"], abort["exit_status"]) == ("rx", "iotlb_to_section",
+                                                                         "killed by signal 6")
+
+
+def test_qemu_aborting_twice_is_an_error_that_names_qemu(lab):
+    def run(g):
+        g.status = "killed by signal 6"
+        raise GuestError("ssh: connection closed")
+
+    lab.measure("rx", "stock", "direct", run)
+    failure = lab.failures["rx"]
+    assert failure.kind == ERROR and failure.qemu_exit == "killed by signal 6 (SIGABRT)"
+    assert failure.headline.startswith("rx: QEMU killed by signal 6 (SIGABRT); QEMU aborted (")
+    assert "the emulator's failure, not the kernel's" in failure.message
+
+
+@pytest.mark.parametrize("lines, status, expect", [
+    ([ASSERTION], "killed by signal 6", "iotlb_to_section"),
+    ([ASSERTION], "exit status 1", "iotlb_to_section"),  # the assertion alone says it
+    ([], "killed by signal 6", "?"),  # SIGABRT without a word
+    (["qemu-system-x86_64: terminating on signal 15 from pid 4242"], "exit status 0", None),  # stopped by us
+    (["Kernel panic - not syncing: Fatal exception"], "exit status 0", None),  # the guest's end
+    ([], "killed by signal 9", None),
+])
+def test_what_counts_as_qemus_own_abort(lines, status, expect):
+    found = qemu_abort(lines, status)
+    assert (found.function if found else None) == expect
