@@ -32,7 +32,6 @@ from harness.errors import HarnessError
 DEFAULT_MAX = "20G"  # HARNESS_CACHE_MAX overrides; applied after every build of a large artifact
 NOT_COUNTED = ("ccache", "ssh", "apt-newer", "probe", "tmp")
 AREAS = ("build", "work")  # build directories and staging trees: not artifacts, used by builds
-BUSY_LOCK = ("work", "linux")  # held by every kernel build (kernel.py): build areas are busy then
 
 
 @dataclass
@@ -202,14 +201,17 @@ def held(all_entries: list[Entry]) -> set[Path]:
 
 
 def build_busy(cache: Cache) -> bool:
+    """Whether a build holds a staging area now (kernel builds lock work/linux, module
+    builds their own slot under work/): build dirs and staging trees wait then."""
     from filelock import FileLock, Timeout
 
-    lock = FileLock(str(cache.dir(BUSY_LOCK[0]) / f".{BUSY_LOCK[1]}.lock"))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        return True
-    lock.release()
+    for path in (cache.root / "work").glob(".*.lock"):
+        lock = FileLock(str(path))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return True
+        lock.release()
     return False
 
 

@@ -58,3 +58,14 @@ def test_boot_without_command(tmp_path):
 def test_unknown_claim_id(tmp_path):
     assert_user_error(harness("run", "--claims", "page-reuse,nope", cache=tmp_path / "c"),
                       "unknown claim id nope; known: page-based-rx, page-reuse")
+
+
+def test_cache_prune_with_a_bad_size(tmp_path):
+    assert_user_error(harness("cache", "prune", "--max-size", "lots", cache=tmp_path / "c"),
+                      "cache size 'lots': expected a number with K, M, G or T (e.g. 20G)")
+
+
+def test_cache_listing_of_an_empty_cache(tmp_path):
+    res = harness("cache", cache=tmp_path / "c")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[-1].startswith(f"0 entries, 0 B in {tmp_path / 'c'} (limit ")

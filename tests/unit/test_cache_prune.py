@@ -124,3 +124,12 @@ def test_sizes(text, size):
 def test_a_bad_size_says_what_it_expects():
     with pytest.raises(HarnessError, match="expected a number with K, M, G or T"):
         parse_size("lots")
+
+
+def test_build_areas_wait_while_a_build_holds_them(laid_out):
+    from filelock import FileLock
+
+    with FileLock(str(laid_out.dir("work") / ".linux.lock")):  # what every kernel build holds
+        result = prune(laid_out, max_size=0)
+    assert {"build/a", "build/gone", "build/deb"} == set(names(result.kept_in_use))
+    assert {"kernels/ka", "kernels/kgone", "kernels/kdeb"} <= set(names(result.removed))
