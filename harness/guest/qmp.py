@@ -4,12 +4,15 @@ and its own error type, so a failure reads like every other harness error."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from qemu.qmp import QMPError as LibraryQMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
+from qemu.qmp.util import get_or_create_event_loop
 
 from harness.errors import HarnessError
 
@@ -30,7 +33,8 @@ class QMP:
         while True:
             qmp = QEMUMonitorProtocol(str(self.path))
             try:
-                qmp.connect(negotiate=True)
+                with unwinding(qmp):
+                    qmp.connect(negotiate=True)
                 break
             except (OSError, EOFError, LibraryQMPError) as e:
                 with contextlib.suppress(EOFError, OSError, LibraryQMPError):
@@ -46,7 +50,7 @@ class QMP:
         died): the library then reports the end of the stream, which is no error here."""
         if self._qmp is not None:
             qmp, self._qmp = self._qmp, None
-            with contextlib.suppress(EOFError, OSError, LibraryQMPError):
+            with contextlib.suppress(EOFError, OSError, LibraryQMPError), unwinding(qmp):
                 qmp.close()
 
     def command(self, command: str, /, **arguments: object) -> object:
@@ -54,6 +58,26 @@ class QMP:
         if self._qmp is None:
             raise QMPError("QMP not connected")
         try:
-            return self._qmp.cmd(command, **arguments)
+            with unwinding(self._qmp):
+                return self._qmp.cmd(command, **arguments)
         except (OSError, EOFError, LibraryQMPError) as e:
             raise QMPError(f"QMP {command}: {e or type(e).__name__}") from e
+
+
+@contextlib.contextmanager
+def unwinding(qmp: QEMUMonitorProtocol) -> Iterator[None]:
+    """An interrupt (Ctrl-C, SIGTERM) that lands inside the library's event loop leaves
+    its coroutines suspended mid-session; at exit they would fail and print tracebacks
+    ("Task exception was never retrieved", "no running event loop"). Cancel them, let
+    them unwind in the loop, drop the session, and let the interrupt go on."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit):
+        loop = get_or_create_event_loop()
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            qmp.close()
+        raise
