@@ -175,7 +175,11 @@ def exclusive(e: Entry) -> Iterator[bool]:
         yield True
         return
     lease = e.path.parent / lease_name(e.path.name)
-    fd = os.open(lease, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fd = os.open(lease, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:  # never leased (a holder's lease file is the one at this path)
+        yield True
+        return
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -193,7 +197,7 @@ def held(all_entries: list[Entry]) -> set[Path]:
     """What leased kernels need (their build dirs and sources): kept with them."""
     keep: set[Path] = set()
     for e in all_entries:
-        if e.kind == "kernels" and e.needs:
+        if e.kind == "kernels" and e.needs and e.path.exists():
             with exclusive(e) as free:
                 if not free:
                     keep.update(e.needs)
@@ -257,7 +261,9 @@ def prune(cache: Cache, max_size: int | None = None, older_than_days: float | No
         old = cutoff is not None and e.last_used < cutoff
         if not (over or old):
             continue
-        if any(n == e.path or e.path in n.parents for n in keep) or (busy and e.kind in AREAS):
+        if e.kind in AREAS or e.kind == "logs":  # looked at again right before: a build may have begun
+            keep, busy = held(all_entries), build_busy(cache)
+        if any(n == e.path or e.path in n.parents for n in keep) or (busy and e.kind in (*AREAS, "logs")):
             in_use.append(e)
             continue
         with exclusive(e) as free:
@@ -275,7 +281,10 @@ def _remove(e: Entry) -> None:
     if e.path.is_dir() and not e.path.is_symlink():
         # Renamed first, so a reader never sees half an artifact under its key.
         doomed = e.path.with_name(f".{e.path.name}.pruned-{os.getpid()}")
-        os.rename(e.path, doomed)
+        try:
+            os.rename(e.path, doomed)
+        except FileNotFoundError:
+            return  # another pruner was first
         shutil.rmtree(doomed, ignore_errors=True)
     else:
         e.path.unlink(missing_ok=True)

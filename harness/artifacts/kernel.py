@@ -143,7 +143,8 @@ def get_kernel(request: KernelRequest, cache: Cache | None = None) -> Kernel:
             except BuildError as e:  # the files as the user's tree has them, not the staged copy
                 raise BuildError(e.what, e.log_path, [line.replace(f"{work}/", f"{origin}/")
                                                       for line in e.error_lines]) from e
-            shutil.move(log, out / "build.log")
+            if log.exists():  # (a pruner may have taken it; the build stands without it)
+                shutil.move(log, out / "build.log")
             record_patched_files(build_dir, patched)
             _keep_sources(work, out, dirs)
         return {**meta, "source_origin": str(origin), "build_dir": str(build_dir),

@@ -231,7 +231,8 @@ class Lab:
                 break
             except HarnessError as e:
                 abort = qemu_abort_of(g)
-                if abort is not None and attempt == 1:  # the test bed's failure: one more boot
+                quiet = not (g.console.reports(0) if g.console else [])
+                if abort is not None and attempt == 1 and quiet:  # the test bed's failure: one more boot
                     self._note_abort(abort, "boot", f"{variant} kernel, DMA mode {dma_mode}: booted again")
                     continue
                 why = f"QEMU aborted twice ({abort.fingerprint})" if abort else str(e).splitlines()[0]
@@ -348,18 +349,18 @@ class Lab:
             self._fail(name, UNMEASURABLE, str(e).splitlines()[0])
             self._accounted = g.console.line_count() if g.console else 0
             return None
-        except MeasurementFailure as e:
-            quiet = g.alive() and not any(not r.is_dma_api for r in (g.console.reports(mark) if g.console else []))
-            if quiet and not retried:
-                self._accounted = g.console.line_count() if g.console else 0
-                raise _Retry(failure_message(e)) from e
-            self._fail_on_guest(name, g, mark, failure_message(e) + earlier)
-            return None
-        except HarnessError as e:
+        except HarnessError as e:  # MeasurementFailure among them
+            reports = g.console.reports(mark) if g.console else []
             abort = qemu_abort_of(g)
-            if abort is not None and not retried:
-                self._note_abort(abort, name, "measured again on a fresh guest")
-                raise _Retry(f"QEMU aborted ({abort.fingerprint})") from e
+            # Once more only for the test bed's failure while the kernel said nothing at all:
+            # a report (DMA-API ones too) is evidence that a second attempt would lose.
+            if not retried and not reports:
+                if abort is not None:
+                    self._note_abort(abort, name, "measured again on a fresh guest")
+                    raise _Retry(f"QEMU aborted ({abort.fingerprint})") from e
+                if isinstance(e, MeasurementFailure) and g.alive():
+                    self._accounted = g.console.line_count() if g.console else 0
+                    raise _Retry(failure_message(e)) from e
             what = f"QEMU aborted ({abort.fingerprint}): the emulator's failure, not the kernel's; " if abort else ""
             self._fail_on_guest(name, g, mark, what + failure_message(e) + earlier)
             return None

@@ -81,5 +81,6 @@ def socket_line(lab: Lab, experiment: str) -> str:
     if not d:
         return f"{experiment}: the receiver's socket counts were not recorded."
     stats = ", ".join(f"{k} {v}" for k, v in d.get("stats", {}).items())
+    bad = f"; {d['bad_descs']} descriptors outside the umem" if d.get("bad_descs") else ""
     return (f"{experiment}: {d['delivered']} frames delivered to the socket's rx ring, {d['read']} read by the "
-            f"receiver; XDP_STATISTICS {stats}.")
+            f"receiver{bad}; XDP_STATISTICS {stats}.")

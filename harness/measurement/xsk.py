@@ -64,16 +64,19 @@ class XskSnapshot:
     drained: bool  # the ring was empty and the kernel's index quiet before it answered
     wakeups: int  # recvfrom kicks for a zero-copy driver that asked for fill buffers
     stats: dict[str, int] = field(default_factory=dict)  # XDP_STATISTICS
+    bad_descs: int = 0  # descriptors outside the umem or beyond its frames (the kernel's fault)
 
     @classmethod
     def parse(cls, doc: dict) -> XskSnapshot:
         return cls(int(doc["read"]), int(doc["bytes"]), int(doc["delivered"]), int(doc["unread"]),
-                   bool(doc["drained"]), int(doc["wakeups"]), {k: int(doc["stats"][k]) for k in XDP_STATISTICS})
+                   bool(doc["drained"]), int(doc["wakeups"]), {k: int(doc["stats"][k]) for k in XDP_STATISTICS},
+                   int(doc.get("bad_descs", 0)))
 
     def since(self, before: XskSnapshot) -> XskCounts:
         return XskCounts(self.read - before.read, self.bytes - before.bytes, self.delivered - before.delivered,
                          self.unread, self.drained, self.wakeups - before.wakeups,
-                         {k: v - before.stats.get(k, 0) for k, v in self.stats.items()})
+                         {k: v - before.stats.get(k, 0) for k, v in self.stats.items()},
+                         self.bad_descs - before.bad_descs)
 
 
 @dataclass(frozen=True)
@@ -87,23 +90,25 @@ class XskCounts:
     drained: bool
     wakeups: int
     stats: dict[str, int]
+    bad_descs: int = 0
 
     def to_json(self) -> dict:
         return {"read": self.read, "bytes": self.bytes, "delivered": self.delivered, "unread": self.unread,
-                "drained": self.drained, "wakeups": self.wakeups, "stats": self.stats}
+                "drained": self.drained, "wakeups": self.wakeups, "stats": self.stats, "bad_descs": self.bad_descs}
 
 
-# Statistics that move only when the receiver falls behind: its rx ring full (it did
-# not read), its fill ring empty (it did not give buffers back). With 2,000 frames a
-# run, a 2,048-entry rx ring and 4,096 umem frames circulating, only a stalled
-# receiver makes either move; rx_dropped and rx_invalid_descs stay the kernel's.
-RECEIVER_BEHIND = ("rx_ring_full", "rx_fill_ring_empty_descs")
+# The statistic that moves when the receiver falls behind: its rx ring full (it did not
+# read). A run is 2,000 frames, the ring 2,048 entries and 4,096 umem frames circulate,
+# so only a stalled receiver fills it, and it does so before the fill ring could run
+# dry; an empty fill ring without a full rx ring means buffers the kernel never gave
+# back (rx_fill_ring_empty_descs stays the kernel's evidence, as rx_dropped does).
+RECEIVER_BEHIND = ("rx_ring_full",)
 
 
 def receiver_loss(counts: XskCounts) -> str | None:
     """Why these counts are the receiver's failure, not the kernel's: frames the kernel
     put on the socket's rx ring that the receiver did not read, a drain that never went
-    quiet, or frames the kernel could not deliver because the receiver fell behind. None
+    quiet, or frames the kernel could not deliver because the receiver's rx ring was full. None
     when the receiver kept up and read every frame delivered to it."""
     stats = ", ".join(f"{k} {v}" for k, v in counts.stats.items())
     if counts.read < counts.delivered or counts.unread:
@@ -141,7 +146,7 @@ def one_channel(g: Guest, ifname: str) -> Iterator[None]:
 def wait_for_line(pattern: str, seconds: int) -> str:
     """Guest shell: wait until the receiver's output has a line with `pattern` (a
     fixed string), or it exited, or `seconds` passed; then print its output and stderr."""
-    return (f"end=$(($(date +%s) + {seconds})); until grep -qF -- {shlex.quote(pattern)} {OUT}; do "
+    return (f"end=$(($(date +%s) + {seconds})); until grep -qsF -- {shlex.quote(pattern)} {OUT}; do "
             f"kill -0 $(cat {PID}) 2>/dev/null && [ $(date +%s) -lt $end ] || break; sleep 0.05; done; "
             f"cat {OUT}; cat {ERR} >&2")
 
@@ -163,7 +168,8 @@ class XskReceiver:
         self.snapshots += 1
         k = self.snapshots
         answer = wait_for_line(f'"snapshot": {k},', SNAPSHOT_S)
-        res = self.g.run(f"kill -USR1 $(cat {PID}) && {answer}", check=False, timeout=SNAPSHOT_S + 30)
+        res = self.g.run(f"if kill -USR1 $(cat {PID}); then {answer}; else echo 'the receiver is gone' >&2; "
+                         f"cat {ERR} >&2; fi", check=False, timeout=SNAPSHOT_S + 30)
         doc = next((d for d in json_lines(res.stdout) if d.get("snapshot") == k), None)
         if doc is None:
             raise MeasurementFailure(f"AF_XDP receiver on {self.ifname} ({self.mode}) gave no snapshot {k} within "
@@ -188,7 +194,9 @@ def xsk_receiver(g: Guest, ifname: str, driver: str, mode: str, cache: Cache | N
     if not first or not first.get("ready"):
         stop(g)
         xdp.detach(g, ifname)
-        if first and first.get("bound") is False and mode == "zerocopy":
+        # EOPNOTSUPP from the zero-copy bind is the driver saying it has none; any other
+        # refusal (EBUSY: a socket left on the queue) is a failure to say as it is.
+        if first and mode == "zerocopy" and first.get("error", "").startswith("bind with XDP_ZEROCOPY: Operation not"):
             raise Unmeasurable(f"{driver} in this kernel has no AF_XDP zero-copy ({first['error']})")
         raise GuestError(f"AF_XDP receiver on {ifname} ({mode}) did not start: "
                          f"{(first or {}).get('error') or started.stderr.strip() or 'no output'}", g.console_tail())
@@ -200,6 +208,8 @@ def xsk_receiver(g: Guest, ifname: str, driver: str, mode: str, cache: Cache | N
 
 
 def stop(g: Guest) -> None:
-    """SIGINT: the receiver closes its socket and detaches its program; wait until it is gone."""
-    g.run(f"kill -INT $(cat {PID}) 2>/dev/null; timeout 10 sh -c 'while kill -0 $(cat {PID}) 2>/dev/null; do "
-          "sleep 0.05; done'", check=False)
+    """SIGINT: the receiver closes its socket and detaches its program; wait until it is
+    gone, and SIGKILL it after 10 s (its socket then goes with the process)."""
+    gone = f"timeout 10 sh -c 'while kill -0 $(cat {PID}) 2>/dev/null; do sleep 0.05; done'"
+    g.run(f"kill -INT $(cat {PID}) 2>/dev/null; {gone} || {{ kill -KILL $(cat {PID}) 2>/dev/null; {gone}; }}",
+          check=False)

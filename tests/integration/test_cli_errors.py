@@ -69,3 +69,9 @@ def test_cache_listing_of_an_empty_cache(tmp_path):
     res = harness("cache", cache=tmp_path / "c")
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines()[-1].startswith(f"0 entries, 0 B in {tmp_path / 'c'} (limit ")
+
+
+def test_cache_prune_with_the_automatic_limit_off_asks_for_a_limit(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE_MAX", "0")
+    assert_user_error(harness("cache", "prune", cache=tmp_path / "c"),
+                      "the automatic cache limit is off (HARNESS_CACHE_MAX=0): give --max-size SIZE or --older-than")

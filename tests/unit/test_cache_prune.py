@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -133,3 +134,29 @@ def test_build_areas_wait_while_a_build_holds_them(laid_out):
         result = prune(laid_out, max_size=0)
     assert {"build/a", "build/gone", "build/deb"} == set(names(result.kept_in_use))
     assert {"kernels/ka", "kernels/kgone", "kernels/kdeb"} <= set(names(result.removed))
+
+
+def test_a_reader_waiting_on_a_prune_finds_the_artifact_gone(tmp_path):
+    """The pruner holds the lease exclusively while it removes an artifact and its lease
+    file; a lookup waiting for the lease meanwhile then returns None (it rebuilds),
+    and its lease is on the lease file at the path, so a later pruner sees it."""
+    import fcntl
+    import threading
+
+    cache = Cache(tmp_path)
+    artifact(cache, "kernels", "k", 1, 1)
+    lease = tmp_path / "kernels" / lease_name("k")
+    fd = os.open(lease, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as prune's exclusive() holds it
+    reader = Cache(tmp_path)
+    found: list = []
+    t = threading.Thread(target=lambda: found.append(reader.lookup("kernels", "k")))
+    t.start()
+    time.sleep(0.3)  # the reader now waits for its shared lock
+    shutil.rmtree(tmp_path / "kernels" / "k")
+    lease.unlink()
+    os.close(fd)
+    t.join(5)
+    assert found == [None]
+    (held_path,) = reader._leases
+    assert os.fstat(reader._leases[held_path]).st_ino == os.stat(lease).st_ino

@@ -275,3 +275,15 @@ def test_verdict_matrix(base):
     assert by["xdp"]["verdicts"] == {"a": "confirmed", "b": None}
     assert not by["page-reuse"]["differs"]
     assert by["page-reuse"]["title"] == claim(base, "page-reuse")["title"]
+
+
+def test_a_check_renamed_since_the_baseline_compares_under_its_new_id():
+    # xsk-zero-copy's socket counts became what the kernel delivered (Dec 2026).
+    def run(ids: tuple[str, str], zc: float) -> dict:
+        return {"claims": [{"id": "xsk-zero-copy", "verdict": "confirmed",
+                            "metrics": {ids[0]: zc, ids[1]: 1.0, "copy-copies-per-frame": 1.0}}]}
+
+    old, new = ("zc-frames-received", "copy-frames-received"), ("zc-frames-delivered", "copy-frames-delivered")
+    assert compare_results(run(old, 1.0), run(new, 1.0)).ok
+    moved = compare_results(run(old, 1.0), run(new, 0.0))
+    assert not moved.ok and [(c.kind, c.metric) for c in moved.changes] == [("metric", "zc-frames-delivered")]

@@ -5,6 +5,7 @@ never are. On guests that stand in for real ones (what Lab.measure reads of them
 from __future__ import annotations
 
 import threading
+from typing import ClassVar
 
 import pandas as pd
 import pytest
@@ -156,3 +157,72 @@ def test_qemu_aborting_twice_is_an_error_that_names_qemu(lab):
 def test_what_counts_as_qemus_own_abort(lines, status, expect):
     found = qemu_abort(lines, status)
     assert (found.function if found else None) == expect
+
+
+class Report:
+    """A kernel report as Lab.measure reads it."""
+
+    def __init__(self, kind: str = "WARNING") -> None:
+        self.kind, self.is_dma_api = kind, kind == "DMA-API"
+        self.fingerprint, self.lines = f"{kind}@igb_poll: something #0", (f"{kind}: something",)
+
+
+def test_a_measurement_failure_with_a_kernel_report_is_not_retried(lab):
+    # A DMA-API report during the failed attempt is evidence a second attempt would lose.
+    lab.fakes[0].console.reports = lambda line_no=0: [Report("DMA-API")]
+    attempts = []
+
+    def run(g):
+        attempts.append(g)
+        raise MeasurementFailure("the AF_XDP receiver read 0 of the 2000 frames")
+
+    lab.measure("xsk-copy", "stock", "direct", run)
+    assert len(attempts) == 1 and lab.failures["xsk-copy"].kind == ERROR
+    assert lab.failures["xsk-copy"].reports[0].kind == "DMA-API"
+
+
+def test_a_qemu_abort_after_a_kernel_warning_is_the_kernels_failure(lab):
+    lab.fakes[0].console.reports = lambda line_no=0: [Report("WARNING")]
+
+    def run(g):
+        g.status = "killed by signal 6"
+        raise GuestError("ssh: connection closed")
+
+    lab.measure("rx", "stock", "direct", run)
+    failure = lab.failures["rx"]
+    assert lab.booted == lab.fakes[:1] and lab.qemu_aborts == []
+    assert failure.headline == "rx: kernel WARNING@igb_poll: something #0"
+
+
+class BootGuest(FakeGuest):
+    """A Guest for Lab.guest's boot: the first QEMU aborts while booting."""
+
+    started: ClassVar[list[BootGuest]] = []
+
+    def __init__(self, kernel, image, options, cache) -> None:
+        super().__init__()
+        self.spec = type("Spec", (), {"accel": "tcg"})()
+        self.times = type("Times", (), {"summary": lambda self: "booted", "ssh": 1.0})()
+        self.nics, self.command_line = [], "qemu-system-x86_64 ..."
+        BootGuest.started.append(self)
+
+    def __enter__(self) -> BootGuest:
+        if len(BootGuest.started) == 1:
+            self.console.lines.append(ASSERTION)
+            self.status = "killed by signal 6"
+            raise GuestError("QEMU exited during boot")
+        return self
+
+
+def test_qemu_aborting_during_a_boot_boots_once_more(tmp_path, monkeypatch):
+    lab = Lab(Cache(tmp_path), "unit")
+    kernel = type("K", (), {"key": "k", "base_key": None, "label": "6.12.95", "release": "6.12.95", "meta": {}})()
+    monkeypatch.setattr(lab, "kernel", lambda variant="stock": kernel)
+    monkeypatch.setattr(lab, "image", lambda: None)
+    monkeypatch.setattr(lab_module, "Guest", BootGuest)
+    BootGuest.started = []
+    g = lab.guest("stock", "direct")
+    assert g is BootGuest.started[1] and len(BootGuest.started) == 2
+    (abort,) = lab.qemu_aborts
+    assert abort["during"] == "boot" and abort["function"] == "iotlb_to_section"
+    assert len(lab.boots) == 1

@@ -53,7 +53,7 @@ struct receiver {
 	struct xsk_ring_cons comp, rx;
 	struct xsk_socket *xsk;
 	int fd;
-	unsigned long long read, bytes, wakeups;
+	unsigned long long read, bytes, wakeups, bad;
 	__u64 pending[NUM_FRAMES];  // frames read, not yet back on the fill ring
 	unsigned int npending;
 };
@@ -104,9 +104,16 @@ static unsigned int read_rx(struct receiver *r)
 	while ((got = xsk_ring_cons__peek(&r->rx, BATCH, &idx))) {
 		for (i = 0; i < got; i++) {
 			const struct xdp_desc *d = xsk_ring_cons__rx_desc(&r->rx, idx++);
+			__u64 addr = xsk_umem__extract_addr(d->addr);
 
+			// A descriptor outside the umem, or more than the frames there are, is the
+			// kernel's fault: counted, never recycled (nor written past pending[]).
+			if (addr >= (__u64)NUM_FRAMES * FRAME_SIZE || r->npending == NUM_FRAMES) {
+				r->bad++;
+				continue;
+			}
 			r->bytes += d->len;
-			r->pending[r->npending++] = xsk_umem__extract_addr(d->addr);
+			r->pending[r->npending++] = addr;
 		}
 		xsk_ring_cons__release(&r->rx, got);
 		r->read += got;
@@ -149,11 +156,12 @@ static void report(struct receiver *r, unsigned int k, const char *mode, int zer
 		memset(&st, 0, sizeof(st));
 	printf("{\"snapshot\": %u, \"mode\": \"%s\", \"zerocopy\": %s, \"read\": %llu, \"bytes\": %llu, "
 	       "\"delivered\": %u, \"unread\": %u, \"fill_queued\": %u, \"pending\": %u, \"wakeups\": %llu, "
+	       "\"bad_descs\": %llu, "
 	       "\"drained\": %s, \"drain_ms\": %.0f, \"stats\": {\"rx_dropped\": %llu, \"rx_ring_full\": %llu, "
 	       "\"rx_fill_ring_empty_descs\": %llu, \"rx_invalid_descs\": %llu}}\n",
 	       k, mode, zerocopy ? "true" : "false", r->read, r->bytes, load(r->rx.producer),
 	       load(r->rx.producer) - load(r->rx.consumer), load(r->fill.producer) - load(r->fill.consumer),
-	       r->npending, r->wakeups, drained ? "true" : "false", (now() - started) * 1000,
+	       r->npending, r->wakeups, r->bad, drained ? "true" : "false", (now() - started) * 1000,
 	       (unsigned long long)st.rx_dropped, (unsigned long long)st.rx_ring_full,
 	       (unsigned long long)st.rx_fill_ring_empty_descs, (unsigned long long)st.rx_invalid_descs);
 	fflush(stdout);
