@@ -93,13 +93,19 @@ def test_a_measurement_failure_is_measured_once_more_on_the_same_guest(lab):
     assert lab.results["xsk-copy"].retried == ["the AF_XDP receiver read 0 of the 2000 frames"]
 
 
-def test_a_second_measurement_failure_is_an_error_with_both_messages(lab):
-    attempts = []
+def always_failing(error) -> tuple[list, object]:
+    """A run that raises error(n) on its n-th attempt, and the guests it was given."""
+    attempts: list = []
 
     def run(g):
         attempts.append(g)
-        raise MeasurementFailure(f"attempt {len(attempts)}: read 0 of 2000")
+        raise error(len(attempts))
 
+    return attempts, run
+
+
+def test_a_second_measurement_failure_is_an_error_with_both_messages(lab):
+    attempts, run = always_failing(lambda n: MeasurementFailure(f"attempt {n}: read 0 of 2000"))
     lab.measure("xsk-zc", "stock", "direct", run)
     failure = lab.failures["xsk-zc"]
     assert len(attempts) == 2 and failure.kind == ERROR
@@ -107,12 +113,7 @@ def test_a_second_measurement_failure_is_an_error_with_both_messages(lab):
 
 
 def test_the_kernels_failures_are_never_retried(lab):
-    attempts = []
-
-    def run(g):
-        attempts.append(g)
-        raise HarnessError("pktgen failed")
-
+    attempts, run = always_failing(lambda n: HarnessError("pktgen failed"))
     lab.measure("rx", "stock", "direct", run)
     assert len(attempts) == 1 and lab.failures["rx"].kind == ERROR
 
@@ -170,12 +171,7 @@ class Report:
 def test_a_measurement_failure_with_a_kernel_report_is_not_retried(lab):
     # A DMA-API report during the failed attempt is evidence a second attempt would lose.
     lab.fakes[0].console.reports = lambda line_no=0: [Report("DMA-API")]
-    attempts = []
-
-    def run(g):
-        attempts.append(g)
-        raise MeasurementFailure("the AF_XDP receiver read 0 of the 2000 frames")
-
+    attempts, run = always_failing(lambda n: MeasurementFailure("the AF_XDP receiver read 0 of the 2000 frames"))
     lab.measure("xsk-copy", "stock", "direct", run)
     assert len(attempts) == 1 and lab.failures["xsk-copy"].kind == ERROR
     assert lab.failures["xsk-copy"].reports[0].kind == "DMA-API"
