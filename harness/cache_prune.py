@@ -262,7 +262,9 @@ def prune(cache: Cache, max_size: int | None = None, older_than_days: float | No
         if not (over or old):
             continue
         if e.kind in AREAS or e.kind == "logs":  # looked at again right before: a build may have begun
-            keep, busy = held(all_entries), build_busy(cache)
+            busy = build_busy(cache)
+            if e.kind in AREAS:  # and a kernel that needs this build dir may have been leased
+                keep = held(all_entries)
         if any(n == e.path or e.path in n.parents for n in keep) or (busy and e.kind in (*AREAS, "logs")):
             in_use.append(e)
             continue

@@ -248,10 +248,11 @@ def cmd_cache(args: argparse.Namespace) -> int:
     cache = Cache(args.cache)
     if args.action == "prune":
         limit = args.max_size or (None if args.older_than is not None else auto_limit()[1])
-        if limit is not None and parse_size(limit) <= 0 and not args.max_size:
+        size = parse_size(limit) if limit else None
+        if size is not None and size <= 0 and not args.max_size:
             raise HarnessError("the automatic cache limit is off (HARNESS_CACHE_MAX=0): give --max-size SIZE or "
                                "--older-than DAYS")
-        result = prune(cache, parse_size(limit) if limit else None, args.older_than, args.dry_run)
+        result = prune(cache, size, args.older_than, args.dry_run)
         verb = "would remove" if args.dry_run else "removed"
         for e in result.removed:
             print(f"  {verb:12s} {e.label:36s} {human(e.size):>9s}  {e.stale or age(e.last_used)}")

@@ -57,16 +57,15 @@ class XskZeroCopy:
             Check("zc-maps-per-frame", "igb DMA maps per frame, zero-copy (the umem is mapped at bind)", zc_maps, "<",
                   0.05, how=DMA, unmeasured=why_zc),
             Check("copy-frames-delivered", "frames delivered to the copy-mode socket per frame igb received", copy_rx,
-                  "~",
-                  1.0, rel_tol=0.01, how=SOCKET, unmeasured=why_copy),
+                  "~", 1.0, rel_tol=0.01, how=SOCKET, unmeasured=why_copy),
             Check("copy-copies-per-frame", "copies into the umem (__xsk_rcv) per frame, copy mode", copies, "~", 1.0,
                   rel_tol=0.02, how=GRAPH, unmeasured=why_copy),
         ]
         text = [
             (f"Zero-copy: the kernel delivered {fmt(zc_rx, 4)} frames to the socket per frame igb received, "
-             f"{fmt(zc_redirects, 4)} "
-             f"redirects, {fmt(zc_copies, 4)} copies, {fmt(zc_allocs, 4)} page allocations and {fmt(zc_maps, 4)} DMA "
-             "maps per frame." if ZC in lab.results else f"Zero-copy not measured: {why_zc}."),
+             f"{fmt(zc_redirects, 4)} redirects, {fmt(zc_copies, 4)} copies, {fmt(zc_allocs, 4)} page allocations "
+             f"and {fmt(zc_maps, 4)} DMA maps per frame." if ZC in lab.results
+             else f"Zero-copy not measured: {why_zc}."),
             (f"Copy mode: the kernel delivered {fmt(copy_rx, 4)} frames to the socket per frame, with "
              f"{fmt(copies, 4)} copies (__xsk_rcv) per frame." if COPY in lab.results
              else f"Copy mode not measured: {why_copy}."),

@@ -49,6 +49,13 @@ def normalize(message: str) -> str:
     return text.strip()
 
 
+def fingerprint(kind: str, function: str, message: str) -> str:
+    """`kind@function: normalized message #hash`: equal for the same bug on another run."""
+    norm = normalize(message)
+    digest = hashlib.sha1(f"{kind}|{function}|{norm}".encode()).hexdigest()[:10]
+    return f"{kind}@{function}: {norm} #{digest}"
+
+
 @dataclass(frozen=True)
 class KernelReport:
     kind: str  # DMA-API, BUG, Oops, WARNING, KASAN, panic, ...
@@ -58,10 +65,7 @@ class KernelReport:
 
     @property
     def fingerprint(self) -> str:
-        """`kind@function: normalized message #hash`: equal for the same bug on another run."""
-        norm = normalize(self.message)
-        digest = hashlib.sha1(f"{self.kind}|{self.function}|{norm}".encode()).hexdigest()[:10]
-        return f"{self.kind}@{self.function}: {norm} #{digest}"
+        return fingerprint(self.kind, self.function, self.message)
 
     @property
     def driver(self) -> str:

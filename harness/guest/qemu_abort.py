@@ -9,12 +9,11 @@ d->map.sections_nb' failed.` (QEMU 10.0.2, Debian's bookworm-backports build).""
 
 from __future__ import annotations
 
-import hashlib
 import re
 import signal
 from dataclasses import dataclass
 
-from harness.guest.crash import normalize, strip_timestamp
+from harness.guest.crash import fingerprint, strip_timestamp
 
 QEMU_LINE = re.compile(r"^qemu-system-[\w-]+: (?P<message>.+)$")
 # glibc's assert(): "file.c:2678: function: Assertion `cond' failed."
@@ -32,9 +31,7 @@ class QemuAbort:
 
     @property
     def fingerprint(self) -> str:
-        norm = normalize(self.message)
-        digest = hashlib.sha1(f"QEMU|{self.function}|{norm}".encode()).hexdigest()[:10]
-        return f"QEMU abort@{self.function}: {norm} #{digest}"
+        return fingerprint("QEMU abort", self.function, self.message)
 
     def to_json(self) -> dict:
         return {"kind": "QEMU abort", "message": self.message, "function": self.function,
