@@ -28,7 +28,14 @@ from harness.artifacts.kernel import Kernel
 from harness.errors import HarnessError, MissingToolError
 from harness.hostcmd import run_checked
 from harness.source.objdump import arm64_barrier, covered_functions, in_ranges, parse_fences
-from harness.source.rx_source import DMA_BARRIERS, barrier_kind, barrier_sites, rx_functions
+from harness.source.rx_source import (
+    DMA_BARRIERS,
+    StatusOrder,
+    barrier_kind,
+    barrier_sites,
+    rx_functions,
+    status_order,
+)
 
 from .base import Check, ClaimResult
 from .lab import Lab
@@ -41,6 +48,9 @@ CORE_FUNCTIONS = ("igb_clean_rx_irq", "igb_alloc_rx_buffers")
 # and the refill; any helper the compiler kept out of line is added by its symbol.
 DISASSEMBLED = ("igb_poll", "igb_alloc_rx_buffers")
 MODULE = "igb"
+# The rx loop and its descriptor pointer: after reading the write-back (length/DD)
+# through it, the loop must dma_rmb() before it touches the descriptor again.
+RX_LOOP, RX_DESC_VAR = "igb_clean_rx_irq", "rx_desc"
 
 CROSS_ARCH = "arm64"
 
@@ -75,6 +85,7 @@ class Barriers:
     id, slide = "barriers", "9"
     title = ("the rx/refill hot path uses dma_rmb/dma_wmb: compiler barriers on x86 (no fence instructions), "
              "dmb osh* rather than dsb on arm64")
+    region = "the driver's object code (x86-64 and arm64): no traffic"
     experiments: tuple[str, ...] = ()
 
     def evaluate(self, lab: Lab) -> ClaimResult:
@@ -109,11 +120,14 @@ class Barriers:
                f"{SOURCE} lines of {len(ranges)} rx/refill functions")
         checks = self._checks(float(core_found), float(core_covered), float(len(dma_sites)), float(len(other)),
                               None if core_covered < len(CORE_FUNCTIONS) else float(len(in_hot)), how)
+        order = status_order(source, RX_LOOP, RX_DESC_VAR)
+        checks += self._order_checks(order)
         lines = source.splitlines()
         cross_checks, cross_notes = self._cross_arch(lab, kernel, ranges, dma_sites, lines)
         missing = [f for f in CORE_FUNCTIONS if f not in ranges]
         uncovered = sorted(set(ranges) - covered)
         return ClaimResult(self.id, self.title, self.slide, checks + cross_checks, [
+            self._order_text(order),
             "Barrier calls on the rx/refill lines: " + (", ".join(
                 f"{b}() at line {n} in {fn}() ({barrier_kind(b)})" for n, b, fn in sites) or "none") + ".",
             ("Only dma_rmb()/dma_wmb(): ordering against the device, nothing more." if not other else
@@ -191,8 +205,34 @@ class Barriers:
                   how=how, unmeasured=why or "the disassembly lacks the rx/refill functions' lines"),
         ]
 
+    @staticmethod
+    def _order_checks(order: StatusOrder | None, why: str = "") -> list[Check]:
+        how = (f"{SOURCE}, {RX_LOOP}(): the first read through {RX_DESC_VAR} (the write-back check), then source "
+               "order up to the first dma_rmb() after it, comments ignored")
+        why = why or ("" if order else f"no read through {RX_DESC_VAR} in {RX_LOOP}() (the loop is not as modelled)")
+        return [
+            Check("rx-dma-rmb-after-status", f"dma_rmb() after the descriptor's write-back check in {RX_LOOP}()",
+                  None if order is None else float(order.rmb_line is not None), "==", 1, how=how, unmeasured=why),
+            Check("rx-desc-reads-before-dma-rmb", f"lines touching {RX_DESC_VAR} between the write-back check and "
+                  "that dma_rmb()", None if order is None else float(len(order.early_reads)), "==", 0, how=how,
+                  unmeasured=why),
+        ]
+
+    @staticmethod
+    def _order_text(order: StatusOrder | None) -> str:
+        if order is None:
+            return f"The write-back check of {RX_LOOP}() was not found."
+        head = f"{RX_LOOP}() checks the descriptor's write-back at line {order.status_line}"
+        if order.rmb_line is None:
+            return head + ": no dma_rmb() follows it, so the other descriptor fields may be read before the device " \
+                "finished writing them."
+        early = "; ".join(f"line {n}: {code}" for n, code in order.early_reads)
+        return (head + f" and orders the rest with dma_rmb() at line {order.rmb_line}"
+                + (f", but touches the descriptor before it ({early})." if early else
+                   ", before any other read of the descriptor."))
+
     def _unmeasured(self, why: str) -> ClaimResult:
         """The same checks, none measured: the claim is inconclusive and says why."""
         return ClaimResult(self.id, self.title, self.slide,
-                           self._checks(None, None, None, None, None, why=why)
+                           self._checks(None, None, None, None, None, why=why) + self._order_checks(None, why)
                            + self._cross_checks(None, None, 0, why=why), notes=[why])

@@ -69,6 +69,8 @@ class ClaimResult:
     explanation: list[str] = field(default_factory=list)  # one sentence per comparison shown
     notes: list[str] = field(default_factory=list)  # why inconclusive, caveats
     errors: list[ExperimentFailure] = field(default_factory=list)  # failed experiments this claim needs
+    region: str = ""  # the traffic the claim speaks of
+    sampled: list[dict] = field(default_factory=list)  # the experiments (traffic points) it was judged on
     seconds: float = 0.0
 
     @property
@@ -124,6 +126,7 @@ class ClaimResult:
             "checks": [c.to_json() for c in self.checks],
             "explanation": self.explanation, "notes": self.notes,
             "errors": [e.to_json() for e in self.errors], "seconds": round(self.seconds, 1),
+            "region": self.region, "sampled": self.sampled,
         }
 
 
@@ -131,6 +134,7 @@ class Claim(Protocol):
     id: str
     title: str
     slide: str
-    experiments: tuple[str, ...]
+    region: str  # the traffic the claim speaks of, in words
+    experiments: tuple[str, ...]  # every experiment its checks read (samples expanded)
 
     def evaluate(self, lab: Lab) -> ClaimResult: ...

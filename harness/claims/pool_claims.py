@@ -26,7 +26,7 @@ from .rules import fmt, per_packet, value, why_unmeasured
 POOL_NIC = "vmxnet3"
 PEER = "e1000e"
 HOLD, RELEASE = "page_pool:page_pool_state_hold", "page_pool:page_pool_state_release"
-PP_EXPERIMENT, PP_HELD_EXPERIMENT = "pp-xdp-pass", "pp-xdp-pass-held"
+PP_EXPERIMENT, PP_HELD_EXPERIMENT, PP_DROP_EXPERIMENT = "pp-xdp-pass", "pp-xdp-pass-held", "pp-xdp-drop"
 HOW = (f"page_pool tracepoints (hist trigger hit counts) while {POOL_NIC} receives from {PEER} with XDP_PASS "
        "attached natively; per frame the vmxnet3 counted")
 
@@ -41,7 +41,10 @@ class PagePool:
     id, slide = "page-pool", "agenda"
     title = ("page_pool recycling: in steady state a pool's rx pages come back (skb recycle, XDP), so the page "
              "allocator is almost never called per frame")
-    experiments = (PP_EXPERIMENT, PP_HELD_EXPERIMENT)
+    region = ("vmxnet3's page_pool (XDP attached) with pages coming back by every route the pool offers: the "
+              "stack freeing the skb (XDP_PASS) and the driver dropping the frame (XDP_DROP, "
+              "page_pool_recycle_direct); and without (a receiver holding every skb). XDP_TX is not sampled yet")
+    experiments = (PP_EXPERIMENT, PP_DROP_EXPERIMENT, PP_HELD_EXPERIMENT)
     nics = (POOL_NIC,)  # the guests of a run that checks this claim get a vmxnet3 too
 
     def evaluate(self, lab: Lab) -> ClaimResult:
@@ -49,6 +52,8 @@ class PagePool:
         slow = events(lab, PP_EXPERIMENT, HOLD)
         released = events(lab, PP_EXPERIMENT, RELEASE)
         held_slow = events(lab, PP_HELD_EXPERIMENT, HOLD)
+        why_drop = why_unmeasured(lab, PP_DROP_EXPERIMENT)
+        drop_slow, drop_released = events(lab, PP_DROP_EXPERIMENT, HOLD), events(lab, PP_DROP_EXPERIMENT, RELEASE)
         native = value(lab, PP_EXPERIMENT, "xdp_attach_mode", nic(POOL_NIC).driver)
         checks = [
             Check("xdp-native", f"XDP_PASS attached to {POOL_NIC} in driver mode (its pool exists only then)",
@@ -57,6 +62,10 @@ class PagePool:
                   slow, "<", 0.05, how=HOW, unmeasured=why),
             Check("releases-per-frame", "pages the pool gave back to the page allocator per frame", released,
                   "<", 0.05, how=HOW, unmeasured=why),
+            Check("drop-slow-allocs-per-frame", "pages the pool took from the page allocator per frame under "
+                  "XDP_DROP", drop_slow, "<", 0.05, how=HOW.replace("XDP_PASS", "XDP_DROP"), unmeasured=why_drop),
+            Check("drop-releases-per-frame", "pages the pool gave back to the page allocator per frame under XDP_DROP",
+                  drop_released, "<", 0.05, how=HOW.replace("XDP_PASS", "XDP_DROP"), unmeasured=why_drop),
             Check("held-slow-allocs-per-frame", "pages taken from the page allocator per frame when the receiver "
                   "holds every skb (recycling defeated)", held_slow, ">", 0.5,
                   how=HOW + "; a UDP socket that is never read holds each frame's page", unmeasured=why_held),
@@ -70,6 +79,8 @@ class PagePool:
              f"{POOL_NIC} with XDP_PASS ({mode}): the pool took {fmt(slow, 4)} pages per frame from the page "
              f"allocator and gave {fmt(released, 4)} back: its pages do not come back to it (a page still "
              "referenced elsewhere cannot be recycled, an skb not marked for recycle frees it past the pool)."),
+            f"With XDP_DROP, the driver hands each page straight back: {fmt(drop_slow, 4)} slow-path allocations "
+            f"and {fmt(drop_released, 4)} releases per frame.",
             f"With a receiver that holds every skb: {fmt(held_slow, 4)} slow-path allocations per frame"
             + (": the tracepoints see the allocator when recycling cannot happen, so the 0 above is recycling."
                if recycled else "."),

@@ -47,8 +47,9 @@ def nics_for(claims: list, nics: tuple[str, ...]) -> tuple[str, ...]:
 def experiment_order(claims: list) -> list[str]:
     needed = {e for c in claims for e in c.experiments}
     rank = {key: i for i, key in enumerate(GUEST_ORDER)}
+    # A sampled experiment runs right after its base (the same receiver state, set up again).
     return sorted(needed, key=lambda e: (rank[(EXPERIMENTS[e].variant, EXPERIMENTS[e].dma_mode)],
-                                         list(EXPERIMENTS).index(e)))
+                                         EXPERIMENTS.rank(e), EXPERIMENTS[e].point.frame_size, e))
 
 
 def skipped_work(claims: list) -> list[str]:
@@ -86,11 +87,19 @@ def evaluate_claims(lab: Lab, claims: list) -> list[ClaimResult]:
         result = claim.evaluate(lab)
         result.seconds = time.monotonic() - started + sum(
             lab.results[e].seconds for e in claim.experiments if e in lab.results)
+        result.region = claim.region
+        result.sampled = [sampled(e) for e in claim.experiments]
         failed = [lab.failures[e] for e in claim.experiments if e in lab.failures]
         result.errors += [f for f in failed if f.kind == ERROR]
         result.notes += [f"not measured: {f.headline}" for f in failed if f.kind != ERROR]
         results.append(result)
     return results
+
+
+def sampled(name: str) -> dict:
+    """An experiment a claim is judged on, with its traffic point and description."""
+    exp = EXPERIMENTS[name]
+    return {"experiment": name, "point": exp.point.describe(), "what": exp.what}
 
 
 def run_claims(lab: Lab, claims: list) -> list[ClaimResult]:

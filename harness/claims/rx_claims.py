@@ -18,6 +18,7 @@ from .rules import (
     per_packet_sum,
     why_unmeasured,
 )
+from .traffic_space import LEGACY_SIZES, RX_SIZES, Sample, at, check_id
 
 GRAPH = "function_graph under igb_poll, calls per received frame"
 ALLOC = "calls:__alloc_pages_noprof"  # every page allocation (probes.SUCCESSORS)
@@ -32,34 +33,59 @@ def holds(check: Check) -> bool:
     return check.holds() is True
 
 
+def skb_checks(lab: Lab, sample: Sample, prefix: str = "", label: str = "") -> list[Check]:
+    """Per point of the sample: build_skb once per frame, no copying allocation."""
+    checks = []
+    for exp, point in sample.by_point():
+        build = per_packet_sum(lab, exp, BUILD_SKB, "igb")
+        copies = per_packet_sum(lab, exp, COPY_SKB_ALLOCS, "igb")
+        why = why_unmeasured(lab, exp)
+        checks += [
+            Check(check_id(f"{prefix}build-skb" + ("" if prefix else "-per-frame"), point),
+                  f"build_skb (napi_build_skb + build_skb) per frame under igb_poll{label}{at(point)}", build,
+                  "~", 1.0, rel_tol=0.02, how=GRAPH + f"; experiment {exp}", unmeasured=why),
+            Check(check_id(f"{prefix}copy-allocs" + ("" if prefix else "-per-frame"), point),
+                  f"copying skb allocations (napi_alloc_skb, __netdev_alloc_skb) per frame under igb_poll{label}"
+                  f"{at(point)}", copies, "<", 0.02, how=GRAPH + f"; experiment {exp}", unmeasured=why),
+        ]
+    return checks
+
+
+def per_point_text(lab: Lab, sample: Sample, metrics: tuple[str, ...], digits: int = 2) -> str:
+    return "; ".join(f"{point.frame_size} B{' csum' if point.udp_csum else ''}: "
+                     f"{fmt(per_packet_sum(lab, exp, metrics, 'igb'), digits)}" for exp, point in sample.by_point())
+
+
 class PageBasedRx:
     id, slide = "page-based-rx", "6"
     title = "igb receives into pages and wraps them with build_skb, without copying the payload"
-    experiments = ("rx",)
+    region = "every frame igb's default (build_skb) ring receives: 60 bytes up to the largest frame at MTU 1500"
+    samples = (Sample("rx", RX_SIZES),)
+    experiments = samples[0].experiments()
 
     def evaluate(self, lab: Lab) -> ClaimResult:
-        build = per_packet_sum(lab, "rx", BUILD_SKB, "igb")
-        copies = per_packet_sum(lab, "rx", COPY_SKB_ALLOCS, "igb")
-        why = why_unmeasured(lab, "rx")
-        checks = [
-            Check("build-skb-per-frame", "build_skb (napi_build_skb + build_skb) per frame under igb_poll", build,
-                  "~", 1.0, rel_tol=0.02, how=GRAPH, unmeasured=why),
-            Check("copy-allocs-per-frame", "copying skb allocations (napi_alloc_skb, __netdev_alloc_skb) per frame "
-                  "under igb_poll", copies, "<", 0.02, how=GRAPH, unmeasured=why),
-        ]
+        (sample,) = self.samples
+        checks = skb_checks(lab, sample)
+        builds = per_point_text(lab, sample, BUILD_SKB)
+        copies = per_point_text(lab, sample, COPY_SKB_ALLOCS)
         if all(holds(c) for c in checks):
-            text = (f"For each received frame igb called (napi_)build_skb {fmt(build)} times, an skb built around "
-                    f"the rx page, and allocated {fmt(copies)} separate skbs to copy into.")
+            text = (f"For each received frame igb called (napi_)build_skb once (by frame size: {builds}), an skb "
+                    f"built around the rx page, and allocated no separate skb to copy into ({copies}).")
         else:
-            text = (f"igb called build_skb {fmt(build)} times and allocated {fmt(copies)} skbs to copy into per "
-                    "received frame: it does not (only) wrap its rx pages, it copies frames into new buffers.")
+            text = (f"igb called build_skb per received frame {builds} and allocated skbs to copy into {copies}: "
+                    "at the frame sizes where build_skb is not once per frame it does not (only) wrap its rx pages, "
+                    "it copies frames into new buffers.")
         return ClaimResult(self.id, self.title, self.slide, checks, [text])
 
 
 class PageReuse:
     id, slide = "page-reuse", "7"
     title = "in steady state igb reuses its rx pages: ~0 page allocations and DMA maps per frame"
-    experiments = ("rx", "rx-held", "rx-control", "rx-iommu", "rx-no-reuse")
+    region = ("every frame size the default ring receives (a frame of any size takes half a page), and a "
+              "receiver that holds its skbs (reuse must wait)")
+    samples = (Sample("rx", RX_SIZES), Sample("rx-held"), Sample("rx-control"), Sample("rx-iommu"),
+               Sample("rx-no-reuse"))
+    experiments = tuple(e for s in samples for e in s.experiments())
 
     def evaluate(self, lab: Lab) -> ClaimResult:
         maps = per_packet(lab, "rx", "dma_map_page_attrs", "igb")
@@ -92,12 +118,28 @@ class PageReuse:
                   "<", 0.05, how=DMA + "; QEMU intel-iommu, intel_iommu=on iommu=nopt, igb in an iommu_group",
                   unmeasured=why_unmeasured(lab, "rx-iommu")),
         ]
+        for exp, point in self.samples[0].by_point()[1:]:
+            why = why_unmeasured(lab, exp)
+            checks += [
+                Check(check_id("igb-rx-maps-per-frame", point), f"igb rx DMA maps per frame (stock){at(point)}",
+                      per_packet(lab, exp, "dma_map_page_attrs", "igb"), "<", 0.05, how=DMA + f"; experiment {exp}",
+                      unmeasured=why),
+                Check(check_id("igb-page-allocs-per-frame", point), f"rx-buffer page allocations per frame by "
+                      f"{REFILL}() (stock){at(point)}", per_packet_by_caller(lab, exp, ALLOC, "igb", (REFILL,)),
+                      "<", 0.05, how=GRAPH + f"; calls whose innermost traced caller is {REFILL}; experiment {exp}",
+                      unmeasured=why),
+            ]
+        sizes = [c for c in checks if "@" in c.id]
         stock_ok = holds(checks[0]) and holds(checks[1])
         text = [
             (f"Stock igb: {fmt(maps, 4)} DMA maps and {fmt(allocs, 4)} page allocations per frame: its rx pages go "
              "back into the ring instead of being replaced." if stock_ok else
              f"Stock igb: {fmt(maps, 4)} DMA maps and {fmt(allocs, 4)} page allocations per frame: it replaces "
              "its rx pages instead of reusing them."),
+            (f"At the other frame sizes ({', '.join(p.describe() for _, p in self.samples[0].by_point()[1:])}) "
+             "every map and allocation check " + ("holds too." if all(holds(c) for c in sizes) else
+                                                  "does not hold everywhere: " + "; ".join(
+                                                      c.describe() for c in sizes if not holds(c)))),
             f"All page allocations under igb_poll: {fmt(all_allocs, 4)} per frame, by innermost traced caller: "
             + (", ".join(f"{f} {c}" for f, c in sorted(alloc_callers.items(), key=lambda x: -x[1])) or "none")
             + f" (only {REFILL}'s are igb's rx pages; napi_build_skb's are slab refills for skb heads).",
@@ -119,6 +161,8 @@ class PageReuse:
 class PagecntBias:
     id, slide = "pagecnt-bias", "7"
     title = "igb takes page references in bulk (page_ref_add + pagecnt_bias), not one per frame"
+    region = ("the default ring's steady state (60-byte frames; the bias is per page, whatever the frame size: "
+              "page-reuse samples the sizes)")
     experiments = ("rx-page-refs",)
 
     def evaluate(self, lab: Lab) -> ClaimResult:
@@ -150,28 +194,30 @@ class PagecntBias:
 class BuildSkbVsCopy:
     id, slide = "build-skb-vs-copy", "10"
     title = "build_skb avoids the header copy of the legacy path (igb priv-flag legacy-rx)"
-    experiments = ("rx", "legacy-rx")
+    region = ("every frame size, on the default ring and on the legacy-rx ring (which copies up to IGB_RX_HDR_LEN "
+              "bytes of headers and attaches the rest as a page fragment)")
+    samples = (Sample("rx", RX_SIZES), Sample("legacy-rx", LEGACY_SIZES))
+    experiments = tuple(e for s in samples for e in s.experiments())
 
     def evaluate(self, lab: Lab) -> ClaimResult:
-        build = per_packet_sum(lab, "rx", BUILD_SKB, "igb")
-        copy_default = per_packet_sum(lab, "rx", COPY_SKB_ALLOCS, "igb")
-        legacy_build = per_packet_sum(lab, "legacy-rx", BUILD_SKB, "igb")
-        legacy_copy = per_packet_sum(lab, "legacy-rx", COPY_SKB_ALLOCS, "igb")
-        why, why_legacy = why_unmeasured(lab, "rx"), why_unmeasured(lab, "legacy-rx")
-        checks = [
-            Check("default-build-skb", "build_skb per frame (default)", build, "~", 1.0, rel_tol=0.02, how=GRAPH,
-                  unmeasured=why),
-            Check("default-copy-allocs", "copying skb allocations per frame (default)", copy_default, "<", 0.02,
-                  how=GRAPH, unmeasured=why),
-            Check("legacy-build-skb", "build_skb per frame (legacy-rx)", legacy_build, "<", 0.02, how=GRAPH,
-                  unmeasured=why_legacy),
-            Check("legacy-copy-allocs", "copying skb allocations per frame (legacy-rx)", legacy_copy, "~", 1.0,
-                  rel_tol=0.02, how=GRAPH, unmeasured=why_legacy),
-        ]
-        legacy_ok = holds(checks[2]) and holds(checks[3])
-        text = [f"Default: {fmt(build)} build_skb and {fmt(copy_default)} copy allocations per frame; with "
-                f"legacy-rx: {fmt(legacy_build)} build_skb and {fmt(legacy_copy)} skbs allocated per frame"
-                + (" to copy the headers into (igb_construct_skb)." if legacy_ok else
-                   ": the legacy-rx flag did not switch igb to its copying path (igb_construct_skb), so the two "
-                   "modes cannot be told apart.")]
+        default, legacy = self.samples
+        checks = skb_checks(lab, default, "default-", "")
+        for exp, point in legacy.by_point():
+            why = why_unmeasured(lab, exp)
+            checks += [
+                Check(check_id("legacy-build-skb", point), f"build_skb per frame (legacy-rx){at(point)}",
+                      per_packet_sum(lab, exp, BUILD_SKB, "igb"), "<", 0.02, how=GRAPH + f"; experiment {exp}",
+                      unmeasured=why),
+                Check(check_id("legacy-copy-allocs", point), f"copying skb allocations per frame (legacy-rx)"
+                      f"{at(point)}", per_packet_sum(lab, exp, COPY_SKB_ALLOCS, "igb"), "~", 1.0, rel_tol=0.02,
+                      how=GRAPH + f"; experiment {exp}", unmeasured=why),
+            ]
+        legacy_ok = all(holds(c) for c in checks if c.id.startswith("legacy-"))
+        text = [f"Default ring, build_skb per frame by size: {per_point_text(lab, default, BUILD_SKB)}; copy "
+                f"allocations: {per_point_text(lab, default, COPY_SKB_ALLOCS)}. With legacy-rx, build_skb: "
+                f"{per_point_text(lab, legacy, BUILD_SKB)}; skbs allocated to copy into: "
+                f"{per_point_text(lab, legacy, COPY_SKB_ALLOCS)}"
+                + (" (igb_construct_skb copies the headers)." if legacy_ok else
+                   ": the legacy-rx flag did not switch igb to its copying path (igb_construct_skb) at every size, "
+                   "so the two modes cannot be told apart there.")]
         return ClaimResult(self.id, self.title, self.slide, checks, text)

@@ -8,6 +8,7 @@ from harness.source.igb_source import IGB_H, igb_rx_layout
 from .base import Check, ClaimResult
 from .lab import Lab
 from .rules import BUILD_SKB, fmt, per_packet, per_packet_sum, value, why_unmeasured
+from .traffic_space import XDP_SIZES, Sample, at, check_id
 
 GRAPH = "function_graph under igb_poll, calls per received frame"
 DMA = "dma:dma_map_page events keyed by device"
@@ -17,7 +18,10 @@ class XdpOnPages:
     id, slide = "xdp", "10+"
     title = ("XDP runs on the page-based path: XDP_DROP recycles the page with no skb and no allocation, "
              "XDP_TX sends from the same page, the program sees the headroom igb reserves")
-    experiments = ("xdp-drop", "xdp-pass", "xdp-tx", "xdp-headroom")
+    region = ("XDP_DROP, XDP_PASS and XDP_TX on igb's page-based ring, small and largest frames at MTU 1500 "
+              "(XDP runs on the buffer before any skb, whatever its size)")
+    samples = (Sample("xdp-drop", XDP_SIZES), Sample("xdp-pass", XDP_SIZES), Sample("xdp-tx"), Sample("xdp-headroom"))
+    experiments = tuple(e for s in samples for e in s.experiments())
 
     def evaluate(self, lab: Lab) -> ClaimResult:
         runs = per_packet(lab, "xdp-drop", "xdp_run_cnt:xdp_drop", "igb")
@@ -57,6 +61,7 @@ class XdpOnPages:
                   how="xdp_headroom.o binary search with bpf_xdp_adjust_head; sizes from BTF",
                   unmeasured=headroom_why),
         ]
+        checks += self._other_sizes(lab)
         drop_ok = all(c.holds() for c in checks[:4])
         tx_ok = all(c.holds() for c in checks[5:7])
         return ClaimResult(self.id, self.title, self.slide, checks, [
@@ -71,6 +76,32 @@ class XdpOnPages:
             f"Headroom: igb's xdp_buff has {headroom} bytes before the frame (source says {expected}); the "
             f"program can grow the frame by {grow} bytes = headroom - sizeof(struct xdp_frame) ({frame_size}).",
         ], notes)
+
+    def _other_sizes(self, lab: Lab) -> list[Check]:
+        """The drop and pass checks at the samples' other points."""
+        drop, passed = self.samples[0], self.samples[1]
+        checks = []
+        for exp, point in drop.by_point()[1:]:
+            why = why_unmeasured(lab, exp)
+            checks += [
+                Check(check_id("drop-runs-per-frame", point), f"XDP_DROP program runs per frame{at(point)}",
+                      per_packet(lab, exp, "xdp_run_cnt:xdp_drop", "igb"), "~", 1.0, rel_tol=0.001,
+                      how=f"bpftool prog show run_cnt delta / frames received; experiment {exp}", unmeasured=why),
+                Check(check_id("drop-build-skb", point), f"build_skb per frame under XDP_DROP{at(point)}",
+                      per_packet_sum(lab, exp, BUILD_SKB, "igb"), "<", 0.01, how=f"{GRAPH}; experiment {exp}",
+                      unmeasured=why),
+                Check(check_id("drop-page-allocs", point), f"page allocations per frame under XDP_DROP{at(point)}",
+                      per_packet(lab, exp, "calls:__alloc_pages_noprof", "igb"), "<", 0.05,
+                      how=f"{GRAPH}; experiment {exp}", unmeasured=why),
+                Check(check_id("drop-maps", point), f"igb DMA maps per frame under XDP_DROP{at(point)}",
+                      per_packet(lab, exp, "dma_map_page_attrs", "igb"), "<", 0.05, how=f"{DMA}; experiment {exp}",
+                      unmeasured=why),
+            ]
+        for exp, point in passed.by_point()[1:]:
+            checks.append(Check(check_id("pass-build-skb", point), f"build_skb per frame under XDP_PASS{at(point)}",
+                                per_packet_sum(lab, exp, BUILD_SKB, "igb"), "~", 1.0, rel_tol=0.02,
+                                how=f"{GRAPH}; experiment {exp}", unmeasured=why_unmeasured(lab, exp)))
+        return checks
 
     @staticmethod
     def _expected_headroom(lab: Lab) -> tuple[int | None, int | None, list[str]]:

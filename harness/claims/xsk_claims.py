@@ -31,6 +31,8 @@ class XskZeroCopy:
     id, slide = "xsk-zero-copy", "agenda"
     title = ("AF_XDP zero-copy: igb receives into the socket's umem with no page allocation, DMA map or copy "
              "per frame; copy mode copies each frame once")
+    region = ("igb's queue 0 with the device reduced to one channel, bound zero-copy and copy; the other queues "
+              "are not sampled yet")
     experiments = (ZC, COPY)
 
     def evaluate(self, lab: Lab) -> ClaimResult:

@@ -194,6 +194,14 @@ def retried_markdown(record: dict) -> list[str]:
             for e in record.get("experiments", []) for why in e.get("retried", [])]
 
 
+def sampled_markdown(claim: dict) -> list[str]:
+    """The traffic the claim speaks of and the experiments (points) it was judged on."""
+    if not claim.get("region"):
+        return []
+    return ["", f"Traffic it speaks of: {claim['region']}. Sampled at:", "",
+            *[f"- `{s['experiment']}`: {s['what']}" for s in claim.get("sampled", [])]]
+
+
 def render_markdown(record: dict, plots: list[Plot], baseline: Comparison | None = None) -> str:
     k = record["kernel"]
     lines = [f"# igb page-based receive: claims on kernel {k['release']}", ""]
@@ -216,6 +224,7 @@ def render_markdown(record: dict, plots: list[Plot], baseline: Comparison | None
         lines += ["", f"## {c['id']}: {c['verdict']}", "", c["title"], ""]
         lines += [f"- **error**: {e['headline']}" for e in c.get("errors", [])]
         lines += [f"- {e}" for e in c["explanation"]]
+        lines += sampled_markdown(c)
         lines += ["", "| check | measured | result | how measured |", "|---|---|---|---|"]
         for ch in c["checks"]:
             res = {True: "holds", False: "**fails**", None: "not measured"}[ch["holds"]]

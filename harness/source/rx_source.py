@@ -6,6 +6,7 @@ lines. Barrier rules and the survey judge exactly those lines."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 COMMENT = re.compile(r"/\*.*?\*/|//[^\n]*", re.S)
 CALL = re.compile(r"\b([A-Za-z_]\w*)\s*\(")
@@ -82,3 +83,35 @@ def barrier_kind(name: str) -> str:
     if name.startswith(("smp_", "virt_")):
         return "smp"
     return "compiler" if name == "barrier" else "full"
+
+
+@dataclass(frozen=True)
+class StatusOrder:
+    """The rx loop's order around the descriptor's write-back check: the line that
+    first reads the descriptor (its length/status, DD), the first dma_rmb() after it,
+    and every line between that touches the descriptor again (reads the device may
+    not have finished writing: the talk's dma_rmb() goes right after the check)."""
+
+    status_line: int
+    rmb_line: int | None  # None: no dma_rmb() after the status read in the function
+    early_reads: tuple[tuple[int, str], ...]  # (line, code) touching the descriptor before the barrier
+
+
+def status_order(source: str, function: str, desc_var: str) -> StatusOrder | None:
+    """The order in `function` around its first read through `desc_var` (None: the
+    function or such a read is not there). Comments are ignored; the assignment of
+    `desc_var` itself is no read."""
+    ranges = function_ranges(source, (function,))
+    if function not in ranges:
+        return None
+    a, b = ranges[function]
+    lines = strip_comments(source).splitlines()
+    read = re.compile(rf"\b{re.escape(desc_var)}\s*->")
+    uses = re.compile(rf"\b{re.escape(desc_var)}\b(?!\s*=[^=])")
+    status = next((n for n in range(a, b + 1) if read.search(lines[n - 1])), None)
+    if status is None:
+        return None
+    rmb = next((n for n in range(status + 1, b + 1) if re.search(r"\bdma_rmb\s*\(", lines[n - 1])), None)
+    early = tuple((n, lines[n - 1].strip()) for n in range(status + 1, (rmb or b + 1))
+                  if uses.search(lines[n - 1]))
+    return StatusOrder(status, rmb, early)

@@ -122,3 +122,47 @@ debian/build/build_amd64_none_amd64/drivers/net/ethernet/intel/igb/igb_main.c:90
     assert (fence.insn, fence.line, fence.function) == ("lfence", 9001, "igb_clean_rx_irq")
     assert covered_functions(text, source, {"igb_poll": (8270, 8300), "igb_clean_rx_irq": (8990, 9100),
                                             "igb_alloc_rx_buffers": (1, 2)}) == {"igb_poll", "igb_clean_rx_irq"}
+
+
+# igb_clean_rx_irq()'s write-back check as in 6.12.95 / 7.3.4 (abridged).
+RX_LOOP = """\
+static int igb_clean_rx_irq(struct igb_q_vector *q_vector, const int budget)
+{
+\twhile (likely(total_packets < budget)) {
+\t\tunion e1000_adv_rx_desc *rx_desc;
+\t\trx_desc = IGB_RX_DESC(rx_ring, rx_ring->next_to_clean);
+\t\tsize = le16_to_cpu(rx_desc->wb.upper.length);
+\t\tif (!size)
+\t\t\tbreak;
+
+\t\t/* keep us from reading any other fields out of the rx_desc */
+\t\tdma_rmb();
+
+\t\trx_buffer = igb_get_rx_buffer(rx_ring, size, &rx_buf_pgcnt);
+\t\tif (igb_test_staterr(rx_desc, E1000_RXDADV_STAT_TSIP)) {
+\t\t\tpkt_offset += ts_hdr_len;
+\t\t}
+\t}
+}
+"""
+
+
+def test_the_rx_loop_orders_descriptor_reads_after_the_write_back_check():
+    from harness.source.rx_source import status_order
+
+    order = status_order(RX_LOOP, "igb_clean_rx_irq", "rx_desc")
+    assert (order.status_line, order.rmb_line, order.early_reads) == (6, 11, ())
+
+
+def test_a_dma_rmb_moved_below_a_descriptor_read_is_out_of_order():
+    # The barriers--rmb-late breaker: the barrier is still there, after the TSIP status read.
+    from harness.source.rx_source import status_order
+
+    late = RX_LOOP.replace("\t\tdma_rmb();\n", "").replace("\t\t\tpkt_offset", "\t\t\tdma_rmb();\n\t\t\tpkt_offset")
+    order = status_order(late, "igb_clean_rx_irq", "rx_desc")
+    assert order.rmb_line == 14 and order.early_reads == (
+        (13, "if (igb_test_staterr(rx_desc, E1000_RXDADV_STAT_TSIP)) {"),)
+    gone = status_order(RX_LOOP.replace("\t\tdma_rmb();\n", ""), "igb_clean_rx_irq", "rx_desc")
+    assert gone.rmb_line is None and len(gone.early_reads) == 1
+    # the comment's "rx_desc" is no read; no such loop, no order
+    assert status_order(RX_LOOP, "igb_poll", "rx_desc") is None

@@ -1,7 +1,8 @@
 """The device witness and the doorbell claims, pinned on real output: QEMU's trace
 log of 1,024 frames igb -> e1000e in pktgen bursts of 8 (tests/vm/test_device_trace.py
-with HARNESS_CAPTURE_QEMU_TRACE) and a recorded `harness run --claims
-tx-bulking,rx-tail-batching` on linux-source 6.12.95, QEMU 10.0.2."""
+with HARNESS_CAPTURE_QEMU_TRACE) and a recorded `harness run --claims all` on
+linux-source 6.12.95, QEMU 10.0.2, kept to tx-bulking's and rx-tail-batching's
+experiments (the stock fixture has the eight talk claims' of the same run)."""
 
 import gzip
 import json
@@ -94,6 +95,34 @@ def test_rx_tail_batching_rules(metric, value, check):
     assert result.verdict == REFUTED and check in {c.id for c in result.checks if c.holds() is False}
 
 
+def test_a_batch_constant_of_one_still_refutes(monkeypatch):
+    """igb.h's IGB_RX_BUFFER_WRITE edited to 1 moves the tree's own bound to 2 writes
+    per frame, and a refill per frame passes it: the harness's bound does not move."""
+    from harness.claims.doorbell_claims import RxTailBatching
+
+    monkeypatch.setattr(RxTailBatching, "_batch", staticmethod(lambda lab: (1, [])))
+    lab = recorded()
+    for exp in ("rx-burst-64", "rx-burst-64-xdp-pass"):
+        frames = lab.results[exp].traffic.received
+        mutate(lab, exp, "device:rx_tail_writes", "igb", frames)
+        mutate(lab, exp, "calls:igb_alloc_rx_buffers", "igb", frames)
+    result = evaluate("rx-tail-batching", lab)
+    failed = {c.id for c in result.checks if c.holds() is False}
+    assert result.verdict == REFUTED
+    assert failed == {"rdt-writes-per-frame-bound", "rdt-writes-per-frame-bound-xdp-pass"}
+
+
+def test_a_tail_written_per_checksummed_frame_refutes_tx_bulking():
+    # Plain frames batched, checksum-offloaded ones (a context descriptor each) not: the csum point fails.
+    lab = recorded()
+    sent = lab.results["tx-burst-8@csum"].frame
+    frames = int(sent[sent.metric == "pktgen_sent"].value.iloc[0])
+    mutate(lab, "tx-burst-8@csum", "device:tx_tail_writes", "igb", frames, {"ring": 256, "advances": {"2": frames}})
+    result = evaluate("tx-bulking", lab)
+    assert result.verdict == REFUTED
+    assert {c.id for c in result.checks if c.holds() is False} == {"igb-burst-8-tail-writes@csum"}
+
+
 def test_an_unrun_experiment_leaves_the_claim_inconclusive():
     lab = recorded()
     del lab.results["tx-burst-32-e1000e"]
@@ -122,6 +151,18 @@ def test_a_pool_whose_pages_do_not_come_back_refutes():
     assert result.verdict == REFUTED
     assert {c.id for c in result.checks if c.holds() is False} == {"slow-allocs-per-frame", "releases-per-frame"}
     assert "do not come back" in result.explanation[0]
+
+
+def test_a_pool_that_releases_dropped_pages_refutes():
+    # What page-pool--drop-not-recycled measured: every XDP_DROP page released and replaced.
+    lab = RecordedLab(POOL_RUN, SOURCES)
+    frames = lab.results["pp-xdp-drop"].traffic.received
+    mutate(lab, "pp-xdp-drop", "event:page_pool:page_pool_state_hold", "", frames)
+    mutate(lab, "pp-xdp-drop", "event:page_pool:page_pool_state_release", "", frames)
+    result = evaluate("page-pool", lab)
+    assert result.verdict == REFUTED
+    assert {c.id for c in result.checks if c.holds() is False} == {"drop-slow-allocs-per-frame",
+                                                                   "drop-releases-per-frame"}
 
 
 def test_ethtool_l_current_combined_channels():
