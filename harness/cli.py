@@ -178,8 +178,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     outs = [top] if len(choices) == 1 else [prepare_out(top / c.label) for c in choices]
 
     from harness.claims.runner import nics_for, select
+    from harness.kernel_run import run_kernel
     from harness.report.compare import Tolerance
-    from harness.report.kernel_run import run_kernel
     from harness.report.matrix import load_baselines, write_matrix
 
     claims = select([c.strip() for c in args.claims.split(",")] if args.claims else None)

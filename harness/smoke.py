@@ -78,6 +78,9 @@ def qemu_version() -> str:
     return out.stdout.splitlines()[0] if out.stdout else "unknown"
 
 
+CHECK_FILE = "check.json"
+
+
 def run_smoke(booted_guest: Callable[[argparse.Namespace], AbstractContextManager[Guest]],
               args: argparse.Namespace) -> int:
     started = time.monotonic()
@@ -93,11 +96,12 @@ def run_smoke(booted_guest: Callable[[argparse.Namespace], AbstractContextManage
         }
     record["wall_s"] = round(time.monotonic() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(record, indent=2))
+    # Its own file: results.json is a `harness run` record (compare, baselines and the matrix read it).
+    (args.out / CHECK_FILE).write_text(json.dumps(record, indent=2))
     (args.out / "report.md").write_text(render_markdown(record))
     for c in checks:
         print(f"  {'PASS' if c.ok else 'FAIL'}  {c.name:22s} {c.detail}")
-    print(f"harness: results in {args.out}/results.json and {args.out}/report.md", file=sys.stderr)
+    print(f"harness: results in {args.out}/{CHECK_FILE} and {args.out}/report.md", file=sys.stderr)
     return 0 if all(c.ok for c in checks) else 1
 
 

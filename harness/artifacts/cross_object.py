@@ -20,7 +20,7 @@ from harness.artifacts.kernel import Kernel
 from harness.cache import Cache, hash_parts
 from harness.errors import HarnessError, MissingToolError
 from harness.hostcmd import require_tool, run_checked, run_logged
-from harness.nics import NicModel, nic
+from harness.nics import NicModel
 from harness.paths import CONFIGS_DIR
 
 PREPARED_MARK = ".harness-modules-prepared"
@@ -59,10 +59,6 @@ def require_cross(name: str) -> CrossArch:
         if not shutil.which(tool):
             raise MissingToolError(tool, cross.package, f"to compile igb for {name}")
     return cross
-
-
-def cross_igb_object(kernel: Kernel, cross: CrossArch, cache: Cache) -> Path:
-    return cross_driver_object(kernel, nic("igb"), cross, cache)
 
 
 def cross_driver_object(kernel: Kernel, model: NicModel, cross: CrossArch, cache: Cache) -> Path:

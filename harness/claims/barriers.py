@@ -20,65 +20,24 @@ XDP tx tail, outside these functions: it is reported apart."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
-from harness.artifacts.cross_object import cross_igb_object, disassemble, require_cross
-from harness.artifacts.kernel import Kernel
-from harness.errors import HarnessError, MissingToolError
-from harness.hostcmd import run_checked
-from harness.source.objdump import arm64_barrier, covered_functions, in_ranges, parse_fences
-from harness.source.rx_source import (
-    DMA_BARRIERS,
-    StatusOrder,
-    barrier_kind,
-    barrier_sites,
-    rx_functions,
-    status_order,
-)
+from harness.errors import HarnessError
+from harness.nics import nic
+from harness.source.barrier_analysis import CROSS_ARCH, BarrierAnalysis, analyse_barriers
+from harness.source.rx_source import StatusOrder, barrier_kind, status_order
 
 from .base import Check, ClaimResult
 from .lab import Lab
 
-SOURCE = "drivers/net/ethernet/intel/igb/igb_main.c"
-# The rx loop and the refill, which must be found and be in the disassembly; the
-# helpers they call are found from them.
-CORE_FUNCTIONS = ("igb_clean_rx_irq", "igb_alloc_rx_buffers")
-# Symbols disassembled in vmlinux: the poll function (the rx loop is inlined there)
-# and the refill; any helper the compiler kept out of line is added by its symbol.
-DISASSEMBLED = ("igb_poll", "igb_alloc_rx_buffers")
-MODULE = "igb"
+IGB = nic("igb")
+SOURCE = f"{IGB.source_dir}/{IGB.rx_source}"
+# The rx loop and the refill (the catalogue's rx roots), which must be found and be in
+# the disassembly; the helpers they call are found from them.
+CORE_FUNCTIONS = IGB.rx_roots
 # The rx loop and its descriptor pointer: after reading the write-back (length/DD)
 # through it, the loop must dma_rmb() before it touches the descriptor again.
-RX_LOOP, RX_DESC_VAR = "igb_clean_rx_irq", "rx_desc"
-
-CROSS_ARCH = "arm64"
-
-
-@dataclass(frozen=True)
-class Disassembly:
-    text: str
-    symbols: tuple[str, ...]
-
-
-def x86_disassembly(kernel: Kernel, ranges: dict[str, tuple[int, int]]) -> Disassembly:
-    """objdump -dl of the whole igb.ko (a self-built kernel's module, with DWARF), or
-    in a vmlinux with igb built in, of igb_poll, igb_alloc_rx_buffers and every rx
-    helper that has a symbol of its own (one the compiler did not inline)."""
-    objects = {**kernel.debug_objects, **kernel.module_files}  # a prebuilt kernel's from its -dbg package
-    if MODULE in objects:
-        ko = objects[MODULE]
-        return Disassembly(run_checked(["objdump", "-dl", "--no-show-raw-insn", str(ko)], what=f"objdump of {ko}"),
-                           (f"{MODULE}.ko",))
-    symbols = set(DISASSEMBLED)
-    if kernel.system_map is not None:
-        names = {line.split()[2] for line in kernel.system_map.read_text().splitlines() if len(line.split()) >= 3}
-        symbols |= {f for f in ranges if f in names}
-    out = []
-    for sym in sorted(symbols):
-        out.append(run_checked(["objdump", "-dl", "--no-show-raw-insn", f"--disassemble={sym}",
-                                str(kernel.vmlinux)], what=f"objdump of {sym}"))
-    return Disassembly("\n".join(out), tuple(sorted(symbols)))
+RX_LOOP, RX_DESC_VAR = IGB.rx_roots[0], "rx_desc"
 
 
 class Barriers:
@@ -90,52 +49,40 @@ class Barriers:
 
     def evaluate(self, lab: Lab) -> ClaimResult:
         try:
-            kernel = lab.kernel("stock")
-            source = kernel.source_file(SOURCE).read_text()
+            a = analyse_barriers(lab.kernel("stock"), IGB, lab.cache)
         except HarnessError as e:
             return self._unmeasured(f"needs igb's source: {e}")
-        if kernel.vmlinux is None and MODULE not in kernel.module_files and MODULE not in kernel.debug_objects:
-            return self._unmeasured("needs igb's object code with DWARF (a self-built kernel's igb.ko or vmlinux)")
-        # The loop, the refill and the static helpers they call (gcc inlines them): found in
-        # the source by following calls, so a helper added in a later kernel is judged too.
-        ranges = rx_functions(source, CORE_FUNCTIONS)
-        sites = barrier_sites(source, ranges)
-        other = [s for s in sites if s[1] not in DMA_BARRIERS]
-        dma_sites = [s for s in sites if s[1] in DMA_BARRIERS]
-        dis = x86_disassembly(kernel, ranges)
-        if "igb_main.c:" not in dis.text:
-            return self._unmeasured(f"no line info for igb in {', '.join(dis.symbols)} (needs CONFIG_DEBUG_INFO)")
-        covered = covered_functions(dis.text, SOURCE, ranges)
-        if not covered:
+        if a.x86.error:
+            return self._unmeasured(f"needs igb's object code with DWARF (a self-built kernel's igb.ko or vmlinux): "
+                                    f"{a.x86.error}")
+        if not a.x86.covered:
             # No rx/refill line at all: the line info was not read (a path form the parser
             # does not know), not a hot path without instructions.
-            return self._unmeasured(f"the line info of {', '.join(dis.symbols)} attributes no instruction to "
+            return self._unmeasured(f"the line info of {a.x86.what} attributes no instruction to "
                                     f"the rx/refill lines of {SOURCE}")
-        fences = parse_fences(dis.text)
-        in_hot = [f for f in fences if in_ranges(f, SOURCE, ranges)]
-        elsewhere = [f for f in fences if f not in in_hot]
-        core_found = sum(f in ranges for f in CORE_FUNCTIONS)
-        core_covered = sum(f in covered for f in CORE_FUNCTIONS)
-        how = (f"objdump -dl of {', '.join(dis.symbols)}; fences attributed by DWARF line to the "
-               f"{SOURCE} lines of {len(ranges)} rx/refill functions")
-        checks = self._checks(float(core_found), float(core_covered), float(len(dma_sites)), float(len(other)),
-                              None if core_covered < len(CORE_FUNCTIONS) else float(len(in_hot)), how)
-        order = status_order(source, RX_LOOP, RX_DESC_VAR)
+        core_found = sum(f in a.ranges for f in CORE_FUNCTIONS)
+        core_covered = sum(f in a.x86.covered for f in CORE_FUNCTIONS)
+        how = (f"objdump -dl of {a.x86.what}; fences attributed by DWARF line to the "
+               f"{SOURCE} lines of {len(a.ranges)} rx/refill functions")
+        checks = self._checks(float(core_found), float(core_covered), float(len(a.dma_sites)),
+                              float(len(a.other_sites)),
+                              None if core_covered < len(CORE_FUNCTIONS) else float(len(a.x86.fences)), how)
+        order = status_order("\n".join(a.lines), RX_LOOP, RX_DESC_VAR)
         checks += self._order_checks(order)
-        lines = source.splitlines()
-        cross_checks, cross_notes = self._cross_arch(lab, kernel, ranges, dma_sites, lines)
-        missing = [f for f in CORE_FUNCTIONS if f not in ranges]
-        uncovered = sorted(set(ranges) - covered)
+        cross_checks, cross_notes = self._cross_arch(a)
+        missing = a.missing_roots(IGB)
+        uncovered = sorted(set(a.ranges) - a.x86.covered)
+        in_hot, lines = a.x86.fences, a.lines
         return ClaimResult(self.id, self.title, self.slide, checks + cross_checks, [
             self._order_text(order),
             "Barrier calls on the rx/refill lines: " + (", ".join(
-                f"{b}() at line {n} in {fn}() ({barrier_kind(b)})" for n, b, fn in sites) or "none") + ".",
-            ("Only dma_rmb()/dma_wmb(): ordering against the device, nothing more." if not other else
+                f"{b}() at line {n} in {fn}() ({barrier_kind(b)})" for n, b, fn in a.sites) or "none") + ".",
+            ("Only dma_rmb()/dma_wmb(): ordering against the device, nothing more." if not a.other_sites else
              "Barriers other than dma_rmb()/dma_wmb(): " + ", ".join(
                  f"{b}() at line {n} in {fn}() ({barrier_kind(b)}: "
                  + ("orders CPUs, not the device" if barrier_kind(b) == "smp" else
                     "orders nothing but the compiler" if barrier_kind(b) == "compiler" else
-                    "a full fence, more than the device needs") + ")" for n, b, fn in other) + "."),
+                    "a full fence, more than the device needs") + ")" for n, b, fn in a.other_sites) + "."),
             f"{len(in_hot)} fence instruction{'' if len(in_hot) == 1 else 's'} come{'s' if len(in_hot) == 1 else ''} "
             "from those lines"
             + (": " + ", ".join(f"{f.insn} at line {f.line} in {f.function}() ({lines[f.line - 1].strip()})"
@@ -143,39 +90,27 @@ class Barriers:
             "Fences elsewhere in the same code: " + (", ".join(
                 f"{f.insn} at {Path(f.file).name}:{f.line} in {f.function}() ({lines[f.line - 1].strip()})"
                 if f.file.endswith(SOURCE) else f"{f.insn} at {Path(f.file).name}:{f.line} in {f.function}()"
-                for f in elsewhere) or "none") + ".",
+                for f in a.x86.elsewhere) or "none") + ".",
             *cross_notes,
         ], [f"rx/refill functions not in this source: {', '.join(missing)}"] * bool(missing)
            + [f"rx/refill functions with no instruction in the disassembly (never reached, or optimized away): "
               f"{', '.join(uncovered)}"] * bool(uncovered))
 
-    def _cross_arch(self, lab: Lab, kernel: Kernel, ranges: dict[str, tuple[int, int]],
-                    dma_sites: list[tuple[int, str, str]], lines: list[str]) -> tuple[list[Check], list[str]]:
+    def _cross_arch(self, a: BarrierAnalysis) -> tuple[list[Check], list[str]]:
         """The rx/refill lines compiled for arm64: which barrier instruction each becomes."""
-        try:
-            cross = require_cross(CROSS_ARCH)
-        except MissingToolError as e:
-            return self._cross_checks(None, None, 0, why=str(e)), [f"{CROSS_ARCH} not checked: {e}"]
-        try:
-            text = disassemble(cross_igb_object(kernel, cross, lab.cache), cross)
-        except HarnessError as e:
-            why = f"igb_main.c could not be compiled for {CROSS_ARCH}: {e}"
+        arm = a.arm64
+        if arm.error:
+            return self._cross_checks(None, None, 0, why=arm.error), [f"{CROSS_ARCH} not checked: {arm.error}"]
+        if not arm.has_lines:
+            why = f"no line info in the {CROSS_ARCH} {IGB.rx_source} object"
             return self._cross_checks(None, None, 0, why=why), [why]
-        if "igb_main.c:" not in text:
-            why = f"no line info in the {CROSS_ARCH} igb_main.o"
-            return self._cross_checks(None, None, 0, why=why), [why]
-        hot = [f for f in parse_fences(text, arm64_barrier) if in_ranges(f, SOURCE, ranges)]
-        dma_lines = {n for n, _, _ in dma_sites}
-        osh = {f.line for f in hot if f.insn.startswith("dmb osh")}
-        covered = dma_lines & osh
-        not_osh = [f for f in hot if not f.insn.startswith("dmb osh")]
-        how = (f"{cross.gcc} -c of this kernel's igb_main.c (external-module build against an {CROSS_ARCH} config "
-               f"of the same fragments), {cross.objdump} -dl, instructions attributed by DWARF line")
-        seen = Counter((f.line, f.insn) for f in hot)
+        dma_lines = {n for n, _, _ in a.dma_sites}
+        covered = dma_lines & {f.line for f in arm.barriers if f.insn.startswith("dmb osh")}
+        seen = Counter((f.line, f.insn) for f in arm.barriers)
         note = (f"On {CROSS_ARCH} the rx/refill lines compile to: " + (", ".join(
-            f"{insn} at line {n} ({lines[n - 1].strip()}){f' x{c}' if c > 1 else ''}"
+            f"{insn} at line {n} ({a.lines[n - 1].strip()}){f' x{c}' if c > 1 else ''}"
             for (n, insn), c in sorted(seen.items())) or "no barrier instruction") + ".")
-        return self._cross_checks(float(len(covered)), float(len(not_osh)), len(dma_lines), how), [note]
+        return self._cross_checks(float(len(covered)), float(len(arm.not_osh)), len(dma_lines), arm.what), [note]
 
     @staticmethod
     def _cross_checks(covered: float | None, not_osh: float | None, dma_lines: int, how: str = "",

@@ -23,8 +23,9 @@ from harness.measurement.dma_probe import DmaProbe
 from harness.measurement.measure import MEASURE_PKTGEN, PACING_RETRIES, Measurement, RunContext, measure_rx
 from harness.measurement.netcheck import bring_up
 from harness.measurement.probes import PAGE_REF_FUNCTIONS, RX_PATH_FUNCTIONS, EventCountProbe, GraphProbe, Probe
+from harness.measurement.skb_home import SkbHomeProbe
 from harness.measurement.traffic import DST_IP, PktgenConfig, run_pktgen
-from harness.measurement.xsk import XskSnapshot, one_channel, receiver_loss, xsk_receiver
+from harness.measurement.xsk import XskSnapshot, one_channel, receiver_loss, rx_queue, xsk_receiver
 from harness.nics import nic
 
 from .doorbell_claims import (
@@ -40,7 +41,8 @@ from .pool_claims import HOLD as POOL_HOLD
 from .pool_claims import PEER as POOL_PEER
 from .pool_claims import POOL_NIC, PP_DROP_EXPERIMENT, PP_EXPERIMENT, PP_HELD_EXPERIMENT
 from .pool_claims import RELEASE as POOL_RELEASE
-from .traffic_space import DEFAULT_POINT, TrafficPoint, sampled_name, split_name
+from .rx_claims import SKB_HOME_EXPERIMENT
+from .traffic_space import DEFAULT_POINT, MIXED_SIZES, TrafficPoint, sampled_name, split_name
 from .xsk_claims import COPY as XSK_COPY
 from .xsk_claims import ZC as XSK_ZC
 
@@ -81,12 +83,14 @@ POOL_WARMUP_FRAMES = 512
 XSK_FUNCTIONS = ["__xsk_rcv", "__xsk_map_redirect", "xp_alloc", "xp_alloc_batch"]
 
 # Probes by name: what each arms, and how the description says it.
-PROBES: dict[str, tuple[Callable[[], Probe], str]] = {
-    "graph": (GraphProbe, "function_graph"),
-    "dma": (DmaProbe, "DMA events"),
-    "page_ref": (lambda: EventCountProbe(["page_ref:page_ref_mod", "page_ref:page_ref_mod_and_test"], "val"),
+PROBES: dict[str, tuple[Callable[[Experiment], Probe], str]] = {
+    "graph": (lambda _: GraphProbe(), "function_graph"),
+    "dma": (lambda _: DmaProbe(), "DMA events"),
+    "page_ref": (lambda _: EventCountProbe(["page_ref:page_ref_mod", "page_ref:page_ref_mod_and_test"], "val"),
                  "page_ref tracepoints (CONFIG_DEBUG_PAGE_REF)"),
-    "page_pool": (lambda: EventCountProbe([POOL_HOLD, POOL_RELEASE]), "page_pool tracepoints"),
+    "page_pool": (lambda _: EventCountProbe([POOL_HOLD, POOL_RELEASE]), "page_pool tracepoints"),
+    "skb_home": (lambda exp: SkbHomeProbe(exp.receiver),
+                 "skb->data at the hand-off to GRO (kprobe) against the buffers synced for the CPU"),
 }
 # The receiver's ring mode (igb): the build_skb ring, legacy-rx (2K buffers, the
 # copying igb_construct_skb), or 3K buffers in order-1 pages (MTU above 2K).
@@ -127,6 +131,7 @@ class Experiment:
     def what(self) -> str:
         cfg = self.pktgen
         parts = [f"{cfg.count:,} frames {self.sender} -> {self.receiver}"
+                 + (f" of {'/'.join(map(str, cfg.imix))} bytes mixed" if cfg.imix else "")
                  + (f" in pktgen bursts of {cfg.burst}" if cfg.burst > 1 else "")
                  + (f" at {cfg.rate_pps:,}/s" if cfg.rate_pps not in (MEASURE_PKTGEN.rate_pps, 0) else "")]
         if self.variant != "stock":
@@ -161,6 +166,8 @@ def measure_traffic(exp: Experiment, g: Guest, ctx: RunContext, lab: Lab) -> Mea
     with its probes armed around exactly them."""
     rx_if = g.nic(exp.receiver)
     with contextlib.ExitStack() as state:
+        if exp.point.queue:
+            state.enter_context(rx_queue(g, rx_if, exp.point.queue))
         if exp.ring == "legacy-rx":
             state.enter_context(legacy_rx_on(g))
         elif exp.ring == "large":
@@ -170,12 +177,28 @@ def measure_traffic(exp: Experiment, g: Guest, ctx: RunContext, lab: Lab) -> Mea
             warm_up(g, exp.sender, exp.receiver, dataclasses.replace(exp.traffic(), count=exp.warmup))
         if exp.held:
             state.enter_context(held_skbs(g, rx_if))
-        m = measure_rx(g, ctx, [PROBES[p][0]() for p in exp.probes], src=exp.sender, dst=exp.receiver,
+        m = measure_rx(g, ctx, [PROBES[p][0](exp) for p in exp.probes], src=exp.sender, dst=exp.receiver,
                        pktgen=exp.traffic(), max_loss=exp.max_loss, retries=exp.retries,
                        while_armed=link_bounce(exp.receiver) if exp.link_bounce else None)
         if run_cnt:
             run_cnt(m)
+        steered_to(m, exp)
         return m
+
+
+def steered_to(m: Measurement, exp: Experiment) -> None:
+    """A point on another rx queue holds only if the frames arrived there (the
+    queue's own ethtool -S counter): else the steering failed, not the driver."""
+    if not exp.point.queue:
+        return
+    key = f"counter:rx_queue_{exp.point.queue}_packets"
+    try:
+        on_queue = m.value(key, nic(exp.receiver).driver)
+    except KeyError:
+        raise Unmeasurable(f"{exp.receiver} has no per-queue counter {key.removeprefix('counter:')}") from None
+    if on_queue < 0.99 * m.traffic.received:
+        raise Unmeasurable(f"RSS steering put {on_queue:g} of {m.traffic.received} frames on rx queue "
+                           f"{exp.point.queue} (ethtool -X weight): the device model did not follow the table")
 
 
 def link_bounce(model: str) -> Callable[[Guest], None]:
@@ -315,14 +338,17 @@ def xsk_rx(exp: Experiment, g: Guest, ctx: RunContext, lab: Lab) -> Measurement:
     give the traffic's share: frames the kernel put on the socket's rx ring and
     frames the receiver read. A receiver that read fewer than were delivered
     failed, not the kernel: MeasurementFailure."""
-    mode = XSK_MODES[exp.name]
-    igb = g.nic(exp.receiver)
+    mode = XSK_MODES[exp.name.partition("@")[0]]
+    igb, queue = g.nic(exp.receiver), exp.point.queue
     probes: list[Probe] = [GraphProbe(functions=RX_PATH_FUNCTIONS + PAGE_REF_FUNCTIONS + XSK_FUNCTIONS), DmaProbe()]
-    with one_channel(g, igb), xsk_receiver(g, igb, "igb", mode, lab.cache) as rx:
+    # Queue 0: the device reduced to one channel; another queue: every flow steered to it.
+    with rx_queue(g, igb, queue) if queue else one_channel(g, igb), \
+            xsk_receiver(g, igb, "igb", mode, lab.cache, queue) as rx:
         before: list[XskSnapshot] = []
         m = measure_rx(g, ctx, probes, src=exp.sender, dst=exp.receiver, pktgen=exp.traffic(),
                        max_loss=exp.max_loss, while_armed=lambda _: before.append(rx.snapshot()))
         got = rx.snapshot().since(before[-1])
+    steered_to(m, exp)
     loss = receiver_loss(got)
     if loss:
         kernel = ", ".join(f"{fn} {calls(m, fn):g}" for fn in ("__xsk_map_redirect", "__xsk_rcv"))
@@ -377,6 +403,9 @@ BASE_EXPERIMENTS = [
     # DMA events only: the variant's igb.ko was just loaded, and function_graph would
     # have to patch its call sites again (2.4 s under TCG) for counts no rule reads.
     Experiment("rx-no-reuse", variant="no-reuse", probes=("dma",), pktgen=SLOW_RX_PKTGEN),
+    # Where each frame's bytes are at the hand-off: the sizes mixed in one run, a trace
+    # instance of its own (function_graph is turned off for the kprobe).
+    Experiment(SKB_HOME_EXPERIMENT, probes=("skb_home",), pktgen=dataclasses.replace(CLAIM_PKTGEN, imix=MIXED_SIZES)),
     # e1000e sends in pktgen bursts: igb's model receives each burst back to back, and
     # function_graph counts the refills the device trace sees as RDT writes.
     Experiment(RX_BURST_EXPERIMENT, probes=("graph",), pktgen=tx_pktgen(RX_BURST),
@@ -395,7 +424,8 @@ BASE_EXPERIMENTS = [
     Experiment(PP_HELD_EXPERIMENT, sender=POOL_PEER, receiver=POOL_NIC, xdp="xdp_pass", warmup=POOL_WARMUP_FRAMES,
                probes=("page_pool",), held=True, pktgen=HELD_PKTGEN),
     *[Experiment(name, probes=("graph", "dma"), procedure=xsk_rx,
-                 note=f"into an AF_XDP socket bound with {flag} (one queue)")
+                 note=f"into an AF_XDP socket bound with {flag} on their rx queue (queue 0: igb reduced to one "
+                 "channel)")
       for name, flag in ((XSK_ZC, "XDP_ZEROCOPY"), (XSK_COPY, "XDP_COPY"))],
     Experiment(TRACE_COST_EXPERIMENT, sender="igb", receiver="e1000e", probes=(), pktgen=PktgenConfig(count=TX_FRAMES),
                procedure=tx_trace_cost, note="unpaced, QEMU trace events off, then on (their cost)"),

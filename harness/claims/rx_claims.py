@@ -13,14 +13,18 @@ from .rules import (
     COPY_SKB_ALLOCS,
     detail,
     fmt,
+    method,
     per_packet,
     per_packet_by_caller,
     per_packet_sum,
     why_unmeasured,
 )
-from .traffic_space import LEGACY_SIZES, RX_SIZES, Sample, at, check_id
+from .traffic_space import LEGACY_SIZES, MIXED_SIZES, RX_SIZES, Sample, TrafficPoint, at, check_id
 
 GRAPH = "function_graph under igb_poll, calls per received frame"
+SKB_HOME_EXPERIMENT = "rx-skb-home"
+HOME = "skb->data at the hand-off to GRO (kprobe) in a range igb synced for the CPU (dma tracepoint)"
+ETH_HLEN = 14  # skb->len at the hand-off: eth_type_trans() has pulled the Ethernet header
 ALLOC = "calls:__alloc_pages_noprof"  # every page allocation (probes.SUCCESSORS)
 REFILL = nic("igb").refill
 # igb rx buffers are half pages (PAGE_SIZE 4096 < 8192: igb_rx_frame_truesize() =
@@ -56,16 +60,36 @@ def per_point_text(lab: Lab, sample: Sample, metrics: tuple[str, ...], digits: i
                      f"{fmt(per_packet_sum(lab, exp, metrics, 'igb'), digits)}" for exp, point in sample.by_point())
 
 
+def home_checks(lab: Lab) -> list[Check]:
+    """Per frame size of the mixed run: the frames whose bytes, at the hand-off to GRO,
+    lay in a buffer igb took over from the device (no copy by any route)."""
+    exp = SKB_HOME_EXPERIMENT
+    handoffs = detail(lab, exp, "skb_home:handoffs", "igb").get("by_len", {})
+    home = detail(lab, exp, "skb_home:in_rx_buffer", "igb").get("by_len", {})
+    how = (method(lab, exp, "skb_home:in_rx_buffer", "igb") or HOME) + f"; experiment {exp}"
+    checks = []
+    for size in MIXED_SIZES:
+        n = handoffs.get(str(size - ETH_HLEN))
+        measured = exp in lab.results
+        checks.append(Check(
+            check_id("payload-in-rx-buffer", TrafficPoint(size)) if size != MIXED_SIZES[0] else "payload-in-rx-buffer",
+            f"{size}-byte frames whose bytes igb hands to GRO lie in the buffer the device wrote (fraction)",
+            None if not measured or not n else home.get(str(size - ETH_HLEN), 0) / n, "~", 1.0, rel_tol=0.01,
+            how=how, unmeasured=why_unmeasured(lab, exp) if not measured else
+            f"no {size}-byte frame reached the hand-off in {exp}"))
+    return checks
+
+
 class PageBasedRx:
     id, slide = "page-based-rx", "6"
     title = "igb receives into pages and wraps them with build_skb, without copying the payload"
     region = "every frame igb's default (build_skb) ring receives: 60 bytes up to the largest frame at MTU 1500"
-    samples = (Sample("rx", RX_SIZES),)
-    experiments = samples[0].experiments()
+    samples = (Sample("rx", RX_SIZES), Sample(SKB_HOME_EXPERIMENT))
+    experiments = tuple(e for s in samples for e in s.experiments())
 
     def evaluate(self, lab: Lab) -> ClaimResult:
-        (sample,) = self.samples
-        checks = skb_checks(lab, sample)
+        sample = self.samples[0]
+        checks = skb_checks(lab, sample) + home_checks(lab)
         builds = per_point_text(lab, sample, BUILD_SKB)
         copies = per_point_text(lab, sample, COPY_SKB_ALLOCS)
         if all(holds(c) for c in checks):
@@ -75,7 +99,12 @@ class PageBasedRx:
             text = (f"igb called build_skb per received frame {builds} and allocated skbs to copy into {copies}: "
                     "at the frame sizes where build_skb is not once per frame it does not (only) wrap its rx pages, "
                     "it copies frames into new buffers.")
-        return ClaimResult(self.id, self.title, self.slide, checks, [text])
+        home = [c for c in checks if c.id.startswith("payload-in-rx-buffer")]
+        where = ("At the hand-off to GRO, the share of frames whose bytes lay in the buffer the device wrote: "
+                 + ", ".join(f"{size} B {fmt(c.value, 4)}" for size, c in zip(MIXED_SIZES, home, strict=True))
+                 + (": no copy, by any route." if all(holds(c) for c in home) else
+                    ": the rest were copied somewhere else, whatever function did it."))
+        return ClaimResult(self.id, self.title, self.slide, checks, [text, where])
 
 
 class PageReuse:

@@ -28,14 +28,19 @@ class TrafficPoint:
 
     frame_size: int = MIN_FRAME
     udp_csum: bool = False
+    queue: int = 0  # the receiver's rx queue the frames are steered to (0: as the experiment leaves it)
 
     def tag(self) -> str:
         """What distinguishes this point from the default one ('' for the default)."""
         parts = [f"{self.frame_size}B"] if self.frame_size != MIN_FRAME else []
-        return "+".join(parts + (["csum"] if self.udp_csum else []))
+        return "+".join(parts + (["csum"] if self.udp_csum else []) + ([f"q{self.queue}"] if self.queue else []))
 
     def describe(self) -> str:
-        return f"{self.frame_size}-byte frames" + (", UDP checksum offloaded by the sender" if self.udp_csum else "")
+        """What sets this point apart, in words (the frame size at the default point)."""
+        parts = ([f"{self.frame_size}-byte frames"] if self.frame_size != MIN_FRAME or self == TrafficPoint() else [])
+        parts += ["UDP checksum offloaded by the sender"] if self.udp_csum else []
+        parts += [f"steered to rx queue {self.queue}"] if self.queue else []
+        return ", ".join(parts)
 
     @classmethod
     def parse(cls, tag: str) -> TrafficPoint:
@@ -45,8 +50,10 @@ class TrafficPoint:
                 point = dataclasses.replace(point, frame_size=int(m[1]))
             elif part == "csum":
                 point = dataclasses.replace(point, udp_csum=True)
+            elif m := re.fullmatch(r"q(\d+)", part):
+                point = dataclasses.replace(point, queue=int(m[1]))
             else:
-                raise HarnessError(f"unknown traffic point {part!r} in {tag!r} (known: <size>B, csum)")
+                raise HarnessError(f"unknown traffic point {part!r} in {tag!r} (known: <size>B, csum, q<queue>)")
         return point
 
 
@@ -111,3 +118,10 @@ XDP_SIZES = sizes(MIN_FRAME, MAX_FRAME_MTU_1500)
 # Every kind of tx frame: plain, and checksum offloaded (CHECKSUM_PARTIAL takes
 # igb_tx_csum's context descriptor, one more descriptor per frame).
 TX_POINTS = (DEFAULT_POINT, TrafficPoint(udp_csum=True))
+# AF_XDP: a socket binds one queue. With the guest's 2 vCPUs igb sets up 2 combined
+# channels (of the 82576's 8 in QEMU's model): queue 0 (the device reduced to one
+# channel, as before) and queue 1 (RSS's indirection table all on queue 1).
+XSK_QUEUES = (DEFAULT_POINT, TrafficPoint(queue=1))
+# Where the payload lives (skb_home): the sizes of RX_SIZES mixed in one run, told
+# apart by skb->len at the hand-off, so the effect check costs one experiment.
+MIXED_SIZES = tuple(p.frame_size for p in RX_SIZES if not p.udp_csum)

@@ -36,6 +36,9 @@ class PktgenConfig:
     # pktgen's `flag UDPCSUM`: CHECKSUM_PARTIAL on a sender with tx checksum offload
     # (fill_packet_ipv4), a software checksum otherwise; off: CHECKSUM_NONE, no checksum.
     udp_csum: bool = False
+    # Frame sizes mixed in one run, equal weights (pktgen's imix_weights, 5.17+): each
+    # frame's size is drawn from these; pkt_size is then unused.
+    imix: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ def pktgen_script(src_if: str, dst_mac: str, cfg: PktgenConfig) -> str:
         settings.append(f"ratep {cfg.rate_pps}")
     if cfg.udp_csum:
         settings.append("flag UDPCSUM")
+    if cfg.imix:
+        settings.append("imix_weights " + " ".join(f"{size},1" for size in cfg.imix))
     lines = [
         "set -e",
         f"[ -d {PG} ] || modprobe pktgen",

@@ -133,6 +133,23 @@ def combined_channels(ethtool_l: str) -> str | None:
 
 
 @contextlib.contextmanager
+def rx_queue(g: Guest, ifname: str, queue: int) -> Iterator[None]:
+    """Every flow `ifname` receives hashed to `queue`: RSS's indirection table weighted
+    to that queue alone (`ethtool -X weight`), the default table restored after. The
+    experiment checks the queue's own counter: a table the device model ignored is
+    a failed measurement, not the driver's."""
+    combined = combined_channels(g.run(["ethtool", "-l", ifname]).stdout)
+    if not combined or not combined.isdigit() or int(combined) <= queue:
+        raise Unmeasurable(f"{ifname} has {combined or 'no'} combined channels: no rx queue {queue}")
+    weights = ["1" if q == queue else "0" for q in range(int(combined))]
+    g.run(["ethtool", "-X", ifname, "weight", *weights])
+    try:
+        yield
+    finally:
+        g.run(["ethtool", "-X", ifname, "default"], check=False)
+
+
+@contextlib.contextmanager
 def one_channel(g: Guest, ifname: str) -> Iterator[None]:
     combined = combined_channels(g.run(["ethtool", "-l", ifname]).stdout)
     g.run(["ethtool", "-L", ifname, "combined", "1"])
@@ -156,7 +173,7 @@ def json_lines(text: str) -> list[dict]:
 
 
 class XskReceiver:
-    """The receiver running in the guest, bound to queue 0 of `ifname`."""
+    """The receiver running in the guest, bound to one queue of `ifname`."""
 
     def __init__(self, g: Guest, ifname: str, mode: str, ready: dict) -> None:
         self.g, self.ifname, self.mode = g, ifname, mode
@@ -178,8 +195,9 @@ class XskReceiver:
 
 
 @contextlib.contextmanager
-def xsk_receiver(g: Guest, ifname: str, driver: str, mode: str, cache: Cache | None) -> Iterator[XskReceiver]:
-    """The receiver bound on queue 0 of `ifname` while the body runs (the body takes
+def xsk_receiver(g: Guest, ifname: str, driver: str, mode: str, cache: Cache | None,
+                 queue: int = 0) -> Iterator[XskReceiver]:
+    """The receiver bound on `queue` of `ifname` while the body runs (the body takes
     snapshots around its traffic). A bind the driver refuses (zero-copy on a driver
     without it) raises Unmeasurable with the kernel's error."""
     receiver, redirect = build_receiver(cache), xdp.build_programs(cache)["xsk_redirect"]
@@ -187,7 +205,7 @@ def xsk_receiver(g: Guest, ifname: str, driver: str, mode: str, cache: Cache | N
     g.write_file(f"{GUEST_DIR}/xsk_rx", receiver.read_bytes())
     g.write_file(f"{GUEST_DIR}/xsk_redirect.o", redirect.read_bytes())
     xdp.detach(g, ifname)
-    cmd = shlex.join([f"{GUEST_DIR}/xsk_rx", ifname, "0", mode, f"{GUEST_DIR}/xsk_redirect.o"])
+    cmd = shlex.join([f"{GUEST_DIR}/xsk_rx", ifname, str(queue), mode, f"{GUEST_DIR}/xsk_redirect.o"])
     started = g.run(f"chmod +x {GUEST_DIR}/xsk_rx; rm -f {OUT}; {cmd} < /dev/null > {OUT} 2> {ERR} & "
                     f"echo $! > {PID}; {wait_for_line('{', READY_S)}", check=False, timeout=READY_S + 30)
     first = next(iter(json_lines(started.stdout)), None)

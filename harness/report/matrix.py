@@ -21,7 +21,7 @@ from harness.report.compare import Tolerance, load_results, metric_matrix, verdi
 from harness.report.report import TEMPLATES, fmtnum, write_junit_suites
 
 if TYPE_CHECKING:
-    from harness.report.kernel_run import KernelRun
+    from harness.kernel_run import KernelRun
 
 
 def log(msg: str) -> None:

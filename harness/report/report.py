@@ -39,12 +39,13 @@ def fmtnum(x: float | None) -> str:
     return f"{x:.4g}" if isinstance(x, float) else str(x)
 
 
-def write_report(out: Path, record: dict, table: pd.DataFrame, baseline: Comparison | None = None) -> None:
-    """Every file of one kernel's run, from its record (and the measurement table)."""
+def write_report(out: Path, record: dict, table: pd.DataFrame, baseline: Comparison | None = None) -> float:
+    """Every file of one kernel's run, from its record (and the measurement table),
+    which is complete when it comes here (its baseline comparison included: the exit
+    status reads the record, never what a writer added) and is not changed. Returns
+    the seconds the writing took."""
     started = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
-    if baseline is not None:
-        record["baseline"] = baseline.to_dict()
     if not table.empty:
         save(table, out, "measurements")
     plots = make_plots(out, record)
@@ -56,8 +57,8 @@ def write_report(out: Path, record: dict, table: pd.DataFrame, baseline: Compari
     write_text(out / "report.md", render_markdown(record, plots, baseline))
     write_junit(out / "junit.xml", record, baseline)
     write_text(out / "results.ktap", claims_ktap(record["claims"]))
-    record.setdefault("timings", {})["report"] = round(time.monotonic() - started, 1)
     write_text(out / "results.json", json.dumps(record, indent=2, default=str))  # last: it says the others exist
+    return time.monotonic() - started
 
 
 def metric(record: dict, claim: str, check_id: str) -> float:

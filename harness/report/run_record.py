@@ -57,7 +57,10 @@ def af_xdp(m: Measurement) -> dict | None:
             **json.loads(rows.iloc[0].detail)}
 
 
-def build_record(lab: Lab, results: list[ClaimResult], meta: dict, *, partial: bool = False) -> dict:
+def build_record(lab: Lab, results: list[ClaimResult], meta: dict, *, partial: bool = False,
+                 stopped_by: str = "") -> dict:
+    """The run's record, whole: what report writers, the baseline comparison and the
+    exit status read. Built once; `with_baseline` adds the comparison as a new record."""
     experiments = []
     for name, m in lab.results.items():
         e = EXPERIMENTS[name]
@@ -73,10 +76,16 @@ def build_record(lab: Lab, results: list[ClaimResult], meta: dict, *, partial: b
         "failures": {name: f.to_json() for name, f in lab.failures.items()},
         "kernel_reports": kernel_reports(lab), "run_errors": run_errors, "boots": lab.boots,
         "qemu_aborts": lab.qemu_aborts,
+        **({"stopped_by": stopped_by} if stopped_by else {}),
         "tally": dict(Counter(c["verdict"] for c in claims)),
         "timings": {**lab.timings, "boots": round(sum(b.get("boot_s", 0) for b in lab.boots), 1),
                     "experiments": {e["name"]: e["seconds"] for e in experiments}},
     }
+
+
+def with_baseline(record: dict, comparison: dict) -> dict:
+    """The record and its comparison against a baseline (compare.Comparison.to_dict())."""
+    return {**record, "baseline": comparison}
 
 
 def has_errors(record: dict) -> bool:

@@ -224,6 +224,8 @@ def test_witness_observation_and_report_line():
     ("xsk-zc", "calls:__xsk_map_redirect", 0, "zc-redirects-per-frame"),
     ("xsk-copy", "calls:__xsk_rcv", 0, "copy-copies-per-frame"),
     ("xsk-copy", "xsk_delivered", 1000, "copy-frames-delivered"),
+    ("xsk-zc@q1", "xsk_delivered", 0, "zc-frames-delivered@q1"),  # zero-copy broken on queue 1 only
+    ("xsk-copy@q1", "calls:__xsk_rcv", 0, "copy-copies-per-frame@q1"),
 ])
 def test_each_xsk_check_fails_on_what_a_broken_driver_shows(experiment, metric, value, check):
     lab = RecordedLab(FIX / "runs" / "7.3.4-xsk", None)

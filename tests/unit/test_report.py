@@ -41,8 +41,14 @@ def record():
 
 
 def test_report_files_and_verdicts(tmp_path):
-    write_report(tmp_path, record(), pd.DataFrame())
+    import copy
+
+    rec = record()
+    before = copy.deepcopy(rec)
+    write_report(tmp_path, rec, pd.DataFrame())
+    assert rec == before  # the record is complete when built: a writer adds nothing the exit status could read
     doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc == json.loads(json.dumps(before, default=str))
     assert doc["kernel"]["release"] == "6.12.95"
     assert [(c["id"], c["verdict"]) for c in doc["claims"]] == [
         ("page-reuse", "inconclusive"), ("barriers", "refuted"), ("page-based-rx", "confirmed"),

@@ -90,6 +90,15 @@ def graph_callers(**per_frame_by_caller: float):
     return mutate
 
 
+def nowhere_home(lab, experiment, metric, driver):
+    """No frame's bytes in a buffer the device wrote (a copy by any route), at every size."""
+    m = lab.results[experiment]
+    rows = (m.frame.metric == metric) & (m.frame.driver == driver)
+    by_len = json.loads(m.frame.loc[rows, "detail"].iloc[0])["by_len"]
+    set_value(lab, experiment, metric, driver, 0)
+    set_detail(lab, experiment, metric, driver, {"by_len": {k: 0 for k in by_len}})
+
+
 def no_calls(lab, experiment, metric, driver):
     set_detail(lab, experiment, metric, driver, {"by_attrs": {}, "by_dir_attrs": {}})
 
@@ -104,6 +113,8 @@ def absolute(value: float):
 BROKEN = [
     ("page-based-rx", "build-skb-per-frame", [("rx", "calls:napi_build_skb", "igb", per_frame(0))]),
     ("page-based-rx", "copy-allocs-per-frame", [("rx", "calls:napi_alloc_skb", "igb", per_frame(1))]),
+    *[("page-based-rx", check, [("rx-skb-home", "skb_home:in_rx_buffer", "igb", nowhere_home)])
+      for check in ("payload-in-rx-buffer", "payload-in-rx-buffer@256B", "payload-in-rx-buffer@1514B")],
     ("page-reuse", "igb-rx-maps-per-frame", [("rx", "dma_map_page_attrs", "igb", per_frame(1))]),
     ("page-reuse", "igb-page-allocs-per-frame", [("rx", "calls:__alloc_pages_noprof", "igb",
                                                   graph_callers(igb_alloc_rx_buffers=1, napi_build_skb=0.1))]),

@@ -21,7 +21,7 @@ from harness.claims.runner import evaluate_claims, experiment_order, run_experim
 from harness.nics import DEFAULT_NICS
 from harness.report.compare import Tolerance, compare_results
 from harness.report.report import write_report
-from harness.report.run_record import build_record
+from harness.report.run_record import build_record, with_baseline
 
 
 @dataclass
@@ -72,7 +72,9 @@ def run_kernel(choice: KernelChoice, claims: list, cache: Cache, out: Path, acce
     lab.timings["evaluate"] = round(time.monotonic() - evaluated, 1)
     record = build_record(lab, results, meta())
     comparison = compare_results(baseline, record, tol) if baseline is not None else None
-    write_report(out, record, lab.table(), baseline=comparison)
+    if comparison is not None:
+        record = with_baseline(record, comparison.to_dict())
+    log(f"report written in {write_report(out, record, lab.table(), baseline=comparison):.1f}s")
     for r in results:
         print(f"  {r.verdict:12s} {r.id:18s} {r.summary()}")
     if comparison is not None:
@@ -87,8 +89,7 @@ def run_kernel(choice: KernelChoice, claims: list, cache: Cache, out: Path, acce
 def _write_partial(out: Path, lab: Lab, claims: list, meta: dict, why: str) -> None:
     """What was measured before the run stopped, judged and written, marked partial."""
     try:
-        record = build_record(lab, evaluate_claims(lab, claims), meta, partial=True)
-        record["stopped_by"] = why
+        record = build_record(lab, evaluate_claims(lab, claims), meta, partial=True, stopped_by=why)
         write_report(out, record, lab.table())
         log(f"partial results written to {out} ({len(lab.results)} experiments measured)")
     except Exception as e:  # never hide the reason the run stopped behind one of these
