@@ -83,9 +83,20 @@ def kernel_from_args(args: argparse.Namespace, cache: Cache) -> Kernel:
     return choice.get(cache, variant.patch_paths, variant.name, variant.fragments)
 
 
+COVERAGE_FRAGMENT, COVERAGE_PATCH = "coverage", "igb-gcov-profile.patch"
+
+
 def _user_build(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[Path, ...]]:
-    """--fragment and --patch, for every kernel that is built."""
-    return tuple(args.fragment or ()), tuple(args.patch)
+    """--fragment and --patch, for every kernel that is built; --coverage adds the gcov
+    fragment (to the defaults, if no --fragment) and the patch that instruments igb."""
+    fragments, patches = tuple(args.fragment or ()), tuple(args.patch)
+    if getattr(args, "coverage", False):
+        from harness.artifacts.kernel import DEFAULT_FRAGMENTS
+        from harness.paths import PATCHES_DIR
+
+        fragments = (*(fragments or DEFAULT_FRAGMENTS), COVERAGE_FRAGMENT)
+        patches = (*patches, PATCHES_DIR / COVERAGE_PATCH)
+    return fragments, patches
 
 
 def guest_options(args: argparse.Namespace) -> GuestOptions:
@@ -195,7 +206,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if len(choices) > 1:
             print(f"harness: kernel {i}/{len(choices)}: {choice.label}", file=sys.stderr, flush=True)
         runs.append(run_kernel(choice, claims, cache, out, args.accel, baselines.get(choice.label), tol,
-                               keep=args.keep and i == len(choices), nics=nics))
+                               keep=args.keep and i == len(choices), nics=nics, coverage=args.coverage))
     if len(choices) > 1:
         write_matrix(args.out, runs, tol)
     status = run_status([r.record for r in runs])
@@ -322,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tolerance_args(r)
     r.add_argument("--keep", action="store_true",
                    help="keep a guest of the (last) kernel up after the claims; print how to reach it")
+    r.add_argument("--coverage", action="store_true",
+                   help="build the kernel with gcov (CONFIG_GCOV_KERNEL, igb instrumented) and report, per claim, "
+                        "the lines and branches of the igb functions it speaks of that its experiments executed")
     r.add_argument("--bisect", action="store_true",
                    help="exit statuses for `git bisect run`: 0 good (confirmed), 1 bad (refuted), 125 skip "
                         "(inconclusive, error, kernel build failed), 128 stop (a set-up error)")

@@ -15,6 +15,7 @@ import pandas as pd
 
 from harness.artifacts.kernel_choice import KernelChoice
 from harness.cache import Cache
+from harness.claims.coverage import claim_coverage
 from harness.claims.experiments import EXPERIMENTS
 from harness.claims.lab import Lab
 from harness.claims.runner import evaluate_claims, experiment_order, run_experiments
@@ -37,13 +38,15 @@ def log(msg: str) -> None:
 
 def run_kernel(choice: KernelChoice, claims: list, cache: Cache, out: Path, accel: str,
                baseline: dict | None, tol: Tolerance, *, keep: bool = False,
-               nics: tuple[str, ...] = DEFAULT_NICS) -> KernelRun:
-    """The claims on one kernel; writes `out` and returns the run."""
+               nics: tuple[str, ...] = DEFAULT_NICS, coverage: bool = False) -> KernelRun:
+    """The claims on one kernel; writes `out` and returns the run. `coverage`: the
+    kernel is a gcov build (cli --coverage), and the record says per claim which
+    lines and branches of igb its experiments executed."""
     from harness.smoke import qemu_version
 
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
     started = time.monotonic()
-    lab = Lab(cache, run_id, choice=choice, accel=accel, nics=nics)
+    lab = Lab(cache, run_id, choice=choice, accel=accel, nics=nics, coverage=coverage)
 
     def meta() -> dict:
         kernel = lab.kernel("stock")
@@ -70,7 +73,12 @@ def run_kernel(choice: KernelChoice, claims: list, cache: Cache, out: Path, acce
     evaluated = time.monotonic()
     results = evaluate_claims(lab, claims)
     lab.timings["evaluate"] = round(time.monotonic() - evaluated, 1)
-    record = build_record(lab, results, meta())
+    covered = claim_coverage(lab, claims) if coverage else None
+    for experiment, objects in lab.gcov.items():  # the raw counts, for gcov by hand (with the .gcno kept)
+        for stem, data in objects.items():
+            (out / "gcov" / experiment).mkdir(parents=True, exist_ok=True)
+            (out / "gcov" / experiment / f"{stem}.gcda").write_bytes(data)
+    record = build_record(lab, results, meta(), coverage=covered)
     comparison = compare_results(baseline, record, tol) if baseline is not None else None
     if comparison is not None:
         record = with_baseline(record, comparison.to_dict())

@@ -46,6 +46,7 @@ class Barriers:
              "dmb osh* rather than dsb on arm64")
     region = "the driver's object code (x86-64 and arm64): no traffic"
     experiments: tuple[str, ...] = ()
+    covers: tuple = ()  # object code, no traffic
 
     def evaluate(self, lab: Lab) -> ClaimResult:
         try:

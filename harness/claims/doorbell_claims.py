@@ -70,6 +70,8 @@ class TxBulking:
     region = ("every kind of tx frame the stack hands the driver: pktgen's UDP plain and with the checksum "
               "offloaded (TCP and TSO/GSO segments not sampled yet), one frame per xmit and bursts with xmit_more, "
               "igb sending and the e1000e as a second driver")
+    # --coverage: igb's transmit path (igb_tx_map, igb_tx_csum and the other static helpers it calls)
+    covers = ((f"{nic('igb').source_dir}/{nic('igb').rx_source}", ("igb_xmit_frame_ring",)),)
     samples = (*(Sample(tx_experiment(s, b), TX_SAMPLED_POINTS.get((s, b), (DEFAULT_POINT,)))
                  for s, _, bursts in TX_RUNS for b in bursts), Sample(TRACE_COST_EXPERIMENT))
     experiments = tuple(e for s in samples for e in s.experiments())

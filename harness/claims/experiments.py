@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from harness.errors import GuestError, MeasurementFailure, Unmeasurable
 from harness.guest.vm import Guest
-from harness.measurement import xdp
+from harness.measurement import gcov, xdp
 from harness.measurement.btf import struct_sizes
 from harness.measurement.dma_probe import DmaProbe
 from harness.measurement.measure import MEASURE_PKTGEN, PACING_RETRIES, Measurement, RunContext, measure_rx
@@ -462,8 +462,22 @@ EXPERIMENTS = ExperimentCatalogue(BASE_EXPERIMENTS)
 GUEST_ORDER = [("stock", "direct"), ("no-reuse", "direct"), ("stock", "swiotlb"), ("stock", "iommu")]
 
 
+# The driver objects a --coverage run reads gcov counts of (igb's rx/tx and AF_XDP code).
+COVERED_OBJECTS = ("igb_main", "igb_xsk")
+
+
 def run_experiment(lab: Lab, name: str) -> None:
     exp = EXPERIMENTS[name]
-    lab.measure(name, exp.variant, exp.dma_mode,
-                lambda g: exp.run(g, RunContext(lab.run_id, g.kernel.key, exp.variant, exp.dma_mode,
-                                                " ".join(g.options.cmdline_extra)), lab))
+    # Counts only of the kernel under test: a variant's igb.ko is another build (its .gcno differs).
+    counted = lab.coverage and exp.variant == "stock"
+
+    def run(g: Guest) -> Measurement:
+        ctx = RunContext(lab.run_id, g.kernel.key, exp.variant, exp.dma_mode, " ".join(g.options.cmdline_extra))
+        if counted:
+            gcov.reset(g)
+        m = exp.run(g, ctx, lab)
+        if counted:
+            lab.gcov[name] = gcov.collect(g, COVERED_OBJECTS)
+        return m
+
+    lab.measure(name, exp.variant, exp.dma_mode, run)

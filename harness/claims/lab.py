@@ -131,8 +131,11 @@ def log(msg: str) -> None:
 
 class Lab:
     def __init__(self, cache: Cache, run_id: str, *, choice: KernelChoice | None = None,
-                 accel: str = "auto", nics: tuple[str, ...] = DEFAULT_NICS) -> None:
+                 accel: str = "auto", nics: tuple[str, ...] = DEFAULT_NICS, coverage: bool = False) -> None:
         self.cache = cache
+        # --coverage: the kernel is a gcov build; each experiment's counts, by object stem
+        self.coverage = coverage
+        self.gcov: dict[str, dict[str, bytes]] = {}
         self.nics = nics  # catalogue models on the guests' private hub
         self.run_id = run_id
         self.choice = choice or KernelChoice("source")

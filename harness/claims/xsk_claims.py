@@ -35,6 +35,9 @@ class XskZeroCopy:
     region = ("every queue a socket can bind: igb's 2 combined channels with the guest's 2 vCPUs (queue 0 with "
               "the device reduced to one channel, queue 1 with RSS's table all on it; the 82576 model's other "
               "queues are not set up by igb here), bound zero-copy and copy")
+    # --coverage: igb's zero-copy rx (igb_xsk.c, 6.14+) and its copy-mode rx loop
+    covers = (("drivers/net/ethernet/intel/igb/igb_xsk.c", ("igb_clean_rx_irq_zc", "igb_alloc_rx_buffers_zc")),
+              ("drivers/net/ethernet/intel/igb/igb_main.c", ("igb_clean_rx_irq",)))
     samples = (Sample(ZC, XSK_QUEUES), Sample(COPY, XSK_QUEUES))
     experiments = tuple(e for s in samples for e in s.experiments())
 

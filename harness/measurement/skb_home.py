@@ -6,18 +6,18 @@ Two witnesses in one trace instance of their own, during the traffic only:
   - the DMA API's `dma:dma_sync_single_for_cpu` events of the receiving device: the
     bus address and length of every buffer the driver took over from the device
     (with direct DMA, x86-64 without an IOMMU, the bus address is the physical one);
-  - a kprobe on the hand-off to GRO (`gro_receive_skb` since 6.15, `napi_gro_receive`
-    before; the skb is the second argument, %si): skb->data and skb->len at the
-    offsets the kernel's BTF gives, the IPv4 source address skb->data points at
-    (only the traffic's frames count: the guest's ssh is handed off too), and
-    `page_offset_base` (the direct map's base).
+  - an event probe on `net:napi_gro_receive_entry` (the hand-off to GRO, before GRO
+    touches the skb): skb->data and skb->len at the offsets the kernel's BTF gives,
+    the IPv4 source address skb->data points at (only the traffic's frames count:
+    the guest's ssh is handed off too), and `page_offset_base` (the direct map's base).
 A frame stayed home when skb->data - page_offset_base, its physical address, lies in
 a range the driver synced for the CPU in the same traffic. Rx pages are reused, so
 the ranges repeat; a copy lands in memory the device never wrote (a napi frag, a
 slab object), which no sync covers.
 
-The kprobe cannot share its function with function_graph on 7.3 (README, known
-issues): the probe turns the tracer off first, as the XDP headroom kprobe does."""
+An event probe rides the tracepoint, not ftrace: a kprobe on gro_receive_skb's entry
+crashed 7.3.4 in this guest (the kprobe-and-ftrace bug of README's known issues,
+even with function_graph off), so no kprobe is used."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from harness.nics import nic
 
 INSTANCE = f"{T}/instances/harness_skb_home"
 EVENT = "harness/skb_home"
-HANDOFFS = ("gro_receive_skb", "napi_gro_receive")  # the first the kernel has is probed
+HANDOFF = "net/napi_gro_receive_entry"
 SYNC = "dma/dma_sync_single_for_cpu"
 MEMBER_LINE = re.compile(r"^\s+'([^']+)' type_id=\d+ bits_offset=(\d+)")
 HANDOFF_LINE = re.compile(r"data=0x([0-9a-f]+) len=(\d+) src=0x([0-9a-f]+) pob=0x([0-9a-f]+)")
@@ -97,17 +97,13 @@ class SkbHomeProbe:
 
     def __init__(self, model: str) -> None:
         self.model = model
-        self.handoff = ""
 
     def arm(self, guest: Guest) -> None:
         have = guest.run(["cat", f"{T}/available_events"]).stdout.split()
-        if SYNC.replace("/", ":") not in have:
-            raise Unmeasurable("needs the dma:dma_sync_single_for_cpu tracepoint (Linux 6.10 and later)")
-        syms = set(guest.run("awk '{print $3}' /proc/kallsyms | grep -xE "
-                             "'gro_receive_skb|napi_gro_receive|page_offset_base'", check=False).stdout.split())
-        self.handoff = next((f for f in HANDOFFS if f in syms), "")
-        if not self.handoff:
-            raise Unmeasurable(f"none of {', '.join(HANDOFFS)} in /proc/kallsyms to probe the hand-off to GRO")
+        missing = [e for e in (SYNC, HANDOFF) if e.replace("/", ":") not in have]
+        if missing:
+            raise Unmeasurable(f"needs the tracepoints {', '.join(missing)} (dma:* since Linux 6.10)")
+        syms = set(guest.run("awk '{print $3}' /proc/kallsyms | grep -x page_offset_base", check=False).stdout.split())
         btf = guest.run("bpftool btf dump file /sys/kernel/btf/vmlinux format raw | "
                         "grep -A200 \"^\\[[0-9]*\\] STRUCT 'sk_buff' size=\"", check=False).stdout
         off = member_offsets(btf, "sk_buff", ("data", "len"))
@@ -119,11 +115,13 @@ class SkbHomeProbe:
         teardown_tracer(guest)
         self.cleanup(guest)
         device = nic(self.model).pci_address
+        system, event = HANDOFF.split("/")
+        probe = (f"e:{EVENT} {system}.{event} data=+{d}($skbaddr):x64 len=+{off['len']}($skbaddr):u32 "
+                 f"src=+12(+{d}($skbaddr)):x32 {pob}")
         tracefs_script(guest, f"""mkdir -p {INSTANCE}
 echo 0 > {INSTANCE}/tracing_on
 echo 4096 > {INSTANCE}/buffer_size_kb
-echo 'p:{EVENT} {self.handoff} data=+{d}(%si):x64 len=+{off['len']}(%si):u32 src=+12(+{d}(%si)):x32 {pob}' \
-    >> {T}/kprobe_events
+echo '{probe}' >> {T}/dynamic_events
 echo 'device == "{device}"' > {INSTANCE}/events/{SYNC}/filter
 echo 1 > {INSTANCE}/events/{SYNC}/enable
 echo 1 > {INSTANCE}/events/{EVENT}/enable
@@ -141,7 +139,7 @@ echo 1 > {INSTANCE}/tracing_on""")
         by_len = frames_at_home(trace, nic(self.model).pci_address)
         home, total = sum(v[0] for v in by_len.values()), sum(v[1] for v in by_len.values())
         driver = nic(self.model).driver
-        how = (f"kprobe on {self.handoff} (skb->data, skb->len from BTF offsets) against "
+        how = (f"event probe on {HANDOFF.replace('/', ':')} (skb->data, skb->len at BTF offsets) against "
                f"dma:dma_sync_single_for_cpu ranges of {driver}'s device, direct DMA: physical addresses")
         return [Observation("skb_home:handoffs", total, driver, how,
                             {"by_len": {str(k): v[1] for k, v in sorted(by_len.items())}}),
@@ -151,4 +149,4 @@ echo 1 > {INSTANCE}/tracing_on""")
     def cleanup(self, guest: Guest) -> None:
         guest.run(f"[ -d {INSTANCE} ] && {{ echo 0 > {INSTANCE}/events/{EVENT}/enable; "
                   f"echo 0 > {INSTANCE}/events/{SYNC}/enable; rmdir {INSTANCE}; }}; "
-                  f"echo '-:{EVENT}' >> {T}/kprobe_events; true", check=False)
+                  f"echo '-:{EVENT}' >> {T}/dynamic_events 2>/dev/null; true", check=False)

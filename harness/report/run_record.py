@@ -58,7 +58,7 @@ def af_xdp(m: Measurement) -> dict | None:
 
 
 def build_record(lab: Lab, results: list[ClaimResult], meta: dict, *, partial: bool = False,
-                 stopped_by: str = "") -> dict:
+                 stopped_by: str = "", coverage: dict | None = None) -> dict:
     """The run's record, whole: what report writers, the baseline comparison and the
     exit status read. Built once; `with_baseline` adds the comparison as a new record."""
     experiments = []
@@ -77,6 +77,7 @@ def build_record(lab: Lab, results: list[ClaimResult], meta: dict, *, partial: b
         "kernel_reports": kernel_reports(lab), "run_errors": run_errors, "boots": lab.boots,
         "qemu_aborts": lab.qemu_aborts,
         **({"stopped_by": stopped_by} if stopped_by else {}),
+        **({"coverage": coverage} if coverage is not None else {}),
         "tally": dict(Counter(c["verdict"] for c in claims)),
         "timings": {**lab.timings, "boots": round(sum(b.get("boot_s", 0) for b in lab.boots), 1),
                     "experiments": {e["name"]: e["seconds"] for e in experiments}},

@@ -47,9 +47,11 @@ def function_ranges(source: str, names: tuple[str, ...] | None = None) -> dict[s
     return out
 
 
-def rx_functions(source: str, roots: tuple[str, ...], depth: int = 3) -> dict[str, tuple[int, int]]:
+def rx_functions(source: str, roots: tuple[str, ...], depth: int = 3,
+                 leave_out: re.Pattern[str] | None = TX_NAMES) -> dict[str, tuple[int, int]]:
     """The roots and the functions of this file they call, up to `depth` calls deep,
-    transmit-side helpers (TX_NAMES) left out."""
+    the helpers `leave_out` names left out (by default the transmit side's: the rx
+    path's functions)."""
     defined = function_ranges(source)
     lines = strip_comments(source).splitlines()
     found = {r: defined[r] for r in roots if r in defined}
@@ -60,7 +62,7 @@ def rx_functions(source: str, roots: tuple[str, ...], depth: int = 3) -> dict[st
             a, b = found[name]
             body = "\n".join(lines[a:b])  # after the head line: the calls made
             for callee in CALL.findall(body):
-                if callee in defined and callee not in found and not TX_NAMES.search(callee):
+                if callee in defined and callee not in found and not (leave_out and leave_out.search(callee)):
                     found[callee] = defined[callee]
                     nxt.append(callee)
         frontier = nxt

@@ -29,7 +29,7 @@ PKTGEN_SRC = 0x010012C6  # 198.18.0.1 loaded as a little-endian u32
 
 
 def handoff(phys: int, length: int, src: int = PKTGEN_SRC) -> str:
-    return (f"          <idle>-0       [001] ..s2.   812.113400: skb_home: (gro_receive_skb+0x4/0x1a0) "
+    return (f"          <idle>-0       [001] ..s2.   812.113400: skb_home: (net.napi_gro_receive_entry) "
             f"data={POB + phys:#x} len={length} src={src:#x} pob={POB:#x}")
 
 
