@@ -18,9 +18,9 @@ class XdpOnPages:
     id, slide = "xdp", "10+"
     title = ("XDP runs on the page-based path: XDP_DROP recycles the page with no skb and no allocation, "
              "XDP_TX sends from the same page, the program sees the headroom igb reserves")
-    region = ("XDP_DROP, XDP_PASS and XDP_TX on igb's page-based ring, small and largest frames at MTU 1500 "
-              "(XDP runs on the buffer before any skb, whatever its size)")
-    samples = (Sample("xdp-drop", XDP_SIZES), Sample("xdp-pass", XDP_SIZES), Sample("xdp-tx"), Sample("xdp-headroom"))
+    region = ("XDP_DROP, XDP_PASS and XDP_TX on igb's page-based ring; XDP_DROP with small and the largest "
+              "frames at MTU 1500 (XDP runs on the buffer before any skb, whatever its size)")
+    samples = (Sample("xdp-drop", XDP_SIZES), Sample("xdp-pass"), Sample("xdp-tx"), Sample("xdp-headroom"))
     experiments = tuple(e for s in samples for e in s.experiments())
 
     def evaluate(self, lab: Lab) -> ClaimResult:
