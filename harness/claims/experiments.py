@@ -42,7 +42,16 @@ from .pool_claims import PEER as POOL_PEER
 from .pool_claims import POOL_NIC, PP_DROP_EXPERIMENT, PP_EXPERIMENT, PP_HELD_EXPERIMENT
 from .pool_claims import RELEASE as POOL_RELEASE
 from .rx_claims import SKB_HOME_EXPERIMENT
-from .traffic_space import DEFAULT_POINT, MIXED_SIZES, TrafficPoint, sampled_name, split_name
+from .traffic_space import (
+    DEFAULT_POINT,
+    LEGACY_MIX,
+    MIXED_SIZES,
+    SYNC_MIX,
+    XDP_MIX,
+    TrafficPoint,
+    sampled_name,
+    split_name,
+)
 from .xsk_claims import COPY as XSK_COPY
 from .xsk_claims import ZC as XSK_ZC
 
@@ -389,14 +398,14 @@ BASE_EXPERIMENTS = [
     Experiment("rx-control", sender="igb", receiver="e1000e"),
     Experiment("ring-fill", probes=("dma",), link_bounce=True),
     Experiment("rx-held", pktgen=HELD_PKTGEN, held=True, note="page reuse defeated"),
-    Experiment("legacy-rx", ring="legacy-rx"),
-    Experiment("xdp-drop", xdp="xdp_drop"),
+    Experiment("legacy-rx", ring="legacy-rx", pktgen=dataclasses.replace(CLAIM_PKTGEN, imix=LEGACY_MIX)),
+    Experiment("xdp-drop", xdp="xdp_drop", pktgen=dataclasses.replace(CLAIM_PKTGEN, imix=XDP_MIX)),
     Experiment("xdp-pass", xdp="xdp_pass"),
     Experiment("xdp-tx", xdp="xdp_tx", pktgen=XDP_TX_PKTGEN),
     Experiment("xdp-headroom", pktgen=PktgenConfig(count=HEADROOM_FRAMES, rate_pps=2000), probes=(),
                procedure=xdp_headroom, note="xdp_headroom.o attached, a kprobe on bpf_xdp_adjust_head"),
     Experiment("rx-page-refs", probes=("page_ref", "graph", "dma"), needs_config="CONFIG_DEBUG_PAGE_REF"),
-    swiotlb("rx-swiotlb"),
+    swiotlb("rx-swiotlb", pktgen=dataclasses.replace(CLAIM_PKTGEN, imix=SYNC_MIX)),
     swiotlb("rx-swiotlb-legacy", pktgen=BUFSZ_PKTGEN, ring="legacy-rx"),
     swiotlb("rx-swiotlb-large", pktgen=BUFSZ_PKTGEN, ring="large"),
     Experiment("rx-iommu", dma_mode="iommu", probes=("dma",), retries=3),
