@@ -181,16 +181,19 @@ def measure_traffic(exp: Experiment, g: Guest, ctx: RunContext, lab: Lab) -> Mea
             state.enter_context(legacy_rx_on(g))
         elif exp.ring == "large":
             state.enter_context(mtu(g, LARGE_MTU))
-        run_cnt = state.enter_context(xdp_attached(g, exp, lab)) if exp.xdp else None
+        prog = state.enter_context(xdp_attached(g, exp, lab)) if exp.xdp else None
         if exp.warmup:
             warm_up(g, exp.sender, exp.receiver, dataclasses.replace(exp.traffic(), count=exp.warmup))
         if exp.held:
             state.enter_context(held_skbs(g, rx_if))
+        # Run with the probes armed, before each attempt's traffic (a lossy attempt is sent again).
+        armed = [h for h in (link_bounce(exp.receiver) if exp.link_bounce else None, prog.mark if prog else None)
+                 if h is not None]
         m = measure_rx(g, ctx, [PROBES[p][0](exp) for p in exp.probes], src=exp.sender, dst=exp.receiver,
                        pktgen=exp.traffic(), max_loss=exp.max_loss, retries=exp.retries,
-                       while_armed=link_bounce(exp.receiver) if exp.link_bounce else None)
-        if run_cnt:
-            run_cnt(m)
+                       while_armed=(lambda guest: [h(guest) for h in armed]) if armed else None)
+        if prog:
+            prog.add(m)
         steered_to(m, exp)
         return m
 
@@ -218,23 +221,38 @@ def link_bounce(model: str) -> Callable[[Guest], None]:
     return bounce
 
 
+@dataclass
+class XdpRun:
+    """An XDP program attached for an experiment: its run count is read just before
+    the measured traffic (`mark`, with the probes armed: again for each attempt
+    measure_rx makes) and after it (`add`), so warm-up frames and a lossy attempt
+    sent again are not counted."""
+
+    g: Guest
+    att: xdp.XdpAttachment
+    program: str
+    driver: str
+    before: int = 0
+
+    def mark(self, g: Guest) -> None:
+        self.before = xdp.prog_stats(g, self.att.prog_id)["run_cnt"]
+
+    def add(self, m: Measurement) -> None:
+        m.add(f"xdp_run_cnt:{self.program}", xdp.prog_stats(self.g, self.att.prog_id)["run_cnt"] - self.before,
+              self.driver, f"bpftool prog show id {self.att.prog_id}: run_cnt delta over the measured frames "
+              "(kernel.bpf_stats_enabled=1)", {"attach_mode": self.att.mode})
+        m.add("xdp_attach_mode", 1.0 if self.att.mode == "native" else 0.0, self.driver,
+              "ip link set xdpdrv; the mode the kernel reports", {"mode": self.att.mode})
+
+
 @contextlib.contextmanager
-def xdp_attached(g: Guest, exp: Experiment, lab: Lab) -> Iterator[Callable[[Measurement], None]]:
-    """exp.xdp attached natively to the receiver; yields what adds the program's run
-    count over the traffic and the mode the kernel attached in to a measurement."""
-    ifname, driver = g.nic(exp.receiver), nic(exp.receiver).driver
+def xdp_attached(g: Guest, exp: Experiment, lab: Lab) -> Iterator[XdpRun]:
+    """exp.xdp attached natively to the receiver while the body runs."""
+    ifname = g.nic(exp.receiver)
     xdp.enable_run_counts(g)
     att = xdp.attach(g, ifname, xdp.build_programs(lab.cache)[exp.xdp], "native")
-    before = xdp.prog_stats(g, att.prog_id)["run_cnt"]
-
-    def add(m: Measurement) -> None:
-        m.add(f"xdp_run_cnt:{exp.xdp}", xdp.prog_stats(g, att.prog_id)["run_cnt"] - before, driver,
-              f"bpftool prog show id {att.prog_id}: run_cnt delta (kernel.bpf_stats_enabled=1), warm-up included",
-              {"attach_mode": att.mode})
-        m.add("xdp_attach_mode", 1.0 if att.mode == "native" else 0.0, driver,
-              "ip link set xdpdrv; the mode the kernel reports", {"mode": att.mode})
     try:
-        yield add
+        yield XdpRun(g, att, exp.xdp, nic(exp.receiver).driver)
     finally:
         xdp.detach(g, ifname)
 

@@ -1,9 +1,9 @@
 """The traffic a driver's rx and tx code branches on, as values: a traffic point
-(frame size, the sender's checksum state, burst), and per claim the region it
-speaks of and the points its verdict is judged on. A sampled experiment is its
-base experiment at another point, named `base@tag` (`rx@1514B`,
-`tx-burst-8@csum`), so adding a point to a claim is a change to the data below,
-nothing else: the experiment, its checks and the report rows follow from it."""
+(frame size, the sender's checksum state, the rx queue), the points each claim's
+verdict is judged on, and the sizes mixed in one run. A sampled experiment is its
+base experiment at another point, named `base@tag` (`rx@1514B+csum`,
+`tx-burst-8@csum`, `xsk-zc@q1`), so adding a point to a claim is a change to the
+data below, nothing else: the experiment, its checks and the report rows follow."""
 
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ XDP_MIX = (MIN_FRAME, MAX_FRAME_MTU_1500)
 # igb_tx_csum's context descriptor, one more descriptor per frame).
 TX_POINTS = (DEFAULT_POINT, TrafficPoint(udp_csum=True))
 # AF_XDP: a socket binds one queue. With the guest's 2 vCPUs igb sets up 2 combined
-# channels (of the 82576's 8 in QEMU's model): queue 0 (the device reduced to one
+# channels (igb uses up to IGB_MAX_RX_QUEUES = 8 on an 82576): queue 0 (the device reduced to one
 # channel, as before) and queue 1 (RSS's indirection table all on queue 1).
 XSK_QUEUES = (DEFAULT_POINT, TrafficPoint(queue=1))
 # Where the payload lives (skb_home): both sides of IGB_RX_HDR_LEN and the largest

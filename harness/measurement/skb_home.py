@@ -103,6 +103,9 @@ class SkbHomeProbe:
         missing = [e for e in (SYNC, HANDOFF) if e.replace("/", ":") not in have]
         if missing:
             raise Unmeasurable(f"needs the tracepoints {', '.join(missing)} (dma:* since Linux 6.10)")
+        cmdline = guest.run(["cat", "/proc/cmdline"]).stdout
+        if "swiotlb=force" in cmdline or "intel_iommu=on" in cmdline:
+            raise Unmeasurable("needs direct DMA (bus address = physical address); this guest bounces or remaps")
         syms = set(guest.run("awk '{print $3}' /proc/kallsyms | grep -x page_offset_base", check=False).stdout.split())
         btf = guest.run("bpftool btf dump file /sys/kernel/btf/vmlinux format raw | "
                         "grep -A200 \"^\\[[0-9]*\\] STRUCT 'sk_buff' size=\"", check=False).stdout
