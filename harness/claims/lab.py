@@ -17,7 +17,14 @@ from harness.artifacts.kernel import DEFAULT_FRAGMENTS, Kernel
 from harness.artifacts.kernel_choice import KernelChoice
 from harness.background import BackgroundJob
 from harness.cache import Cache
-from harness.errors import GuestCommandError, HarnessError, KernelUnavailable, MeasurementFailure, Unmeasurable
+from harness.errors import (
+    GuestCommandError,
+    GuestTimeout,
+    HarnessError,
+    KernelUnavailable,
+    MeasurementFailure,
+    Unmeasurable,
+)
 from harness.guest.crash import KernelReport
 from harness.guest.qemu_abort import QemuAbort, qemu_abort
 from harness.guest.vm import Guest, GuestOptions
@@ -152,6 +159,7 @@ class Lab:
         self.failures: dict[str, ExperimentFailure] = {}  # experiment -> why it has no measurement
         self.stray_reports: list[KernelReport] = []  # kernel reports outside any experiment (boot, teardown)
         self.qemu_aborts: list[dict] = []  # QEMU's own aborts, each followed by one more boot or attempt
+        self.boot_retries: list[dict] = []  # boots that hung with no kernel report, each booted once more
         self._accounted = 0  # console line up to which the current guest's reports are accounted
         self.frames: list[pd.DataFrame] = []
         self.boots: list[dict] = []
@@ -237,6 +245,16 @@ class Lab:
                 quiet = not (g.console.reports(0) if g.console else [])
                 if abort is not None and attempt == 1 and quiet:  # the test bed's failure: one more boot
                     self._note_abort(abort, "boot", f"{variant} kernel, DMA mode {dma_mode}: booted again")
+                    continue
+                if abort is None and attempt == 1 and quiet and isinstance(e, GuestTimeout):
+                    # Under TCG a guest now and then hangs early with its timer interrupts lost
+                    # (6.12.95 once in CI: rcu_sched "timer wakeup didn't happen", no kernel report):
+                    # one more boot; a kernel that hangs again fails the boot.
+                    self.boot_retries.append({"variant": variant, "dma_mode": dma_mode,
+                                              "why": str(e).splitlines()[0],
+                                              "console": g.console.last_lines(12) if g.console else []})
+                    log(f"boot hung with no kernel report ({str(e).splitlines()[0]}); booting once more")
+                    g.__exit__(None, None, None)
                     continue
                 why = f"QEMU aborted twice ({abort.fingerprint})" if abort else str(e).splitlines()[0]
                 self._boot_errors[(variant, dma_mode)] = f"{variant} kernel, DMA mode {dma_mode}: boot failed: {why}"

@@ -75,7 +75,7 @@ def build_record(lab: Lab, results: list[ClaimResult], meta: dict, *, partial: b
         **meta, "format": RECORD_FORMAT, "partial": partial, "claims": claims, "experiments": experiments,
         "failures": {name: f.to_json() for name, f in lab.failures.items()},
         "kernel_reports": kernel_reports(lab), "run_errors": run_errors, "boots": lab.boots,
-        "qemu_aborts": lab.qemu_aborts,
+        "qemu_aborts": lab.qemu_aborts, "boot_retries": lab.boot_retries,
         **({"stopped_by": stopped_by} if stopped_by else {}),
         **({"coverage": coverage} if coverage is not None else {}),
         "tally": dict(Counter(c["verdict"] for c in claims)),

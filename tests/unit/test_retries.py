@@ -14,7 +14,7 @@ from harness.cache import Cache
 from harness.claims import lab as lab_module
 from harness.claims.lab import ERROR, Lab
 from harness.claims.recorded import RecordedResult, RecordedTraffic
-from harness.errors import GuestError, HarnessError, MeasurementFailure
+from harness.errors import GuestError, GuestTimeout, HarnessError, MeasurementFailure
 from harness.guest.qemu_abort import qemu_abort
 from harness.measurement.measure import Measurement
 
@@ -222,3 +222,29 @@ def test_qemu_aborting_during_a_boot_boots_once_more(tmp_path, monkeypatch):
     (abort,) = lab.qemu_aborts
     assert abort["during"] == "boot" and abort["function"] == "iotlb_to_section"
     assert len(lab.boots) == 1
+
+
+class HangingGuest(BootGuest):
+    """The first boot hangs with no kernel report (TCG's lost timer interrupts): alive, never ready."""
+
+    def __enter__(self) -> HangingGuest:
+        if len(BootGuest.started) == 1:
+            self.console.lines.append("rcu: rcu_sched kthread timer wakeup didn't happen for 5252 jiffies!")
+            raise GuestTimeout("guest not ready after 120s (boot timeout; no HARNESS-READY line)")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped = True
+
+
+def test_a_boot_that_hangs_quietly_boots_once_more(tmp_path, monkeypatch):
+    lab = Lab(Cache(tmp_path), "unit")
+    kernel = type("K", (), {"key": "k", "base_key": None, "label": "6.12.95", "release": "6.12.95", "meta": {}})()
+    monkeypatch.setattr(lab, "kernel", lambda variant="stock": kernel)
+    monkeypatch.setattr(lab, "image", lambda: None)
+    monkeypatch.setattr(lab_module, "Guest", HangingGuest)
+    BootGuest.started = []
+    g = lab.guest("stock", "direct")
+    assert g is BootGuest.started[1] and BootGuest.started[0].stopped
+    (retry,) = lab.boot_retries
+    assert retry["why"].startswith("guest not ready after 120s") and not lab.qemu_aborts
