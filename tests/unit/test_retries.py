@@ -210,13 +210,19 @@ class BootGuest(FakeGuest):
         return self
 
 
-def test_qemu_aborting_during_a_boot_boots_once_more(tmp_path, monkeypatch):
+def booting_lab(tmp_path, monkeypatch, guest_class: type) -> Lab:
+    """A Lab whose boots make `guest_class` guests (BootGuest.started lists them)."""
     lab = Lab(Cache(tmp_path), "unit")
     kernel = type("K", (), {"key": "k", "base_key": None, "label": "6.12.95", "release": "6.12.95", "meta": {}})()
     monkeypatch.setattr(lab, "kernel", lambda variant="stock": kernel)
     monkeypatch.setattr(lab, "image", lambda: None)
-    monkeypatch.setattr(lab_module, "Guest", BootGuest)
+    monkeypatch.setattr(lab_module, "Guest", guest_class)
     BootGuest.started = []
+    return lab
+
+
+def test_qemu_aborting_during_a_boot_boots_once_more(tmp_path, monkeypatch):
+    lab = booting_lab(tmp_path, monkeypatch, BootGuest)
     g = lab.guest("stock", "direct")
     assert g is BootGuest.started[1] and len(BootGuest.started) == 2
     (abort,) = lab.qemu_aborts
@@ -238,12 +244,7 @@ class HangingGuest(BootGuest):
 
 
 def test_a_boot_that_hangs_quietly_boots_once_more(tmp_path, monkeypatch):
-    lab = Lab(Cache(tmp_path), "unit")
-    kernel = type("K", (), {"key": "k", "base_key": None, "label": "6.12.95", "release": "6.12.95", "meta": {}})()
-    monkeypatch.setattr(lab, "kernel", lambda variant="stock": kernel)
-    monkeypatch.setattr(lab, "image", lambda: None)
-    monkeypatch.setattr(lab_module, "Guest", HangingGuest)
-    BootGuest.started = []
+    lab = booting_lab(tmp_path, monkeypatch, HangingGuest)
     g = lab.guest("stock", "direct")
     assert g is BootGuest.started[1] and BootGuest.started[0].stopped
     (retry,) = lab.boot_retries
