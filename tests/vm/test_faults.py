@@ -290,17 +290,19 @@ def test_qemu_aborting_during_an_experiment_is_measured_again_on_a_fresh_guest(t
 def test_interrupted_run_keeps_what_it_measured(tmp_path, harness_cache):
     before = qemu_pids()
     out = tmp_path / "out"
+    # build-skb-vs-copy's experiments (rx, rx@1514B+csum, legacy-rx) run first; page-based-rx's last
+    # (rx-skb-home) is where the run is stopped.
     proc, seen = run_until(["--claims", "page-based-rx,build-skb-vs-copy", "--out", str(out)],
-                           "measuring legacy-rx ...", harness_cache.root)
-    assert "measured rx:" in seen, seen
+                           "measuring rx-skb-home ...", harness_cache.root)
+    assert "measured legacy-rx:" in seen, seen
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     record = json.loads((out / "results.json").read_text())
     assert record["partial"] is True and "KeyboardInterrupt" in record["stopped_by"], record.get("stopped_by")
     verdicts = {c["id"]: c["verdict"] for c in record["claims"]}
-    assert verdicts["page-based-rx"] == "confirmed"  # measured before the interrupt
-    assert verdicts["build-skb-vs-copy"] != "confirmed"
+    assert verdicts["build-skb-vs-copy"] == "confirmed"  # measured before the interrupt
+    assert verdicts["page-based-rx"] != "confirmed"
     assert "partial results" in (out / "report.md").read_text()
     assert_no_new_qemu(before)
 
