@@ -79,11 +79,11 @@ class TxBulking:
     def evaluate(self, lab: Lab) -> ClaimResult:
         checks: list[Check] = []
         text: list[str] = []
+        sample = {s.base: s for s in self.samples}
         for sender, receiver, bursts in TX_RUNS:
             drv, rx_drv = nic(sender).driver, nic(receiver).driver
             seen = []
-            for burst, (exp, point) in ((b, p) for b in bursts for p in Sample(
-                    tx_experiment(sender, b), TX_SAMPLED_POINTS.get((sender, b), (DEFAULT_POINT,))).by_point()):
+            for burst, (exp, point) in ((b, p) for b in bursts for p in sample[tx_experiment(sender, b)].by_point()):
                 why = why_unmeasured(lab, exp)
                 writes = value(lab, exp, "device:tx_tail_writes", drv)
                 sent = value(lab, exp, "pktgen_sent", drv)

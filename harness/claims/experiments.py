@@ -411,6 +411,13 @@ def swiotlb(name: str, **setting: object) -> Experiment:
     return dataclasses.replace(Experiment(name, dma_mode="swiotlb", probes=("dma",), retries=3), **setting)
 
 
+def pool(name: str, **setting: object) -> Experiment:
+    """vmxnet3 receiving from the e1000e with an XDP program attached (its rx is then on
+    a page_pool), after warm-up frames; the page_pool tracepoints counted."""
+    return dataclasses.replace(Experiment(name, sender=POOL_PEER, receiver=POOL_NIC, warmup=POOL_WARMUP_FRAMES,
+                                          probes=("page_pool",)), **setting)
+
+
 BASE_EXPERIMENTS = [
     Experiment("rx", max_loss=0.0, pktgen=MEASURE_PKTGEN),
     Experiment("rx-control", sender="igb", receiver="e1000e"),
@@ -431,7 +438,7 @@ BASE_EXPERIMENTS = [
     # have to patch its call sites again (2.4 s under TCG) for counts no rule reads.
     Experiment("rx-no-reuse", variant="no-reuse", probes=("dma",), pktgen=SLOW_RX_PKTGEN),
     # Where each frame's bytes are at the hand-off: the sizes mixed in one run, a trace
-    # instance of its own (function_graph is turned off for the kprobe).
+    # instance of its own (function_graph is turned off first, as for any probe beside it).
     Experiment(SKB_HOME_EXPERIMENT, probes=("skb_home",), pktgen=dataclasses.replace(CLAIM_PKTGEN, imix=MIXED_SIZES)),
     # e1000e sends in pktgen bursts: igb's model receives each burst back to back, and
     # function_graph counts the refills the device trace sees as RDT writes.
@@ -444,12 +451,9 @@ BASE_EXPERIMENTS = [
       for sender, receiver, bursts in TX_RUNS for burst in bursts],
     # vmxnet3's rx is on a page_pool while XDP is attached; the warm-up frames are the
     # pool's start (the ring fill and the first refills), not its steady state.
-    Experiment(PP_EXPERIMENT, sender=POOL_PEER, receiver=POOL_NIC, xdp="xdp_pass", warmup=POOL_WARMUP_FRAMES,
-               probes=("page_pool",)),
-    Experiment(PP_DROP_EXPERIMENT, sender=POOL_PEER, receiver=POOL_NIC, xdp="xdp_drop", warmup=POOL_WARMUP_FRAMES,
-               probes=("page_pool",)),
-    Experiment(PP_HELD_EXPERIMENT, sender=POOL_PEER, receiver=POOL_NIC, xdp="xdp_pass", warmup=POOL_WARMUP_FRAMES,
-               probes=("page_pool",), held=True, pktgen=HELD_PKTGEN),
+    pool(PP_EXPERIMENT, xdp="xdp_pass"),
+    pool(PP_DROP_EXPERIMENT, xdp="xdp_drop"),
+    pool(PP_HELD_EXPERIMENT, xdp="xdp_pass", held=True, pktgen=HELD_PKTGEN),
     *[Experiment(name, probes=("graph", "dma"), procedure=xsk_rx,
                  note=f"into an AF_XDP socket bound with {flag} on their rx queue (queue 0: igb reduced to one "
                  "channel)")

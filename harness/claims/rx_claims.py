@@ -72,7 +72,7 @@ def home_checks(lab: Lab) -> list[Check]:
         n = handoffs.get(str(size - ETH_HLEN))
         measured = exp in lab.results
         checks.append(Check(
-            check_id("payload-in-rx-buffer", TrafficPoint(size)) if size != MIXED_SIZES[0] else "payload-in-rx-buffer",
+            check_id("payload-in-rx-buffer", TrafficPoint(size)),  # 60 bytes: the default point's id
             f"{size}-byte frames whose bytes igb hands to GRO lie in the buffer the device wrote (fraction)",
             None if not measured or not n else home.get(str(size - ETH_HLEN), 0) / n, "~", 1.0, rel_tol=0.01,
             how=how, unmeasured=why_unmeasured(lab, exp) if not measured else

@@ -14,11 +14,14 @@ failure before any rule sees it, so a frame count below 1 here is the kernel's."
 
 from __future__ import annotations
 
+from harness.nics import nic
+
 from .base import Check, ClaimResult
 from .lab import Lab
 from .rules import detail, fmt, per_packet, value, why_unmeasured
 from .traffic_space import XSK_QUEUES, Sample, TrafficPoint, at, check_id
 
+IGB = nic("igb")
 ZC, COPY = "xsk-zc", "xsk-copy"
 COPY_FN = "calls:__xsk_rcv"  # net/xdp/xsk.c: the copy into the umem (copy mode only)
 REDIRECT_FN = "calls:__xsk_map_redirect"  # every frame redirected to an AF_XDP socket, either mode
@@ -36,8 +39,8 @@ class XskZeroCopy:
               "the device reduced to one channel, queue 1 with RSS's table all on it; the 82576 model's other "
               "queues are not set up by igb here), bound zero-copy and copy")
     # --coverage: igb's zero-copy rx (igb_xsk.c, 6.14+) and its copy-mode rx loop
-    covers = (("drivers/net/ethernet/intel/igb/igb_xsk.c", ("igb_clean_rx_irq_zc", "igb_alloc_rx_buffers_zc")),
-              ("drivers/net/ethernet/intel/igb/igb_main.c", ("igb_clean_rx_irq",)))
+    covers = ((f"{IGB.source_dir}/igb_xsk.c", ("igb_clean_rx_irq_zc", "igb_alloc_rx_buffers_zc")),
+              (f"{IGB.source_dir}/{IGB.rx_source}", IGB.rx_roots[:1]))
     samples = (Sample(ZC, XSK_QUEUES), Sample(COPY, XSK_QUEUES))
     experiments = tuple(e for s in samples for e in s.experiments())
 
