@@ -193,7 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.report.compare import Tolerance
     from harness.report.matrix import load_baselines, write_matrix
 
-    claims = select([c.strip() for c in args.claims.split(",")] if args.claims else None)
+    claims = select([c.strip() for c in args.claims.split(",")] if args.claims else None, cost=args.cost)
     nics = parse_nics(args.nics)
     if not {"igb", "e1000e"} <= set(nics):
         raise HarnessError(f"--nics {args.nics}: the claims need igb (under test) and e1000e (its peer and control)")
@@ -336,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--coverage", action="store_true",
                    help="build the kernel with gcov (CONFIG_GCOV_KERNEL, igb instrumented) and report, per claim, "
                         "the lines and branches of the igb functions it speaks of that its experiments executed")
+    r.add_argument("--cost", action="store_true",
+                   help="add rx-cost: instructions per frame on the rx path, per function, counted by QEMU (a TCG "
+                        "plugin, on a guest of its own), and what page reuse, build_skb, XDP_DROP save")
     r.add_argument("--bisect", action="store_true",
                    help="exit statuses for `git bisect run`: 0 good (confirmed), 1 bad (refuted), 125 skip "
                         "(inconclusive, error, kernel build failed), 128 stop (a set-up error)")

@@ -39,6 +39,7 @@ TOOL_PACKAGES = {
     "llc": "llvm",
     "objdump": "binutils",
     "ssh-keygen": "openssh-client",
+    "pkg-config": "pkg-config",
 }
 
 

@@ -56,6 +56,8 @@ class NicModel:
     qemu_options: str = ""  # extra -device properties
     rx_ring: int | None = None  # rx descriptors the survey sets (ethtool -G) before measuring; None: the default
     device_trace: DeviceTrace | None = None  # QEMU's trace events for this model, where the harness reads them
+    xmit: str = ""  # its ndo_start_xmit (the cost probe's tx region)
+    tx_clean: str = ""  # the tx reclaim its poll calls (split off the rx path's cost), "" where inlined
 
     @property
     def mac(self) -> str:
@@ -88,27 +90,30 @@ E1000E_TRACE = DeviceTrace("e1000e_core_write", TailRegisters(0x2818, 0x100, 2),
 CATALOGUE: dict[str, NicModel] = {n.model: n for n in (
     NicModel("igb", "igb", "igb", "igb", "CONFIG_IGB", f"{INTEL}/igb", "igb_main.c", ("igb_poll",),
              ("igb_clean_rx_irq", "igb_alloc_rx_buffers"), True, 0x4,
-             "Intel 82576 (igb): page-based rx with page reuse", device_trace=IGB_TRACE),
+             "Intel 82576 (igb): page-based rx with page reuse", device_trace=IGB_TRACE, xmit="igb_xmit_frame",
+             tx_clean="igb_clean_tx_irq"),
     NicModel("e1000e", "e1000e", "e1000e", "e1000e", "CONFIG_E1000E", f"{INTEL}/e1000e", "netdev.c",
              ("e1000e_poll",), ("e1000_clean_rx_irq", "e1000_alloc_rx_buffers"), False, 0x5,
-             "Intel 82574L (e1000e): an skb and a map per frame", device_trace=E1000E_TRACE),
+             "Intel 82574L (e1000e): an skb and a map per frame", device_trace=E1000E_TRACE,
+             xmit="e1000_xmit_frame", tx_clean="e1000_clean_tx_irq"),
     NicModel("e1000", "e1000", "e1000", "e1000", "CONFIG_E1000", f"{INTEL}/e1000", "e1000_main.c",
              ("e1000_clean",), ("e1000_clean_rx_irq", "e1000_alloc_rx_buffers"), False, 0x6,
              "Intel 82540EM (e1000): the oldest of the family",
              # With its default 256 descriptors, traced under TCG, it stopped receiving after 254 frames
              # in some runs (rx_no_buffer_count climbing, no further poll); 4096 hold a whole measurement.
-             rx_ring=4096),
+             rx_ring=4096, xmit="e1000_xmit_frame", tx_clean="e1000_clean_tx_irq"),
     # iommu_platform: the device asks for VIRTIO_F_ACCESS_PLATFORM, so the driver maps
     # its buffers through the DMA API (without it virtio uses guest-physical addresses
     # and makes no DMA call at all), as it must behind an IOMMU or with SEV/TDX.
     NicModel("virtio-net", "virtio-net-pci", "virtio_net", None, "CONFIG_VIRTIO_NET", "drivers/net",
              "virtio_net.c", ("virtnet_poll",), ("virtnet_receive", "try_fill_recv"), True, 0x7,
              "virtio-net: mergeable rx buffers from page frags, native XDP",
-             "disable-legacy=on,iommu_platform=on"),
+             "disable-legacy=on,iommu_platform=on", xmit="start_xmit"),
     NicModel("vmxnet3", "vmxnet3", "vmxnet3", "vmxnet3", "CONFIG_VMXNET3", "drivers/net/vmxnet3",
              "vmxnet3_drv.c", ("vmxnet3_poll_rx_only", "vmxnet3_poll"),
              ("vmxnet3_rq_rx_complete", "vmxnet3_rq_alloc_rx_buf"), True, 0x8,
-             "VMware vmxnet3: native XDP, rx from a page_pool while a program is attached"),
+             "VMware vmxnet3: native XDP, rx from a page_pool while a program is attached",
+             xmit="vmxnet3_xmit_frame", tx_clean="vmxnet3_tq_tx_complete"),
 )}
 DEFAULT_NICS = ("igb", "e1000e")
 # The management NIC (virtio-net on QEMU user networking, for SSH): found in the

@@ -13,6 +13,8 @@ APT_PACKAGES=(
   mmdebstrap e2fsprogs busybox-static
   # BPF programs; libxdp-dev: the AF_XDP receiver (xsk-zero-copy claim)
   clang llvm bpftool libbpf-dev libxdp-dev
+  # the cost probe's QEMU plugin (harness/measurement/plugin): glib's headers
+  pkg-config libglib2.0-dev
   # python
   python3-venv python3-pip
   # host tools used by the harness

@@ -72,6 +72,9 @@ class ClaimResult:
     region: str = ""  # the traffic the claim speaks of
     sampled: list[dict] = field(default_factory=list)  # the experiments (traffic points) it was judged on
     seconds: float = 0.0
+    # Measured figures beside the checks (no rule of their own), compared against baselines
+    # like the checks' values: e.g. instructions per frame per function (cost_claims).
+    figures: dict[str, float] = field(default_factory=dict)
 
     @property
     def verdict(self) -> str:
@@ -117,7 +120,7 @@ class ClaimResult:
 
     @property
     def metrics(self) -> dict[str, float | None]:
-        return {c.id: c.value for c in self.checks}
+        return {c.id: c.value for c in self.checks} | self.figures
 
     def to_json(self) -> dict:
         return {

@@ -19,6 +19,7 @@ from harness.errors import GuestError, MeasurementFailure, Unmeasurable
 from harness.guest.vm import Guest
 from harness.measurement import gcov, xdp
 from harness.measurement.btf import struct_sizes
+from harness.measurement.cost import CostProbe
 from harness.measurement.dma_probe import DmaProbe
 from harness.measurement.measure import MEASURE_PKTGEN, PACING_RETRIES, Measurement, RunContext, measure_rx
 from harness.measurement.netcheck import bring_up
@@ -28,6 +29,7 @@ from harness.measurement.traffic import DST_IP, PktgenConfig, run_pktgen
 from harness.measurement.xsk import XskSnapshot, one_channel, receiver_loss, rx_queue, xsk_receiver
 from harness.nics import nic
 
+from .cost_claims import COST_PKTGEN, E1000E_COST, LEGACY_COST, NO_REUSE_COST, RX_COST, XDP_DROP_COST
 from .doorbell_claims import (
     RX_BURST,
     RX_BURST_EXPERIMENT,
@@ -100,6 +102,8 @@ PROBES: dict[str, tuple[Callable[[Experiment], Probe], str]] = {
     "page_pool": (lambda _: EventCountProbe([POOL_HOLD, POOL_RELEASE]), "page_pool tracepoints"),
     "skb_home": (lambda exp: SkbHomeProbe(exp.receiver),
                  "skb->data at the hand-off to GRO (kprobe) against the buffers synced for the CPU"),
+    "cost": (lambda exp: CostProbe(exp.receiver, exp.sender),
+             "instructions counted by QEMU's TCG plugin (no tracer in the guest)"),
 }
 # The receiver's ring mode (igb): the build_skb ring, legacy-rx (2K buffers, the
 # copying igb_construct_skb), or 3K buffers in order-1 pages (MTU above 2K).
@@ -124,6 +128,7 @@ class Experiment:
     warmup: int = 0  # unmeasured frames first (BQL's limit, a page_pool's first refills)
     link_bounce: bool = False  # the receiver's link down and up with the probes armed (ring teardown and fill)
     needs_config: str = ""  # a kernel option without which it cannot be measured
+    cost: bool = False  # on the cost guest (QEMU with the instruction-counting plugin, harness.measurement.cost)
     max_loss: float = MAX_LOSS
     retries: int = PACING_RETRIES
     procedure: Callable[[Experiment, Guest, RunContext, Lab], Measurement] | None = None  # beyond traffic
@@ -418,6 +423,12 @@ def pool(name: str, **setting: object) -> Experiment:
                                           probes=("page_pool",)), **setting)
 
 
+def cost(name: str, **setting: object) -> Experiment:
+    """On the cost guest: instructions counted by QEMU (the cost probe alone: a tracer in
+    the guest would be counted too), in the one traffic regime of every cost figure."""
+    return dataclasses.replace(Experiment(name, probes=("cost",), pktgen=COST_PKTGEN, cost=True), **setting)
+
+
 BASE_EXPERIMENTS = [
     Experiment("rx", max_loss=0.0, pktgen=MEASURE_PKTGEN),
     Experiment("rx-control", sender="igb", receiver="e1000e"),
@@ -460,6 +471,12 @@ BASE_EXPERIMENTS = [
       for name, flag in ((XSK_ZC, "XDP_ZEROCOPY"), (XSK_COPY, "XDP_COPY"))],
     Experiment(TRACE_COST_EXPERIMENT, sender="igb", receiver="e1000e", probes=(), pktgen=PktgenConfig(count=TX_FRAMES),
                procedure=tx_trace_cost, note="unpaced, QEMU trace events off, then on (their cost)"),
+    # The cost guest's: instructions per frame, one regime (cost_claims.COST_PKTGEN), no tracer in the guest.
+    cost(RX_COST),
+    cost(NO_REUSE_COST, variant="no-reuse"),
+    cost(LEGACY_COST, ring="legacy-rx"),
+    cost(XDP_DROP_COST, xdp="xdp_drop"),
+    cost(E1000E_COST, sender="igb", receiver="e1000e"),
 ]
 
 
@@ -511,4 +528,4 @@ def run_experiment(lab: Lab, name: str) -> None:
             lab.gcov[name] = gcov.collect(g, COVERED_OBJECTS)
         return m
 
-    lab.measure(name, exp.variant, exp.dma_mode, run)
+    lab.measure(name, exp.variant, exp.dma_mode, run, exp.cost)

@@ -7,7 +7,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -59,6 +59,15 @@ DMA_MODES = {
 
 
 ERROR, UNMEASURABLE = "error", "unmeasurable"
+
+
+def cost_guest(opts: GuestOptions, cache: Cache) -> GuestOptions:
+    """The cost probe's guest: QEMU with the harness_cost plugin (TCG), and the DMA-API
+    checker off (dma_debug=off), whose bookkeeping on every map and sync would be
+    counted as the driver's cost."""
+    from harness.artifacts.qemu_plugin import cost_plugin
+
+    return replace(opts, cost_plugin=cost_plugin(cache), cmdline_extra=(*opts.cmdline_extra, "dma_debug=off"))
 
 
 @dataclass(frozen=True)
@@ -153,8 +162,8 @@ class Lab:
         self._image_job: BackgroundJob[GuestImage] | None = None
         self._kernel_jobs: dict[str, BackgroundJob[Kernel]] = {}
         self._guest: Guest | None = None
-        self._guest_key: tuple[str, str] | None = None  # (base kernel key, DMA mode)
-        self._boot_errors: dict[tuple[str, str], str] = {}
+        self._guest_key: tuple[str, str, bool] | None = None  # (base kernel key, DMA mode, cost plugin)
+        self._boot_errors: dict[tuple[str, str, bool], str] = {}
         self.results: dict[str, Measurement] = {}
         self.failures: dict[str, ExperimentFailure] = {}  # experiment -> why it has no measurement
         self.stray_reports: list[KernelReport] = []  # kernel reports outside any experiment (boot, teardown)
@@ -220,22 +229,26 @@ class Lab:
         return self._image
 
     # ---- guests ------------------------------------------------------------
-    def guest(self, variant: str = "stock", dma_mode: str = "direct") -> Guest:
-        """A booted guest of (variant, DMA mode). One guest lives at a time (2 cores):
-        asking for another stops the current one, except that a variant that differs
-        only by its driver modules is loaded into the running guest of its base kernel."""
-        if (variant, dma_mode) in self._boot_errors:  # a guest that failed is not booted again for every experiment
-            raise HarnessError(self._boot_errors[(variant, dma_mode)])
+    def guest(self, variant: str = "stock", dma_mode: str = "direct", cost: bool = False) -> Guest:
+        """A booted guest of (variant, DMA mode), with the cost probe's plugin loaded when
+        `cost`. One guest lives at a time (2 cores): asking for another stops the current
+        one, except that a variant that differs only by its driver modules is loaded into
+        the running guest of its base kernel."""
+        if (variant, dma_mode, cost) in self._boot_errors:  # a failed guest is not booted again for every experiment
+            raise HarnessError(self._boot_errors[(variant, dma_mode, cost)])
         kernel = self.kernel(variant)
         g = self._guest
-        if g is not None and g.alive() and self._guest_key == (kernel.base_key or kernel.key, dma_mode):
+        if g is not None and g.alive() and self._guest_key == (kernel.base_key or kernel.key, dma_mode, cost):
             if g.kernel.key != kernel.key:
                 self._swap_modules(g, kernel, variant, dma_mode)
             return g
         self.stop_guest()
         opts = GuestOptions(accel=self.accel, nics=self.nics, **DMA_MODES[dma_mode])
+        if cost:
+            opts = cost_guest(opts, self.cache)
         for attempt in (1, 2):
-            log(f"booting {kernel.label} with DMA mode {dma_mode} ...")
+            log(f"booting {kernel.label} with DMA mode {dma_mode}"
+                f"{' and the cost plugin (TCG, DMA-API checker off)' if cost else ''} ...")
             g = Guest(kernel, self.image(), opts, self.cache)
             try:
                 g.__enter__()
@@ -257,12 +270,13 @@ class Lab:
                     g.__exit__(None, None, None)
                     continue
                 why = f"QEMU aborted twice ({abort.fingerprint})" if abort else str(e).splitlines()[0]
-                self._boot_errors[(variant, dma_mode)] = f"{variant} kernel, DMA mode {dma_mode}: boot failed: {why}"
+                self._boot_errors[(variant, dma_mode, cost)] = (f"{variant} kernel, DMA mode {dma_mode}: "
+                                                                f"boot failed: {why}")
                 raise
-        self._guest, self._guest_key = g, (kernel.base_key or kernel.key, dma_mode)
+        self._guest, self._guest_key = g, (kernel.base_key or kernel.key, dma_mode, cost)
         self._accounted = 0
-        self._check_quiet(g, variant, dma_mode, "during boot")
-        self.boots.append({"variant": variant, "dma_mode": dma_mode, "kernel": kernel.key,
+        self._check_quiet(g, variant, dma_mode, "during boot", cost)
+        self.boots.append({"variant": variant, "dma_mode": dma_mode, "cost": cost, "kernel": kernel.key,
                            "release": kernel.release, "accel": g.spec.accel, "times": g.times.summary(),
                            "nics": [{"name": n.name, "driver": n.driver, "mac": n.mac} for n in g.nics],
                            "boot_s": round(g.times.ssh, 2), "modules": kernel.meta.get("module_builds", {}),
@@ -275,22 +289,24 @@ class Lab:
         swapped = g.use_kernel_modules(kernel)
         log(f"{variant}: loaded its {', '.join(m + '.ko' for m in swapped) or 'modules'} into the running guest "
             f"({time.monotonic() - started:.1f}s, no reboot)")
-        self._check_quiet(g, variant, dma_mode, "while its driver modules were loaded")
+        self._check_quiet(g, variant, dma_mode, "while its driver modules were loaded",
+                          g.options.cost_plugin is not None)
         self.boots.append({"variant": variant, "dma_mode": dma_mode, "kernel": kernel.key, "release": kernel.release,
                            "accel": g.spec.accel, "times": f"modules reloaded in the running guest: {swapped}",
                            "boot_s": round(time.monotonic() - started, 2),
                            "modules": kernel.meta.get("module_builds", {}), "qemu": g.command_line})
 
-    def _check_quiet(self, g: Guest, variant: str, dma_mode: str, when: str) -> None:
+    def _check_quiet(self, g: Guest, variant: str, dma_mode: str, when: str, cost: bool = False) -> None:
         """Kernel reports before any experiment (boot, module load) fail that guest."""
         reports = g.console.reports(self._accounted) if g.console else []
         self._accounted = g.console.line_count() if g.console else 0
         if reports:
             self.stray_reports += reports
             self.stop_guest()
-            self._boot_errors[(variant, dma_mode)] = (f"{variant} kernel, DMA mode {dma_mode}: the kernel reported "
-                                                      f"{when}: {reports[0].fingerprint}")
-            raise HarnessError(self._boot_errors[(variant, dma_mode)])
+            key = (variant, dma_mode, cost)
+            self._boot_errors[key] = (f"{variant} kernel, DMA mode {dma_mode}: the kernel reported "
+                                      f"{when}: {reports[0].fingerprint}")
+            raise HarnessError(self._boot_errors[key])
 
     def stop_guest(self) -> None:
         """Stop the current guest; kernel reports after the last experiment (its
@@ -303,7 +319,8 @@ class Lab:
         g.stop()
 
     # ---- measurements --------------------------------------------------------
-    def measure(self, name: str, variant: str, dma_mode: str, run: Callable[[Guest], Measurement]) -> None:
+    def measure(self, name: str, variant: str, dma_mode: str, run: Callable[[Guest], Measurement],
+                cost: bool = False) -> None:
         """Measure `name` once per run on a guest of (variant, DMA mode); the rows
         join the run's table under `name`. Each experiment is watched: a kernel
         report on the console (other than a DMA-API report, which is evidence and
@@ -326,7 +343,7 @@ class Lab:
         retried: list[str] = []
         while True:
             try:
-                m = self._attempt(name, variant, dma_mode, run, retried)
+                m = self._attempt(name, variant, dma_mode, run, retried, cost)
                 break
             except _Retry as r:
                 retried.append(r.why)
@@ -340,11 +357,11 @@ class Lab:
         log(f"measured {name}: {m.traffic.received} frames in {time.monotonic() - started:.1f}s")
 
     def _attempt(self, name: str, variant: str, dma_mode: str, run: Callable[[Guest], Measurement],
-                 retried: list[str]) -> Measurement | None:
+                 retried: list[str], cost: bool = False) -> Measurement | None:
         """One attempt at `name`: its measurement, or None with the failure recorded;
         raises _Retry for a failure of the test bed when no attempt was retried yet."""
         try:
-            g = self.guest(variant, dma_mode)
+            g = self.guest(variant, dma_mode, cost=cost)
         except Unmeasurable as e:
             self._fail(name, UNMEASURABLE, str(e).splitlines()[0])
             return None

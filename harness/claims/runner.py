@@ -9,6 +9,7 @@ from harness.errors import HarnessError
 
 from .barriers import Barriers
 from .base import ClaimResult
+from .cost_claims import RxCost
 from .dma_claims import HalfPageSync, SkipCpuSync
 from .doorbell_claims import RxTailBatching, TxBulking
 from .experiments import EXPERIMENTS, GUEST_ORDER, run_experiment
@@ -25,18 +26,22 @@ CLAIM_IDS = [c.id for c in CLAIMS]
 # The rest of the talk's agenda, checked when asked for (`--claims tx-bulking,xsk-zero-copy`, `--claims all`).
 AGENDA_CLAIMS = [TxBulking(), RxTailBatching(), PagePool(), XskZeroCopy()]
 ALL_CLAIMS = CLAIMS + AGENDA_CLAIMS
+# What the techniques save in instructions per frame, on a guest of its own: `--cost`
+# (or `--claims rx-cost`); never part of the default run or of `all`.
+COST_CLAIMS = [RxCost()]
 
 
-def select(ids: list[str] | None) -> list:
+def select(ids: list[str] | None, cost: bool = False) -> list:
+    extra = list(COST_CLAIMS) if cost else []
     if not ids:
-        return list(CLAIMS)
+        return list(CLAIMS) + extra
     if ids == ["all"]:
-        return list(ALL_CLAIMS)
-    known = [c.id for c in ALL_CLAIMS]
+        return list(ALL_CLAIMS) + extra
+    known = [c.id for c in ALL_CLAIMS + COST_CLAIMS]
     unknown = [i for i in ids if i not in known]
     if unknown:
         raise HarnessError(f"unknown claim id {', '.join(unknown)}; known: {', '.join(known)} (or all)")
-    return [c for c in ALL_CLAIMS if c.id in ids]
+    return [c for c in ALL_CLAIMS + COST_CLAIMS if c.id in ids or (cost and c in COST_CLAIMS)]
 
 
 def nics_for(claims: list, nics: tuple[str, ...]) -> tuple[str, ...]:
@@ -48,7 +53,8 @@ def experiment_order(claims: list) -> list[str]:
     needed = {e for c in claims for e in c.experiments}
     rank = {key: i for i, key in enumerate(GUEST_ORDER)}
     # A sampled experiment runs right after its base (the same receiver state, set up again).
-    return sorted(needed, key=lambda e: (rank[(EXPERIMENTS[e].variant, EXPERIMENTS[e].dma_mode)],
+    # The cost guest's experiments last (its guest is another boot).
+    return sorted(needed, key=lambda e: (EXPERIMENTS[e].cost, rank[(EXPERIMENTS[e].variant, EXPERIMENTS[e].dma_mode)],
                                          EXPERIMENTS.rank(e), EXPERIMENTS[e].point.frame_size, e))
 
 

@@ -37,6 +37,9 @@ class GuestSpec:
     name: str = "harness-guest"
     # QEMU's log file: trace events switched on over QMP print there (log backend).
     trace_log: Path | None = None
+    # The cost probe's TCG plugin and its control socket (harness.measurement.cost).
+    plugin: Path | None = None
+    plugin_socket: Path | None = None
 
 
 def kernel_cmdline(spec: GuestSpec) -> str:
@@ -77,6 +80,14 @@ def nic_args(models: tuple[str, ...]) -> list[str]:
     return args
 
 
+def plugin_args(spec: GuestSpec) -> list[str]:
+    if spec.plugin is None:
+        return []
+    if spec.accel != "tcg" or spec.plugin_socket is None:
+        raise ValueError("a TCG plugin needs accel tcg and a control socket")
+    return ["-plugin", f"{spec.plugin},sock={spec.plugin_socket}"]
+
+
 def module_share_args(share: Path | None) -> list[str]:
     if share is None:
         return []
@@ -113,6 +124,7 @@ def qemu_argv(spec: GuestSpec, qemu: str = "qemu-system-x86_64") -> list[str]:
         *nic_args(spec.nics),
         *module_share_args(spec.module_share),
         *(["-D", str(spec.trace_log)] if spec.trace_log is not None else []),
+        *plugin_args(spec),
         *spec.qemu_extra,
     ]
     return argv

@@ -53,6 +53,9 @@ class GuestOptions:
     ssh_timeout: float = 60.0  # READY to an SSH session
     command_timeout: float = 120.0  # default bound of one guest command
     workdir: Path | None = None  # console log, QMP socket; a temp dir by default
+    # The cost probe's TCG plugin (harness.artifacts.qemu_plugin): the guest runs under TCG
+    # whatever `accel` says (a plugin sees only TCG's blocks), with the DMA-API checker off.
+    cost_plugin: Path | None = None
 
 
 def _link_or_copy(src: Path, dest: Path) -> None:
@@ -137,7 +140,7 @@ class Guest:
         else:
             self.workdir = opts.workdir
             self.workdir.mkdir(parents=True, exist_ok=True)
-        choice = choose_accel(opts.accel, self.kernel.boot_image, self.cache, QEMU)
+        choice = choose_accel("tcg" if opts.cost_plugin else opts.accel, self.kernel.boot_image, self.cache, QEMU)
         self.times.accel_reason = choice.reason
         share = self._stage_modules() if self.kernel.module_files else None
         self.spec = GuestSpec(
@@ -146,6 +149,7 @@ class Guest:
             init=self.image.init, memory_mb=opts.memory_mb, cpus=opts.cpus, nics=opts.nics,
             cmdline_extra=opts.cmdline_extra, modules=boot_modules(self.kernel.modules, opts.nics),
             module_share=share, iommu=opts.iommu, qemu_extra=opts.qemu_extra, trace_log=self.trace_log,
+            plugin=opts.cost_plugin, plugin_socket=self.cost_socket if opts.cost_plugin else None,
         )
         self._launch_and_wait()
 
@@ -338,6 +342,12 @@ class Guest:
         """QEMU's log (-D): the lines of the trace events a device probe switches on."""
         assert self.workdir is not None
         return self.workdir / "qemu-trace.log"
+
+    @property
+    def cost_socket(self) -> Path:
+        """The cost plugin's control socket (a guest started with GuestOptions.cost_plugin)."""
+        assert self.workdir is not None
+        return self.workdir / "cost.sock"
 
     @property
     def command_line(self) -> str:

@@ -89,6 +89,14 @@ class Tolerance:
 
 
 DEFAULT_TOLERANCE = Tolerance()
+# Instruction counts (the cost probe: QEMU's TCG plugin) repeat within 0.5 % in separate
+# guests (scripts/cost_determinism.py), so they have their own, tighter bound: a change
+# beyond 1 % of a figure, or beyond one instruction per frame near zero, is flagged.
+COST_TOLERANCE = Tolerance(rel=0.01, abs=1.0)
+
+
+def tolerance_for(metric: str, tol: Tolerance) -> Tolerance:
+    return COST_TOLERANCE if "instructions/" in metric else tol
 
 
 def _norm(value: Any) -> Any:
@@ -303,7 +311,7 @@ def compare_results(base: dict, new: dict, tol: Tolerance = DEFAULT_TOLERANCE, *
                 cmp.changes.append(Change("metric-missing", cid, name, old=old))
                 continue
             cmp.compared_metrics += 1
-            moved, delta, rel, bound = _metric_delta(old, nm[name], tol)
+            moved, delta, rel, bound = _metric_delta(old, nm[name], tolerance_for(name, tol))
             if moved:
                 cmp.changes.append(Change("metric", cid, name, old, nm[name], delta, rel, bound))
         for name, value in nm.items():
@@ -347,7 +355,7 @@ def metric_matrix(runs: list[tuple[str, dict]], tol: Tolerance = DEFAULT_TOLERAN
                                "delta": {}, "rel": {}, "differs": False,
                                "one_sided": 0 < sum(map(_is_num, values)) < len(values)}
         for label, value in zip(labels[1:], values[1:], strict=True):
-            moved, delta, rel, _ = _metric_delta(values[0], value, tol)
+            moved, delta, rel, _ = _metric_delta(values[0], value, tolerance_for(key[1], tol))
             row["delta"][label], row["rel"][label] = delta, rel
             row["differs"] = row["differs"] or moved
         rows.append(_json_ready(row))

@@ -21,6 +21,7 @@ import pandas as pd
 from harness.measurement.measure import save
 from harness.outdir import write_bytes, write_text
 from harness.report.compare import Comparison
+from harness.report.cost_plots import cost_plots
 from harness.selftests.ktap import claims_ktap
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -128,6 +129,9 @@ def make_plots(out: Path, record: dict) -> list[Plot]:
         plt.close(fig)
         plots.append(Plot("skb construction per frame", "function_graph under igb_poll: build_skb by default, a "
                           "separate skb to copy into with legacy-rx, none at all under XDP_DROP.", "skb_paths.png"))
+    for claim in record["claims"]:
+        if claim["id"] == "rx-cost":
+            cost_plots(out, claim, lambda title, caption, file: plots.append(Plot(title, caption, file)))
     return plots
 
 

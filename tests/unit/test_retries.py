@@ -69,7 +69,7 @@ def lab(tmp_path, monkeypatch):
     lab.fakes = [FakeGuest(), FakeGuest()]
     lab.booted = []
 
-    def guest(variant, dma_mode):
+    def guest(variant, dma_mode, cost=False):
         if not lab.booted or not lab.booted[-1].alive():
             lab.booted.append(lab.fakes[len(lab.booted)])
         return lab.booted[-1]

@@ -1,0 +1,394 @@
+"""Cost per frame in instructions: the guest's instructions counted by QEMU itself
+(the TCG plugin harness_cost.so, built by harness.artifacts.qemu_plugin), not by a
+tracer in the guest. Deterministic where wall-clock under TCG is noise, per
+function, and attributed to the rx path by the code's dynamic extent:
+
+  - rx: everything executed between the entry of the receiver's NAPI poll and the
+    return to its caller (interrupts taken meanwhile included), except its tx clean
+    (igb_poll also reclaims transmitted frames: that is a region of its own);
+  - tx: the sender's ndo_start_xmit, and its tx completion under its own poll;
+  - guest: every instruction of the window, user space included.
+
+Witness `tcg-plugin`: instructions, not cycles. Cache misses, stalls and the
+latency of a fence are invisible to it; a counted instruction is a retired guest
+instruction as TCG translated it."""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import re
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import GuestError, HarnessError, Unmeasurable
+from harness.guest.vm import Guest
+from harness.measurement.probes import Observation
+from harness.nics import NicModel, nic
+
+WITNESS = "tcg-plugin"
+METRIC = f"instructions/{WITNESS}"  # metric ids: instructions/tcg-plugin:rx, ...:rx:fn:igb_poll
+# A function is listed on its own (a metric of its own, compared against baselines) from
+# this share of its region's instructions up; the rest are in the families only.
+FUNCTION_SHARE = 0.002
+
+
+@dataclass(frozen=True)
+class Role:
+    """A region the cost is split by: whose code, and which catalogue function starts it."""
+
+    name: str  # rx | rx_tx_clean | tx | tx_completion
+    side: str  # receiver | sender
+    functions: str  # the NicModel attribute naming its entry function(s)
+    what: str
+
+
+ROLES = (
+    Role("rx", "receiver", "polls", "in the receiver's NAPI poll (entry to the caller's resume), not its tx clean"),
+    Role("rx_tx_clean", "receiver", "tx_clean", "in the receiver's tx clean, under its poll"),
+    Role("tx", "sender", "xmit", "in the sender's ndo_start_xmit"),
+    Role("tx_completion", "sender", "polls", "in the sender's NAPI poll (its tx completions)"),
+    # Interrupts taken inside any region above (timer ticks, another NIC's interrupt): not its work.
+    Role("interrupts", "", "", "in interrupts taken inside the regions (from the IDT entry to the iret)"),
+)
+MAX_REGIONS = 8  # the plugin's; id 0 is "outside every region"
+IRQ_REGION = MAX_REGIONS - 1  # the plugin's region of interrupts
+# The kernel's interrupt entries (x86-64): the per-vector stubs of external interrupts and the
+# system vectors (timer, IPIs). No error code on the stack: the CPU's frame starts at [sp].
+IRQ_ENTRY_AREAS = ("irq_entries_start", "spurious_entries_start")
+IRQ_ENTRY_PREFIX = "asm_sysvec_"
+
+
+def entry_functions(model: NicModel, role: Role) -> tuple[str, ...]:
+    if not role.functions:
+        return ()
+    value = getattr(model, role.functions)
+    return tuple(value) if isinstance(value, tuple) else ((value,) if value else ())
+
+
+# ---- the plugin's dump -------------------------------------------------------------
+@dataclass
+class Window:
+    """One armed window: instructions per block and innermost region, region entries."""
+
+    regions: dict[int, tuple[int, int]]  # id -> (start address, entries)
+    blocks: list[tuple[int, int, list[int]]]  # (start address, instructions per run, per region id)
+    lost: int = 0  # region entries whose return address could not be read
+    # id -> what closed instances returned (a NAPI poll: the frames it received) -> (instances,
+    # their own instructions)
+    returned: dict[int, dict[int, tuple[int, int]]] = field(default_factory=dict)
+
+    def total(self) -> int:
+        return sum(sum(c) for _, _, c in self.blocks)
+
+
+def parse_dump(text: str) -> Window:
+    lines = text.splitlines()
+    if not lines or not lines[0].startswith("harness-cost 1 "):
+        raise HarnessError(f"cost plugin dump: unknown format {lines[0][:60] if lines else '(empty)'!r}")
+    w = Window({}, [])
+    for line in lines[1:]:
+        parts = line.split()
+        if parts[0] == "region":
+            w.regions[int(parts[1])] = (int(parts[2], 16), int(parts[3]))
+        elif parts[0] == "returned":
+            w.returned.setdefault(int(parts[1]), {})[int(parts[2])] = (int(parts[3]), int(parts[4]))
+        elif parts[0] == "lost":
+            w.lost = int(parts[1])
+        elif parts[0] == "tb":
+            w.blocks.append((int(parts[1], 16), int(parts[2]), [int(x) for x in parts[3:]]))
+    return w
+
+
+# ---- symbols -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Symbols:
+    """The guest's text symbols by address (/proc/kallsyms)."""
+
+    starts: list[int]
+    names: list[tuple[str, str]]  # (name, module or "")
+
+    def at(self, addr: int) -> tuple[str, str]:
+        i = bisect.bisect_right(self.starts, addr) - 1
+        return self.names[i] if i >= 0 else (f"{addr:#x}", "")
+
+    def address(self, name: str, module: str = "") -> int | None:
+        for a, (n, m) in zip(self.starts, self.names, strict=True):
+            if n == name and (not module or m == module):
+                return a
+        return None
+
+    def irq_entries(self, stub_stride: int) -> list[tuple[int, int, int]]:
+        """(start, end, stride) of the kernel's interrupt entries: each system vector's
+        symbol (stride 0: its start only) and the areas of per-vector stubs, one every
+        `stub_stride` bytes up to the next symbol."""
+        return [(a, self.starts[i + 1], stub_stride if n in IRQ_ENTRY_AREAS else 0)
+                for i, (a, (n, m)) in enumerate(zip(self.starts, self.names, strict=True))
+                if not m and i + 1 < len(self.starts) and (n in IRQ_ENTRY_AREAS or n.startswith(IRQ_ENTRY_PREFIX))]
+
+
+def irq_stub_stride(config: str) -> int:
+    """IDT_ALIGN (arch/x86/include/asm/idtentry.h): 8 bytes a stub, 16 with kernel IBT (ENDBR)."""
+    return 16 if "CONFIG_X86_KERNEL_IBT=y" in config.splitlines() else 8
+
+
+KALLSYMS_LINE = re.compile(r"^([0-9a-f]+) ([tTwW]) (\S+)(?:\s+\[(\S+)\])?")
+
+
+def parse_kallsyms(text: str) -> Symbols:
+    entries = sorted({(int(m.group(1), 16), m.group(3), m.group(4) or "")
+                      for line in text.splitlines() if (m := KALLSYMS_LINE.match(line))})
+    entries = [e for e in entries if e[0]]
+    if not entries:
+        raise HarnessError("/proc/kallsyms shows no text addresses (kptr_restrict?)")
+    return Symbols([a for a, _, _ in entries], [(n, m) for _, n, m in entries])
+
+
+def guest_symbols(g: Guest) -> Symbols:
+    """Text symbols of the running kernel and its modules (asked once per guest and
+    module load: Guest.facts is cleared when a driver module is reloaded)."""
+    if "kallsyms" not in g.facts:
+        out = g.run("sysctl -qw kernel.kptr_restrict=0; grep -E '^[0-9a-f]+ [tTwW] ' /proc/kallsyms").stdout
+        g.facts["kallsyms"] = parse_kallsyms(out)
+    return g.facts["kallsyms"]  # type: ignore[return-value]
+
+
+# ---- families: where the instructions go, for people ---------------------------------
+# By module first (the drivers under test), then by name; a name not listed is "kernel".
+# Grouping is for reading only: no verdict depends on a family's name.
+FAMILIES: tuple[tuple[str, str], ...] = (
+    ("page_pool", r"page_pool"),
+    ("xdp/bpf", r"xdp|bpf"),
+    ("dma api", r"^(__)?dma_|swiotlb|iommu|^intel_|debug_dma|check_sync|check_unmap"),
+    # skb construction and freeing (not the stack functions that take an skb: netif_receive_skb is "stack")
+    ("skb", r"^_*(napi_|netdev_)?(build|alloc|consume|free|kfree)_skb|^_*kfree_skb|^_*skb_|^napi_skb|"
+            r"^napi_consume|finalize_skb|^eth_type_trans|^kfree_skbmem|^_*napi_build_skb|^_*alloc_skb"),
+    ("page allocator", r"alloc_pages|free_pages|free_unref|get_page_from_freelist|rmqueue|free_pcppages|"
+                       r"free_one_page|page_frag|prep_new_page|post_alloc_hook|zone_watermark|fail_alloc|"
+                       r"put_page|folio_put|free_frozen|alloc_frozen|page_ref|__page_cache_release"),
+    ("slab", r"kmem_cache|kmalloc|kfree|slab|memcg|objcg|obj_cgroup"),
+    ("stack", r"gro|netif|^ip_|^ipv6|udp|icmp|inet|^sk_|sock|^__dev_|^dev_|net_rx|^napi_|^__napi|backlog|"
+              r"^eth_|arp|neigh|^nf_|^rt_|fib|xmit|qdisc|^tcp|^raw"),
+    ("irq/timer/sched", r"irq|timer|tick|sched|rcu|clock|apic|sysvec|^asm_|ktime|account|enqueue|dequeue|wake|"
+                        r"idle|softirq|hrtimer|update_|cpuacct|preempt"),
+)
+_FAMILY_RES = [(name, re.compile(rx)) for name, rx in FAMILIES]
+
+
+def family_of(name: str, module: str, drivers: dict[str, str]) -> str:
+    """drivers: module -> label ("driver igb", "sender e1000e")."""
+    if module in drivers:
+        return drivers[module]
+    if name == "user space":
+        return "user space"
+    return next((fam for fam, rx in _FAMILY_RES if rx.search(name)), "kernel")
+
+
+# ---- attribution ---------------------------------------------------------------------
+@dataclass
+class RoleCost:
+    role: Role
+    instructions: int = 0
+    entries: int = 0
+    functions: dict[str, int] = field(default_factory=dict)  # "name" or "name [module]" -> instructions
+    families: dict[str, int] = field(default_factory=dict)
+    # Closed instances by their return value (a poll: frames received): (instances, own instructions).
+    returned: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    def instances(self, pick: Callable[[int], bool]) -> tuple[int, int]:
+        """(instances, their own instructions) of those whose return value `pick` accepts."""
+        rows = [v for k, v in self.returned.items() if pick(k)]
+        return sum(n for n, _ in rows), sum(i for _, i in rows)
+
+
+@dataclass
+class Breakdown:
+    roles: dict[str, RoleCost]
+    guest_total: int
+    outside: int  # instructions in no region (the rest of the guest)
+    lost: int
+
+
+def attribute(window: Window, symbols: Symbols, region_roles: dict[int, str], drivers: dict[str, str]) -> Breakdown:
+    """Instructions per role, function and family; region_roles: region id -> role name."""
+    by_role = {r.name: RoleCost(r) for r in ROLES if r.name in region_roles.values()}
+    for rid, (_, entries) in window.regions.items():
+        if rid in region_roles:
+            by_role[region_roles[rid]].entries += entries
+    for rid, by_value in window.returned.items():
+        if rid in region_roles:
+            rc = by_role[region_roles[rid]]
+            for k, (n, insns) in by_value.items():
+                old = rc.returned.get(k, (0, 0))
+                rc.returned[k] = (old[0] + n, old[1] + insns)
+    outside = 0
+    for addr, _n, counts in window.blocks:
+        name, module = symbols.at(addr) if addr else ("user space", "")
+        label = f"{name} [{module}]" if module else name
+        for rid, count in enumerate(counts):
+            if not count:
+                continue
+            role = region_roles.get(rid)
+            if role is None:
+                outside += count
+                continue
+            rc = by_role[role]
+            rc.instructions += count
+            rc.functions[label] = rc.functions.get(label, 0) + count
+            fam = family_of(name, module, drivers)
+            rc.families[fam] = rc.families.get(fam, 0) + count
+    return Breakdown(by_role, window.total(), outside, window.lost)
+
+
+# ---- the plugin's control socket -----------------------------------------------------
+class PluginControl:
+    """Line commands to the plugin in the guest's QEMU (see harness_cost.c)."""
+
+    def __init__(self, path: Path, timeout: float = 30.0) -> None:
+        self.path = path
+        self.timeout = timeout
+
+    def send(self, *commands: str) -> list[str]:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(self.timeout)
+                s.connect(str(self.path))
+                f = s.makefile("rw")
+                replies = []
+                for c in commands:
+                    f.write(c + "\n")
+                    f.flush()
+                    reply = f.readline().strip()
+                    if not reply.startswith("ok"):
+                        raise GuestError(f"cost plugin: {c!r} -> {reply or 'no reply'}")
+                    replies.append(reply)
+                return replies
+        except OSError as e:
+            raise GuestError(f"cost plugin control socket {self.path}: {e}") from e
+
+
+class CostProbe:
+    """Counts the instructions of the traffic's window per region (Probe protocol)."""
+
+    name = "cost"
+
+    def __init__(self, receiver: str, sender: str) -> None:
+        self.receiver, self.sender = nic(receiver), nic(sender)
+        self.region_roles: dict[int, str] = {}
+        self.dump_path: Path | None = None
+        self.absent: list[str] = []  # entry functions the kernel does not have on their own (inlined)
+
+    def _control(self, g: Guest) -> PluginControl:
+        if g.options.cost_plugin is None:
+            raise Unmeasurable("instruction counts need the cost guest (QEMU with the harness_cost plugin)")
+        return PluginControl(g.cost_socket)
+
+    def regions(self, g: Guest) -> list[str]:
+        """Region commands for this receiver and sender; functions not in kallsyms are inlined."""
+        syms = guest_symbols(g)
+        commands, self.region_roles, self.absent = [], {}, []
+        rid = 1
+        for role in ROLES:
+            model = self.receiver if role.side == "receiver" else self.sender
+            for fn in entry_functions(model, role):
+                addr = syms.address(fn, model.module or "")
+                if addr is None:
+                    self.absent.append(f"{fn} ({model.model} {role.name})")
+                    continue
+                if rid >= MAX_REGIONS:
+                    raise HarnessError(f"cost probe: more than {MAX_REGIONS - 1} regions")
+                commands.append(f"region {rid} {addr:x}")
+                self.region_roles[rid] = role.name
+                rid += 1
+        commands += [f"region {i} 0" for i in range(rid, IRQ_REGION)]
+        entries = syms.irq_entries(irq_stub_stride(g.kernel.config.read_text()))
+        if not entries:
+            raise Unmeasurable("no interrupt entry symbols (irq_entries_start, asm_sysvec_*) in kallsyms: "
+                               "interrupts inside the rx path could not be told apart")
+        commands += ["irqentry clear", *(f"irqentry {a:x} {e:x} {stride}" for a, e, stride in entries)]
+        self.region_roles[IRQ_REGION] = "interrupts"
+        return commands
+
+    def arm(self, g: Guest) -> None:
+        ctl = self._control(g)
+        ctl.send(*self.regions(g), "arm")
+
+    def disarm(self, g: Guest) -> None:
+        assert g.workdir is not None
+        self.dump_path = g.workdir / "cost-window.txt"
+        self._control(g).send("disarm", f"dump {self.dump_path}")
+
+    def cleanup(self, g: Guest) -> None:
+        if g.options.cost_plugin is not None and g.alive():
+            with contextlib.suppress(GuestError):
+                self._control(g).send("disarm")
+
+    def collect(self, g: Guest) -> list[Observation]:
+        assert self.dump_path is not None
+        window = parse_dump(self.dump_path.read_text())
+        drivers = {m.module: f"driver {m.model}" for m in (self.receiver, self.sender) if m.module}
+        if self.receiver.module is None:  # a built-in driver: its functions are the kernel's; by name then
+            drivers = {}
+        b = attribute(window, guest_symbols(g), self.region_roles, drivers)
+        return observations(b, self.receiver, self.sender, self.absent)
+
+
+def observations(b: Breakdown, receiver: NicModel, sender: NicModel, absent: list[str]) -> list[Observation]:
+    how = (f"QEMU TCG plugin harness_cost.so (witness {WITNESS}): guest instructions of the translation blocks "
+           "executed while armed around the traffic")
+    obs = [Observation(f"{METRIC}:guest", b.guest_total, "", f"{how}: every vCPU, user space included",
+                       {"outside_regions": b.outside, "lost_region_entries": b.lost})]
+    for rc in b.roles.values():
+        model = receiver if rc.role.side == "receiver" else sender
+        entry = "/".join(entry_functions(model, rc.role)) or "the IDT's interrupt entries"
+        driver = model.driver if rc.role.side else ""
+        top = sorted(rc.functions.items(), key=lambda kv: -kv[1])
+        obs.append(Observation(f"{METRIC}:{rc.role.name}", rc.instructions, driver,
+                               f"{how}: {rc.role.what} ({entry}; entered {rc.entries} times)",
+                               {"entries": rc.entries, "families": rc.families, "top": top[:25],
+                                "inlined": absent}))
+        obs.append(Observation(f"entries:{rc.role.name}", rc.entries, driver,
+                               f"{how}: times {entry} was entered"))
+        if rc.role.functions:
+            obs += instance_observations(rc, driver, f"{how}: {rc.role.what}, in the instances of {entry} that "
+                                         "returned")
+        for fam, count in sorted(rc.families.items()):
+            obs.append(Observation(f"{METRIC}:{rc.role.name}:family:{fam}", count, driver,
+                                   f"{how}: {rc.role.what}, in functions of the family {fam!r}"))
+        for fn, count in top:
+            if count >= FUNCTION_SHARE * rc.instructions:
+                obs.append(Observation(f"{METRIC}:{rc.role.name}:fn:{fn}", count, driver,
+                                       f"{how}: {rc.role.what}, in {fn}"))
+    return obs
+
+
+# How a function region's closed instances are split by what they returned (a NAPI poll
+# returns the frames it received): one frame, several, none.
+INSTANCE_KINDS: tuple[tuple[str, str, Callable[[int], bool]], ...] = (
+    ("one", "1 (a poll of one frame)", lambda k: k == 1),
+    ("several", "2 or more (a poll of several frames)", lambda k: k >= 2),
+    ("none", "0 (a poll that found nothing)", lambda k: k == 0),
+)
+
+
+def instance_observations(rc: RoleCost, driver: str, returns: str) -> list[Observation]:
+    """Per kind of instance: how many, and their own instructions (nested regions and
+    interrupts apart); for one-frame polls that is the cost of one frame, whatever the batching."""
+    obs = []
+    for kind, words, pick in INSTANCE_KINDS:
+        n, insns = rc.instances(pick)
+        obs.append(Observation(f"instances:{rc.role.name}:{kind}", n, driver, f"{returns} {words}"))
+        obs.append(Observation(f"{METRIC}:{rc.role.name}:{kind}", insns, driver,
+                               f"{returns} {words}, their own instructions", {"instances": n}))
+    frames = sum(k * n for k, (n, _) in rc.returned.items())
+    obs.append(Observation(f"returned:{rc.role.name}", frames, driver, f"{returns}: the sum (a poll: frames received)",
+                           {"by_value": {str(k): n for k, (n, _) in sorted(rc.returned.items())}}))
+    return obs
+
+
+def per_frame_functions(rows: dict[str, float], role: str) -> dict[str, float]:
+    """{function: per-frame instructions} out of {metric: per-frame value} rows of one role."""
+    prefix = f"{METRIC}:{role}:fn:"
+    return {k.removeprefix(prefix): v for k, v in rows.items() if k.startswith(prefix)}

@@ -1,0 +1,193 @@
+"""The cost probe's pure parts: the plugin's dump, kallsyms, attribution to regions,
+functions and families, and the A/B rule over recorded per-frame figures."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.measurement.cost import (
+    METRIC,
+    attribute,
+    family_of,
+    observations,
+    parse_dump,
+    parse_kallsyms,
+)
+from harness.nics import nic
+
+KALLSYMS = """\
+ffffffff81000000 T _stext
+ffffffff81100000 T napi_build_skb
+ffffffff81100200 t __napi_build_skb
+ffffffff81200000 T dma_sync_single_for_cpu
+ffffffff81300000 T __alloc_pages_noprof
+ffffffff81400000 T net_rx_action
+ffffffff81500000 d some_data
+ffffffffc0000000 t igb_poll\t[igb]
+ffffffffc0000400 t igb_clean_tx_irq\t[igb]
+ffffffffc0000800 t igb_clean_rx_irq\t[igb]
+ffffffffc0100000 t e1000_xmit_frame\t[e1000e]
+"""
+
+# Region 1: igb_poll (rx), 2: igb_clean_tx_irq (rx_tx_clean), 3: e1000_xmit_frame (tx).
+DUMP = """\
+harness-cost 1 vcpus 2 slots 40 max_slots 262144
+region 1 ffffffffc0000000 10
+region 2 ffffffffc0000400 10
+region 3 ffffffffc0100000 10
+returned 1 0 3 90
+returned 1 1 6 5400
+returned 1 2 1 1200
+lost 0
+vcpu 0 depth 0
+tb 0 0 5000 0 0 0 0 0 0 0
+tb ffffffffc0000000 12 0 120 0 0 0 0 0 0
+tb ffffffffc0000410 8 0 0 80 0 0 0 0 0
+tb ffffffffc0000820 30 0 3000 0 0 0 0 0 0
+tb ffffffff81100210 20 0 2000 0 0 0 0 0 0
+tb ffffffff81200000 5 0 500 0 0 0 0 0 0
+tb ffffffff81300010 40 400 0 0 0 0 0 0 0
+tb ffffffffc0100000 25 0 0 0 2500 0 0 0 0
+tb ffffffff81400000 10 100 0 0 0 0 0 0 0
+"""
+
+ROLES = {1: "rx", 2: "rx_tx_clean", 3: "tx"}
+DRIVERS = {"igb": "driver igb", "e1000e": "driver e1000e"}
+
+
+def test_dump_parses_regions_and_blocks():
+    w = parse_dump(DUMP)
+    assert w.regions[1] == (0xFFFFFFFFC0000000, 10)
+    assert len(w.blocks) == 9
+    assert w.total() == 5000 + 120 + 80 + 3000 + 2000 + 500 + 400 + 2500 + 100
+
+
+def test_a_dump_of_another_format_is_refused():
+    with pytest.raises(HarnessError, match="unknown format"):
+        parse_dump("harness-cost 2 vcpus 2\n")
+
+
+def test_kallsyms_keeps_text_symbols_with_their_module():
+    syms = parse_kallsyms(KALLSYMS)
+    assert syms.at(0xFFFFFFFFC0000830) == ("igb_clean_rx_irq", "igb")
+    assert syms.at(0xFFFFFFFF81100210) == ("__napi_build_skb", "")
+    assert syms.address("igb_poll", "igb") == 0xFFFFFFFFC0000000
+    assert syms.address("some_data") is None  # data is not text
+
+
+def test_kallsyms_without_addresses_is_an_error():
+    with pytest.raises(HarnessError, match="kptr_restrict"):
+        parse_kallsyms("0000000000000000 T _stext\n")
+
+
+def test_instructions_go_to_the_innermost_region_and_the_rest_outside():
+    b = attribute(parse_dump(DUMP), parse_kallsyms(KALLSYMS), ROLES, DRIVERS)
+    rx = b.roles["rx"]
+    assert rx.instructions == 120 + 3000 + 2000 + 500
+    assert rx.entries == 10
+    assert rx.functions["igb_clean_rx_irq [igb]"] == 3000
+    assert rx.families == {"driver igb": 3120, "skb": 2000, "dma api": 500}
+    assert b.roles["rx_tx_clean"].instructions == 80  # not in rx
+    assert b.roles["tx"].functions == {"e1000_xmit_frame [e1000e]": 2500}
+    assert b.outside == 5000 + 400 + 100  # user space, and kernel code in no region
+    assert b.guest_total == sum(r.instructions for r in b.roles.values()) + b.outside
+
+
+def test_observations_name_the_witness_and_list_functions_above_the_share():
+    b = attribute(parse_dump(DUMP), parse_kallsyms(KALLSYMS), ROLES, DRIVERS)
+    obs = {(o.metric, o.driver): o for o in observations(b, nic("igb"), nic("e1000e"), [])}
+    assert obs[(f"{METRIC}:rx", "igb")].value == 5620
+    assert obs[(f"{METRIC}:rx:fn:igb_clean_rx_irq [igb]", "igb")].value == 3000
+    assert obs[(f"{METRIC}:rx:family:skb", "igb")].value == 2000
+    assert obs[("entries:rx", "igb")].value == 10
+    assert obs[(f"{METRIC}:tx", "e1000e")].value == 2500
+    assert obs[(f"{METRIC}:guest", "")].value == parse_dump(DUMP).total()
+    assert "tcg-plugin" in METRIC
+    # polls by what they returned (frames received): 6 of one frame, 1 of two, 3 of none
+    assert obs[("instances:rx:one", "igb")].value == 6 and obs[(f"{METRIC}:rx:one", "igb")].value == 5400
+    assert obs[("instances:rx:several", "igb")].value == 1
+    assert obs[(f"{METRIC}:rx:none", "igb")].value == 90
+    assert obs[("returned:rx", "igb")].value == 8
+
+
+@pytest.mark.parametrize(("name", "module", "family"), [
+    ("igb_clean_rx_irq", "igb", "driver igb"),
+    ("__alloc_pages_noprof", "", "page allocator"),
+    ("kmem_cache_alloc_bulk_noprof", "", "slab"),
+    ("dma_sync_single_for_cpu", "", "dma api"),
+    ("swiotlb_tbl_sync_single", "", "dma api"),
+    ("napi_build_skb", "", "skb"),
+    ("bpf_prog_run_xdp", "", "xdp/bpf"),
+    ("page_pool_alloc_pages", "", "page_pool"),
+    ("netif_receive_skb_list_internal", "", "stack"),
+    ("napi_gro_receive", "", "stack"),
+    ("kfree_skb_reason", "", "skb"),
+    ("__napi_alloc_skb", "", "skb"),
+    ("skb_release_data", "", "skb"),
+    ("ip_rcv_core", "", "stack"),
+    ("__sysvec_apic_timer_interrupt", "", "irq/timer/sched"),
+    ("memcpy_orig", "", "kernel"),
+])
+def test_families(name, module, family):
+    assert family_of(name, module, DRIVERS) == family
+
+
+# ---- rx-cost's rule on recorded per-experiment figures --------------------------------
+def fake_lab(figures: dict[str, dict[str, float]], frames: int = 2000):
+    """A lab whose experiments measured `figures` ({experiment: {metric: value}}, all of
+    igb's except the e1000e experiment's)."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from harness.measurement.measure import Measurement
+
+    results = {}
+    for exp, metrics in figures.items():
+        driver = "e1000e" if exp.startswith("e1000e") else "igb"
+        frame = pd.DataFrame([{"metric": k, "driver": driver, "value": v, "detail": ""} for k, v in metrics.items()])
+        results[exp] = Measurement(SimpleNamespace(received=frames), frame, 1.0)
+    return SimpleNamespace(results=results, failures={})
+
+
+def one_frame_polls(insns_per_poll: float, polls: int = 1500) -> dict[str, float]:
+    return {f"{METRIC}:rx:one": insns_per_poll * polls, "instances:rx:one": polls}
+
+
+def test_a_saving_holds_beyond_the_spread_and_fails_with_the_wrong_sign():
+    from harness.claims.cost_claims import SAVINGS, saving_check
+
+    reuse = next(s for s in SAVINGS if s.id == "reuse-saves")
+    lab = fake_lab({"rx-cost": one_frame_polls(3400), "rx-cost-no-reuse": one_frame_polls(4300)})
+    check, text = saving_check(lab, reuse)
+    assert check.holds() is True and abs(check.value - 900 / 4300) < 1e-9
+    assert "3400 vs 4300" in text
+    lab = fake_lab({"rx-cost": one_frame_polls(4400), "rx-cost-no-reuse": one_frame_polls(4300)})
+    assert saving_check(lab, reuse)[0].holds() is False  # reuse made it dearer: refuted
+    lab = fake_lab({"rx-cost": one_frame_polls(4290), "rx-cost-no-reuse": one_frame_polls(4300)})
+    check, _ = saving_check(lab, reuse)
+    assert check.holds() is None and "spread" in check.unmeasured  # 0.2 %: cannot be told
+
+
+def test_a_saving_needs_frames_in_polls_of_their_own():
+    from harness.claims.cost_claims import SAVINGS, saving_check
+
+    reuse = next(s for s in SAVINGS if s.id == "reuse-saves")
+    lab = fake_lab({"rx-cost": one_frame_polls(3400, polls=100), "rx-cost-no-reuse": one_frame_polls(4300)})
+    check, _ = saving_check(lab, reuse)
+    assert check.holds() is None and "regime" in check.unmeasured
+    lab = fake_lab({"rx-cost-no-reuse": one_frame_polls(4300)})
+    assert saving_check(lab, reuse)[0].holds() is None  # an experiment not run: never passes
+
+
+def test_cost_metrics_have_their_own_tolerance_in_compare():
+    from harness.report.compare import compare_results
+
+    def run(v: float) -> dict:
+        return {"claims": [{"id": "rx-cost", "verdict": "confirmed",
+                            "metrics": {f"rx-cost/{METRIC}:rx:fn:igb_poll [igb]/igb": v, "reuse-saves": 0.2}}]}
+
+    changes = compare_results(run(476.0), run(484.0)).changes  # +1.7 %: inside the counts' 2 %, not the cost's 1 %
+    assert [c.metric for c in changes if c.is_regression] == [f"rx-cost/{METRIC}:rx:fn:igb_poll [igb]/igb"]
+    assert compare_results(run(476.0), run(479.0)).ok  # +0.6 %
