@@ -33,23 +33,29 @@ class PrivateApt:
 
 def private_apt(cache: Cache, mirror: str = MIRROR) -> PrivateApt:
     """The private apt of the newer suites, with lists at most a day old."""
+    return apt_of(cache, "apt-newer", "".join(f"deb [signed-by={KEYRING}] {mirror} {s} main\n" for s in SUITES),
+                  f"apt-get update of {', '.join(SUITES)}")
+
+
+def apt_of(cache: Cache, name: str, sources: str, what: str) -> PrivateApt:
+    """A private apt under the cache (`name`) with these sources.list lines, its lists at
+    most a day old (the host's apt is never touched)."""
     require_tool("apt-get")
     if not KEYRING.is_file():
         raise HarnessError(f"{KEYRING} missing: apt-get install debian-archive-keyring")
-    root = cache.dir("apt-newer")
+    root = cache.dir(name)
     for d in ("lists/partial", "cache/archives/partial"):
         (root / d).mkdir(parents=True, exist_ok=True)
     (root / "status").touch()
-    sources = "".join(f"deb [signed-by={KEYRING}] {mirror} {s} main\n" for s in SUITES)
     stamp = root / "lists" / ".harness-updated"
     fresh = stamp.is_file() and time.time() - stamp.stat().st_mtime < LISTS_MAX_AGE
     if (root / "sources.list").is_file() and (root / "sources.list").read_text() == sources and fresh:
         return PrivateApt(root)
     (root / "sources.list").write_text(sources)
     apt = PrivateApt(root)
-    with cache.lock("apt-newer", "update"):
-        run_checked(["apt-get", *apt.options(), "update", "-q"], what=f"apt-get update of {', '.join(SUITES)} "
-                    "(a private list: the host's apt is not touched)", timeout=600)
+    with cache.lock(name, "update"):
+        run_checked(["apt-get", *apt.options(), "update", "-q"], timeout=600,
+                    what=f"{what} (a private list: the host's apt is not touched)")
     stamp.touch()
     return apt
 

@@ -16,11 +16,10 @@ import hashlib
 import re
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
-from harness.artifacts.debian_suites import KEYRING, MIRROR, PrivateApt
+from harness.artifacts.debian_suites import KEYRING, MIRROR, PrivateApt, apt_of
 from harness.cache import Cache, hash_parts
 from harness.errors import HarnessError
 from harness.hostcmd import require_tool, run_checked
@@ -30,7 +29,6 @@ PLUGIN_NAME = "harness_cost.so"
 HEADER = "qemu-plugin.h"
 # The suites a host's QEMU comes from: bookworm-backports (the bootstrap's), and the newer ones.
 SOURCE_SUITES = ("bookworm-backports", "bookworm", "trixie", "trixie-backports", "sid")
-LISTS_MAX_AGE = 24 * 3600
 
 
 def host_qemu_version() -> str:
@@ -50,25 +48,8 @@ def upstream_of(version: str) -> str:
 
 def source_apt(cache: Cache) -> PrivateApt:
     """A private apt with only deb-src lines, lists at most a day old."""
-    require_tool("apt-get")
-    if not KEYRING.is_file():
-        raise HarnessError(f"{KEYRING} missing: apt-get install debian-archive-keyring")
-    root = cache.dir("apt-qemu-src")
-    for d in ("lists/partial", "cache/archives/partial"):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    (root / "status").touch()
-    sources = "".join(f"deb-src [signed-by={KEYRING}] {MIRROR} {s} main\n" for s in SOURCE_SUITES)
-    stamp = root / "lists" / ".harness-updated"
-    fresh = stamp.is_file() and time.time() - stamp.stat().st_mtime < LISTS_MAX_AGE
-    apt = PrivateApt(root)
-    if (root / "sources.list").is_file() and (root / "sources.list").read_text() == sources and fresh:
-        return apt
-    (root / "sources.list").write_text(sources)
-    with cache.lock("apt-qemu-src", "update"):
-        run_checked(["apt-get", *apt.options(), "update", "-q"], timeout=600,
-                    what="apt-get update of Debian's source indexes (a private list: the host's apt is not touched)")
-    stamp.touch()
-    return apt
+    return apt_of(cache, "apt-qemu-src", "".join(f"deb-src [signed-by={KEYRING}] {MIRROR} {s} main\n"
+                                                 for s in SOURCE_SUITES), "apt-get update of Debian's source indexes")
 
 
 def orig_tarball(apt: PrivateApt, version: str) -> tuple[str, str, str]:
