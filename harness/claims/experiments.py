@@ -25,6 +25,7 @@ from harness.measurement.measure import MEASURE_PKTGEN, PACING_RETRIES, Measurem
 from harness.measurement.netcheck import bring_up
 from harness.measurement.probes import PAGE_REF_FUNCTIONS, RX_PATH_FUNCTIONS, EventCountProbe, GraphProbe, Probe
 from harness.measurement.skb_home import SkbHomeProbe
+from harness.measurement.socket_tx import interrupts_apart, run_socket_tx
 from harness.measurement.traffic import DST_IP, PktgenConfig, run_pktgen
 from harness.measurement.xsk import XskSnapshot, one_channel, receiver_loss, rx_queue, xsk_receiver
 from harness.nics import nic
@@ -44,6 +45,7 @@ from .pool_claims import PEER as POOL_PEER
 from .pool_claims import POOL_NIC, PP_DROP_EXPERIMENT, PP_EXPERIMENT, PP_HELD_EXPERIMENT
 from .pool_claims import RELEASE as POOL_RELEASE
 from .rx_claims import SKB_HOME_EXPERIMENT
+from .skb_bulk_claims import SOCKET_TX_COST
 from .traffic_space import (
     DEFAULT_POINT,
     LEGACY_MIX,
@@ -109,6 +111,7 @@ PROBES: dict[str, tuple[Callable[[Experiment], Probe], str]] = {
 # copying igb_construct_skb), or 3K buffers in order-1 pages (MTU above 2K).
 RING_MODES = {"default": "", "legacy-rx": "priv-flag legacy-rx on", "large": f"MTU {LARGE_MTU} (3K buffers)"}
 DMA_MODE_TEXT = {"swiotlb": "swiotlb=force", "iommu": "behind QEMU's intel-iommu (intel_iommu=on)"}
+SOURCES = {"pktgen": run_pktgen, "socket": run_socket_tx}
 XDP_ACTIONS = {"xdp_pass": "XDP_PASS", "xdp_drop": "XDP_DROP", "xdp_tx": "XDP_TX"}
 
 
@@ -129,6 +132,7 @@ class Experiment:
     link_bounce: bool = False  # the receiver's link down and up with the probes armed (ring teardown and fill)
     needs_config: str = ""  # a kernel option without which it cannot be measured
     cost: bool = False  # on the cost guest (QEMU with the instruction-counting plugin, harness.measurement.cost)
+    source: str = "pktgen"  # what sends the frames: pktgen, or "socket" (a UDP socket: the stack's own skbs)
     max_loss: float = MAX_LOSS
     retries: int = PACING_RETRIES
     procedure: Callable[[Experiment, Guest, RunContext, Lab], Measurement] | None = None  # beyond traffic
@@ -152,6 +156,8 @@ class Experiment:
             parts.append(f"{self.variant} kernel")
         if self.dma_mode != "direct":
             parts.append(DMA_MODE_TEXT[self.dma_mode])
+        if self.source != "pktgen":
+            parts.append("sent from a UDP socket (not pktgen)")
         if self.point != DEFAULT_POINT:
             parts.append(self.point.describe())
         if self.ring != "default":
@@ -182,6 +188,8 @@ def measure_traffic(exp: Experiment, g: Guest, ctx: RunContext, lab: Lab) -> Mea
     with contextlib.ExitStack() as state:
         if exp.point.queue:
             state.enter_context(rx_queue(g, rx_if, exp.point.queue))
+        if exp.source == "socket":
+            state.enter_context(interrupts_apart(g, nic(exp.sender).pci_address, nic(exp.receiver).pci_address))
         if exp.ring == "legacy-rx":
             state.enter_context(legacy_rx_on(g))
         elif exp.ring == "large":
@@ -196,7 +204,8 @@ def measure_traffic(exp: Experiment, g: Guest, ctx: RunContext, lab: Lab) -> Mea
                  if h is not None]
         m = measure_rx(g, ctx, [PROBES[p][0](exp) for p in exp.probes], src=exp.sender, dst=exp.receiver,
                        pktgen=exp.traffic(), max_loss=exp.max_loss, retries=exp.retries,
-                       while_armed=(lambda guest: [h(guest) for h in armed]) if armed else None)
+                       while_armed=(lambda guest: [h(guest) for h in armed]) if armed else None,
+                       send=SOURCES[exp.source])
         if prog:
             prog.add(m)
         steered_to(m, exp)
@@ -477,6 +486,8 @@ BASE_EXPERIMENTS = [
     cost(LEGACY_COST, ring="legacy-rx"),
     cost(XDP_DROP_COST, xdp="xdp_drop"),
     cost(E1000E_COST, sender="igb", receiver="e1000e"),
+    # igb transmits the stack's own skbs (pktgen's are never freed on completion): the bulk free.
+    cost(SOCKET_TX_COST, sender="igb", receiver="e1000e", source="socket"),
 ]
 
 

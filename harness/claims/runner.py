@@ -16,6 +16,7 @@ from .experiments import EXPERIMENTS, GUEST_ORDER, run_experiment
 from .lab import ERROR, Lab, log
 from .pool_claims import PagePool
 from .rx_claims import BuildSkbVsCopy, PageBasedRx, PagecntBias, PageReuse
+from .skb_bulk_claims import SkbBulkAlloc, SkbBulkFree
 from .xdp_claims import XdpOnPages
 from .xsk_claims import XskZeroCopy
 
@@ -26,9 +27,10 @@ CLAIM_IDS = [c.id for c in CLAIMS]
 # The rest of the talk's agenda, checked when asked for (`--claims tx-bulking,xsk-zero-copy`, `--claims all`).
 AGENDA_CLAIMS = [TxBulking(), RxTailBatching(), PagePool(), XskZeroCopy()]
 ALL_CLAIMS = CLAIMS + AGENDA_CLAIMS
-# What the techniques save in instructions per frame, on a guest of its own: `--cost`
-# (or `--claims rx-cost`); never part of the default run or of `all`.
-COST_CLAIMS = [RxCost()]
+# On the cost guest (QEMU counting instructions): what the techniques save per frame, and
+# the skb heads' bulk alloc and free. `--cost` (or `--claims rx-cost,...`); never part of
+# the default run or of `all`.
+COST_CLAIMS = [RxCost(), SkbBulkAlloc(), SkbBulkFree()]
 
 
 def select(ids: list[str] | None, cost: bool = False) -> list:

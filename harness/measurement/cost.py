@@ -25,7 +25,7 @@ from pathlib import Path
 
 from harness.errors import GuestError, HarnessError, Unmeasurable
 from harness.guest.vm import Guest
-from harness.measurement.probes import Observation
+from harness.measurement.probes import Observation, resolve_functions
 from harness.nics import NicModel, nic
 
 WITNESS = "tcg-plugin"
@@ -53,7 +53,15 @@ ROLES = (
     # Interrupts taken inside any region above (timer ticks, another NIC's interrupt): not its work.
     Role("interrupts", "", "", "in interrupts taken inside the regions (from the IDT entry to the iret)"),
 )
-MAX_REGIONS = 8  # the plugin's; id 0 is "outside every region"
+# Functions whose calls inside the regions are counted, by what they return and by one
+# argument (its number: 1 rdi, 2 rsi, 3 rdx, 4 rcx); transparent: their instructions stay
+# with the region that called them. The slab's bulk API (Brouer's kernel memory work): the
+# NAPI skb cache refills with kmem_cache_alloc_bulk(s, flags, size, p) (6.12 returns the
+# objects allocated, 7.x a bool: the count is `size`) and is flushed with
+# kmem_cache_free_bulk(s, size, p).
+# kmem_cache_free(s, x): an object given back to the slab one at a time.
+PROBED = {"kmem_cache_alloc_bulk_noprof": 3, "kmem_cache_free_bulk": 2, "kmem_cache_free": 1}
+MAX_REGIONS = 12  # the plugin's; id 0 is "outside every region"
 IRQ_REGION = MAX_REGIONS - 1  # the plugin's region of interrupts
 # The kernel's interrupt entries (x86-64): the per-vector stubs of external interrupts and the
 # system vectors (timer, IPIs). No error code on the stack: the CPU's frame starts at [sp].
@@ -76,9 +84,12 @@ class Window:
     regions: dict[int, tuple[int, int]]  # id -> (start address, entries)
     blocks: list[tuple[int, int, list[int]]]  # (start address, instructions per run, per region id)
     lost: int = 0  # region entries whose return address could not be read
-    # id -> what closed instances returned (a NAPI poll: the frames it received) -> (instances,
-    # their own instructions)
-    returned: dict[int, dict[int, tuple[int, int]]] = field(default_factory=dict)
+    # (id, the region it was called from) -> what closed instances returned (a NAPI poll: the
+    # frames it received; 0..64, 65 for more) -> (instances, their own instructions; a probe's
+    # inclusive)
+    returned: dict[tuple[int, int], dict[int, tuple[int, int]]] = field(default_factory=dict)
+    # (probe id, called from) -> second argument (0..64, 65 for more) -> calls
+    arguments: dict[tuple[int, int], dict[int, int]] = field(default_factory=dict)
 
     def total(self) -> int:
         return sum(sum(c) for _, _, c in self.blocks)
@@ -86,7 +97,7 @@ class Window:
 
 def parse_dump(text: str) -> Window:
     lines = text.splitlines()
-    if not lines or not lines[0].startswith("harness-cost 1 "):
+    if not lines or not lines[0].startswith("harness-cost 2 "):
         raise HarnessError(f"cost plugin dump: unknown format {lines[0][:60] if lines else '(empty)'!r}")
     w = Window({}, [])
     for line in lines[1:]:
@@ -94,7 +105,11 @@ def parse_dump(text: str) -> Window:
         if parts[0] == "region":
             w.regions[int(parts[1])] = (int(parts[2], 16), int(parts[3]))
         elif parts[0] == "returned":
-            w.returned.setdefault(int(parts[1]), {})[int(parts[2])] = (int(parts[3]), int(parts[4]))
+            r, parent, k, n, insns = (int(x) for x in parts[1:6])
+            w.returned.setdefault((r, parent), {})[k] = (n, insns)
+        elif parts[0] == "argument":
+            r, parent, k, n = (int(x) for x in parts[1:5])
+            w.arguments.setdefault((r, parent), {})[k] = n
         elif parts[0] == "lost":
             w.lost = int(parts[1])
         elif parts[0] == "tb":
@@ -119,6 +134,9 @@ class Symbols:
             if n == name and (not module or m == module):
                 return a
         return None
+
+    def text_names(self) -> list[str]:
+        return [n for n, m in self.names if not m]
 
     def irq_entries(self, stub_stride: int) -> list[tuple[int, int, int]]:
         """(start, end, stride) of the kernel's interrupt entries: each system vector's
@@ -217,7 +235,7 @@ def attribute(window: Window, symbols: Symbols, region_roles: dict[int, str], dr
     for rid, (_, entries) in window.regions.items():
         if rid in region_roles:
             by_role[region_roles[rid]].entries += entries
-    for rid, by_value in window.returned.items():
+    for (rid, _parent), by_value in window.returned.items():
         if rid in region_roles:
             rc = by_role[region_roles[rid]]
             for k, (n, insns) in by_value.items():
@@ -274,8 +292,10 @@ class CostProbe:
 
     name = "cost"
 
-    def __init__(self, receiver: str, sender: str) -> None:
+    def __init__(self, receiver: str, sender: str, probes: dict[str, int] | None = None) -> None:
         self.receiver, self.sender = nic(receiver), nic(sender)
+        self.probes = PROBED if probes is None else probes  # function -> the argument recorded
+        self.probe_ids: dict[int, str] = {}  # probe region id -> the function (its name in this kernel)
         self.region_roles: dict[int, str] = {}
         self.dump_path: Path | None = None
         self.absent: list[str] = []  # entry functions the kernel does not have on their own (inlined)
@@ -302,6 +322,13 @@ class CostProbe:
                 commands.append(f"region {rid} {addr:x}")
                 self.region_roles[rid] = role.name
                 rid += 1
+        self.probe_ids = {}
+        for name, found in resolve_functions(list(self.probes), set(syms.text_names())).items():
+            if rid >= IRQ_REGION:
+                raise HarnessError(f"cost probe: more than {IRQ_REGION - 1} regions and probes")
+            commands.append(f"probe {rid} {syms.address(found):x} {self.probes[name]}")
+            self.probe_ids[rid] = name
+            rid += 1
         commands += [f"region {i} 0" for i in range(rid, IRQ_REGION)]
         entries = syms.irq_entries(irq_stub_stride(g.kernel.config.read_text()))
         if not entries:
@@ -332,7 +359,8 @@ class CostProbe:
         if self.receiver.module is None:  # a built-in driver: its functions are the kernel's; by name then
             drivers = {}
         b = attribute(window, guest_symbols(g), self.region_roles, drivers)
-        return observations(b, self.receiver, self.sender, self.absent)
+        return (observations(b, self.receiver, self.sender, self.absent)
+                + probe_observations(window, self.probe_ids, self.region_roles, self.receiver, self.sender))
 
 
 def observations(b: Breakdown, receiver: NicModel, sender: NicModel, absent: list[str]) -> list[Observation]:
@@ -361,6 +389,36 @@ def observations(b: Breakdown, receiver: NicModel, sender: NicModel, absent: lis
             if count >= FUNCTION_SHARE * rc.instructions:
                 obs.append(Observation(f"{METRIC}:{rc.role.name}:fn:{fn}", count, driver,
                                        f"{how}: {rc.role.what}, in {fn}"))
+    return obs
+
+
+def probe_observations(window: Window, probe_ids: dict[int, str], region_roles: dict[int, str],
+                       receiver: NicModel, sender: NicModel) -> list[Observation]:
+    """Per probed function and the role it was called from: calls, the sum of what they
+    returned and of the argument recorded (each with its histogram), their instructions."""
+    obs = []
+    how = f"QEMU TCG plugin harness_cost.so (witness {WITNESS}): calls made inside the region"
+    for (rid, parent), by_value in window.returned.items():
+        fn, role = probe_ids.get(rid), region_roles.get(parent)
+        if fn is None or role is None or role == "interrupts":
+            continue
+        side = next(r.side for r in ROLES if r.name == role)
+        driver = (receiver if side == "receiver" else sender).driver
+        calls = sum(n for n, _ in by_value.values())
+        insns = sum(i for _, i in by_value.values())
+        returned = sum(k * n for k, (n, _) in by_value.items())
+        args = window.arguments.get((rid, parent), {})
+        where = f"{how} {role}"
+        obs += [
+            Observation(f"calls/{WITNESS}:{fn}:under:{role}", calls, driver, f"{where}: calls of {fn}"),
+            Observation(f"{METRIC}:{fn}:under:{role}", insns, driver, f"{where}: {fn}'s instructions, inclusive"),
+            Observation(f"returned/{WITNESS}:{fn}:under:{role}", returned, driver,
+                        f"{where}: the sum of what {fn} returned (65 stands for more than 64)",
+                        {"by_value": {str(k): n for k, (n, _) in sorted(by_value.items())}}),
+            Observation(f"argument/{WITNESS}:{fn}:under:{role}", sum(k * n for k, n in args.items()), driver,
+                        f"{where}: the sum of {fn}'s argument {PROBED.get(fn, '?')} at entry (65 stands for more)",
+                        {"by_value": {str(k): n for k, n in sorted(args.items())}}),
+        ]
     return obs
 
 

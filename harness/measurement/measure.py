@@ -29,6 +29,8 @@ from harness.outdir import write_text
 # give the per-frame counts the rules need exactly (1.0000, 0.0000) in 0.4 s.
 MEASURE_PKTGEN = PktgenConfig(count=2_000, rate_pps=5_000)
 
+Sender = Callable[..., TrafficRun]  # (guest, src_if, dst_if, cfg, *, require_all) -> TrafficRun
+
 COLUMNS = ["run_id", "kernel_id", "variant", "dma_mode", "boot_params", "nic", "driver", "direction",
            "packets", "metric", "value", "per_packet", "method", "detail"]
 
@@ -87,7 +89,7 @@ PACING_RETRIES = 2
 def measure_rx(guest: Guest, ctx: RunContext, probes: Sequence[Probe], *, src: str = "e1000e",
                dst: str = "igb", pktgen: PktgenConfig | None = None,
                while_armed: Callable[[Guest], None] | None = None, max_loss: float = 0.0,
-               retries: int = PACING_RETRIES, witness: bool = True) -> Measurement:
+               retries: int = PACING_RETRIES, witness: bool = True, send: Sender = run_pktgen) -> Measurement:
     """Frames from the `src` NIC to the `dst` NIC (catalogue models), with probes armed
     around exactly that traffic (and `while_armed(guest)`, run after arming, e.g. a
     link down/up to catch the ring fill). Per-packet values divide by frames received on dst.
@@ -95,7 +97,8 @@ def measure_rx(guest: Guest, ctx: RunContext, probes: Sequence[Probe], *, src: s
     net queue: they never reach the driver, so per-frame counts stay exact); the loss
     is recorded as `frames_missing`. More is sent again slower (PACING_RETRIES), then raises,
     saying how many and where. `witness`: QEMU's trace of the NIC models beside the probes
-    (device:* counts and device:witness_rx_diff), off only to measure what it costs."""
+    (device:* counts and device:witness_rx_diff), off only to measure what it costs.
+    `send`: what sends the frames (pktgen; socket_tx.run_socket_tx for the stack's own)."""
     started = time.monotonic()
     cfg = pktgen or MEASURE_PKTGEN
     probes = with_device_witness(probes, src, dst) if witness else list(probes)
@@ -103,7 +106,7 @@ def measure_rx(guest: Guest, ctx: RunContext, probes: Sequence[Probe], *, src: s
     phases: dict[str, float] = {}
     for attempt in range(retries + 1):
         try:
-            observations, traffic = _measure_once(guest, probes, src, dst, cfg, while_armed, max_loss, phases)
+            observations, traffic = _measure_once(guest, probes, src, dst, cfg, while_armed, max_loss, phases, send)
             break
         except FramesLost as e:
             if attempt == retries or not e.before_nic or not cfg.rate_pps:
@@ -159,8 +162,8 @@ class FramesLost(GuestError):
 
 
 def _measure_once(guest: Guest, probes: Sequence[Probe], src: str, dst: str, cfg: PktgenConfig,
-                  while_armed: Callable[[Guest], None] | None,
-                  max_loss: float, phases: dict[str, float]) -> tuple[list[Observation], TrafficRun]:
+                  while_armed: Callable[[Guest], None] | None, max_loss: float, phases: dict[str, float],
+                  send: Sender) -> tuple[list[Observation], TrafficRun]:
     clock = _Phases(phases)
     src_if, dst_if = guest.nic(src), guest.nic(dst)
     bring_up(guest, [src_if, dst_if])
@@ -175,7 +178,7 @@ def _measure_once(guest: Guest, probes: Sequence[Probe], src: str, dst: str, cfg
             while_armed(guest)
             bring_up(guest, [src_if, dst_if])
             clock.done("while-armed")
-        traffic = run_pktgen(guest, src_if, dst_if, cfg, require_all=False)
+        traffic = send(guest, src_if, dst_if, cfg, require_all=False)
         clock.done("traffic")
         if traffic.missed > max_loss * cfg.count:
             raise FramesLost(traffic, guest.console_tail())

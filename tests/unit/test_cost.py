@@ -32,13 +32,16 @@ ffffffffc0100000 t e1000_xmit_frame\t[e1000e]
 
 # Region 1: igb_poll (rx), 2: igb_clean_tx_irq (rx_tx_clean), 3: e1000_xmit_frame (tx).
 DUMP = """\
-harness-cost 1 vcpus 2 slots 40 max_slots 262144
+harness-cost 2 vcpus 2 slots 40 max_slots 262144
 region 1 ffffffffc0000000 10
 region 2 ffffffffc0000400 10
 region 3 ffffffffc0100000 10
-returned 1 0 3 90
-returned 1 1 6 5400
-returned 1 2 1 1200
+region 4 ffffffff81600000 125
+returned 1 0 0 3 90
+returned 1 0 1 6 5400
+returned 1 0 2 1 1200
+returned 4 1 16 125 37500
+argument 4 1 16 125
 lost 0
 vcpu 0 depth 0
 tb 0 0 5000 0 0 0 0 0 0 0
@@ -65,7 +68,7 @@ def test_dump_parses_regions_and_blocks():
 
 def test_a_dump_of_another_format_is_refused():
     with pytest.raises(HarnessError, match="unknown format"):
-        parse_dump("harness-cost 2 vcpus 2\n")
+        parse_dump("harness-cost 1 vcpus 2\n")
 
 
 def test_kallsyms_keeps_text_symbols_with_their_module():
@@ -109,6 +112,18 @@ def test_observations_name_the_witness_and_list_functions_above_the_share():
     assert obs[("instances:rx:several", "igb")].value == 1
     assert obs[(f"{METRIC}:rx:none", "igb")].value == 90
     assert obs[("returned:rx", "igb")].value == 8
+
+
+def test_a_probed_function_is_counted_by_the_region_it_was_called_from():
+    from harness.measurement.cost import probe_observations
+
+    obs = {(o.metric, o.driver): o for o in probe_observations(parse_dump(DUMP), {4: "kmem_cache_alloc_bulk_noprof"},
+                                                                ROLES, nic("igb"), nic("e1000e"))}
+    fn = "kmem_cache_alloc_bulk_noprof:under:rx"
+    assert obs[(f"calls/tcg-plugin:{fn}", "igb")].value == 125
+    assert obs[(f"returned/tcg-plugin:{fn}", "igb")].value == 125 * 16  # 16 heads a call
+    assert obs[(f"argument/tcg-plugin:{fn}", "igb")].value == 125 * 16
+    assert obs[(f"{METRIC}:{fn}", "igb")].value == 37500
 
 
 @pytest.mark.parametrize(("name", "module", "family"), [

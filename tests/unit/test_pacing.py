@@ -21,7 +21,7 @@ def traffic(cfg, received, rx_delta_extra=None):
 def run_with(monkeypatch, outcomes):
     rates = []
 
-    def once(guest, probes, src, dst, cfg, while_armed, max_loss, phases):
+    def once(guest, probes, src, dst, cfg, while_armed, max_loss, phases, send):
         rates.append(cfg.rate_pps)
         received, extra = outcomes[len(rates) - 1]
         t = traffic(cfg, received, extra)

@@ -11,6 +11,10 @@
  * Control (one line per command on the UNIX socket, one line back, "ok ..." or "error ..."):
  *   hello                  -> ok harness-cost <FORMAT> api <QEMU_PLUGIN_VERSION> vcpus <n>
  *   region <id> <hexaddr>  the region id (1..IRQ_REGION-1) starts at the block at that address (0: none)
+ *   probe <id> <hexaddr> <arg>  the same, but transparent: its instructions stay with the region it
+ *                          was called from; only its calls (inside a region), what they returned,
+ *                          their argument number <arg> (1..4: rdi, rsi, rdx, rcx) and their
+ *                          instructions (inclusive) are counted
  *   irqentry <hexstart> <hexend> <stride>  interrupt entries: start, and every stride bytes below end
  *                          (the per-vector stubs; stride 0: start only); "irqentry clear": none
  *   arm                    zero every count and region state, then count
@@ -52,8 +56,8 @@
 
 QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 
-#define FORMAT 1
-#define MAX_REGIONS 8      /* 0 = outside every region */
+#define FORMAT 2
+#define MAX_REGIONS 12     /* 0 = outside every region */
 #define IRQ_REGION (MAX_REGIONS - 1)
 #define MAX_IRQ_RANGES 64
 #define MAX_DEPTH 16
@@ -72,6 +76,11 @@ struct slot {
 
 struct frame {
     int region;
+    int attr;         /* the region its instructions are counted in (a probe's: its caller's) */
+    int owner;        /* the frame whose `own` they add to (-1: none) */
+    int parent;       /* the region the function was called from */
+    uint64_t arg;     /* a probe's chosen argument at entry */
+    uint64_t started; /* the vCPU's instructions at entry (a probe's inclusive count) */
     uint64_t own; /* instructions counted with this frame innermost */
     uint64_t resume_sp; /* the stack pointer where the caller (or the interrupted code) resumes */
     uint64_t ret;       /* where it resumes */
@@ -81,13 +90,16 @@ struct frame {
 
 struct instances {
     uint64_t count[MAX_RETURNED + 1];
-    uint64_t insns[MAX_RETURNED + 1]; /* their own instructions */
+    uint64_t insns[MAX_RETURNED + 1]; /* their own instructions (a probe's: inclusive) */
+    uint64_t args[MAX_RETURNED + 1];  /* instances by their chosen argument (probes) */
 };
 
 struct vcpu {
     struct qemu_plugin_register *sp_reg;
     struct qemu_plugin_register *ret_reg;
-    struct instances closed[MAX_REGIONS];
+    struct qemu_plugin_register *arg_regs[5]; /* rdi, rsi, rdx, rcx by argument number 1..4 */
+    struct instances closed[MAX_REGIONS][MAX_REGIONS]; /* [region][the region it was called from] */
+    uint64_t executed; /* instructions while armed */
     GByteArray *buf;
     int depth;
     struct frame stack[MAX_DEPTH];
@@ -101,6 +113,8 @@ static GHashTable *slot_of; /* (vaddr, n_insns) key -> slot + 1 */
 static GMutex slot_lock;
 
 static uint64_t region_start[MAX_REGIONS];
+static bool region_probe[MAX_REGIONS];
+static int probe_arg[MAX_REGIONS]; /* which argument a probe records */
 static uint64_t irq_ranges[MAX_IRQ_RANGES][3]; /* start, end, stride */
 static int n_irq_ranges;
 static uint32_t config_gen = 1; /* bumped by every region or irqentry command */
@@ -153,17 +167,29 @@ static bool read_u64_mem(struct vcpu *v, uint64_t addr, uint64_t *val)
     return true;
 }
 
+static inline int clip(int64_t value)
+{
+    return value < 0 ? 0 : (value > MAX_RETURNED ? MAX_RETURNED : (int)value);
+}
+
 static void push(struct vcpu *v, int region, uint64_t resume_sp, uint64_t ret)
 {
     if (v->depth == MAX_DEPTH) {
         v->lost++;
         return;
     }
-    struct frame *f = &v->stack[v->depth++];
+    struct frame *below = v->depth ? &v->stack[v->depth - 1] : NULL;
+    struct frame *f = &v->stack[v->depth];
     f->region = region;
+    f->parent = below ? below->attr : 0;
+    f->attr = region_probe[region] ? f->parent : region;
+    f->owner = region_probe[region] ? (below ? below->owner : -1) : v->depth;
     f->own = 0;
+    f->started = v->executed;
+    f->arg = region_probe[region] ? read_u64_reg(v, v->arg_regs[probe_arg[region]]) : 0;
     f->resume_sp = resume_sp;
     f->ret = ret;
+    v->depth++;
     v->entries[region]++;
 }
 
@@ -195,11 +221,11 @@ static void block_exec(unsigned int cpu, void *udata)
             struct frame *f = &v->stack[d];
             if (vaddr == f->ret && sp == f->resume_sp) {
                 if (f->region != IRQ_REGION) {
-                    struct instances *in = &v->closed[f->region];
-                    int32_t returned = (int32_t)read_u64_reg(v, v->ret_reg);
-                    int k = returned < 0 ? 0 : (returned > MAX_RETURNED ? MAX_RETURNED : returned);
+                    struct instances *in = &v->closed[f->region][f->parent];
+                    int k = clip((int32_t)read_u64_reg(v, v->ret_reg));
                     in->count[k]++;
-                    in->insns[k] += f->own;
+                    in->insns[k] += region_probe[f->region] ? v->executed - f->started : f->own;
+                    in->args[clip((int64_t)f->arg)]++;
                 }
                 v->depth = d;
                 break;
@@ -213,7 +239,8 @@ static void block_exec(unsigned int cpu, void *udata)
             } else if (top->region != IRQ_REGION || top->ret != ret || top->resume_sp != irq_sp) {
                 push(v, IRQ_REGION, irq_sp, ret);
             }
-        } else if (kind && kind != IRQ_REGION) {
+        } else if (kind && kind != IRQ_REGION && (v->depth || !region_probe[kind])) {
+            /* A probe counts only calls made inside a region. */
             if (read_u64_mem(v, sp, &ret)) {
                 push(v, kind, sp + 8, ret);
             } else {
@@ -223,9 +250,13 @@ static void block_exec(unsigned int cpu, void *udata)
     }
     int region = 0;
     if (v->depth) {
-        region = v->stack[v->depth - 1].region;
-        v->stack[v->depth - 1].own += n;
+        struct frame *top = &v->stack[v->depth - 1];
+        region = top->attr;
+        if (top->owner >= 0) {
+            v->stack[top->owner].own += n;
+        }
     }
+    v->executed += n;
     *count_at(cpu, slot, region) += n;
 }
 
@@ -280,9 +311,15 @@ static void vcpu_init(qemu_plugin_id_t id, unsigned int cpu)
         } else if (!strcmp(d->name, "rax")) {
             v->ret_reg = d->handle;
         }
+        static const char *const arg_names[] = {NULL, "rdi", "rsi", "rdx", "rcx"};
+        for (int a = 1; a <= 4; a++) {
+            if (!strcmp(d->name, arg_names[a])) {
+                v->arg_regs[a] = d->handle;
+            }
+        }
     }
-    if (!v->sp_reg || !v->ret_reg) {
-        qemu_plugin_outs("harness_cost: no rsp/rax register on this vCPU (not x86-64?)\n");
+    if (!v->sp_reg || !v->ret_reg || !v->arg_regs[1] || !v->arg_regs[2] || !v->arg_regs[3] || !v->arg_regs[4]) {
+        qemu_plugin_outs("harness_cost: no rsp/rax/rdi/rsi/rdx/rcx register on this vCPU (not x86-64?)\n");
         abort();
     }
 }
@@ -312,14 +349,20 @@ static int dump(const char *path)
         }
     }
     for (int r = 1; r < IRQ_REGION; r++) {
-        for (int k = 0; region_start[r] && k <= MAX_RETURNED; k++) {
-            uint64_t count = 0, insns = 0;
-            for (int c = 0; c < vcpus_now; c++) {
-                count += vcpus[c].closed[r].count[k];
-                insns += vcpus[c].closed[r].insns[k];
-            }
-            if (count) { /* region, returned value, instances, their own instructions */
-                fprintf(f, "returned %d %d %" PRIu64 " %" PRIu64 "\n", r, k, count, insns);
+        for (int p = 0; region_start[r] && p < MAX_REGIONS; p++) {
+            for (int k = 0; k <= MAX_RETURNED; k++) {
+                uint64_t count = 0, insns = 0, args = 0;
+                for (int c = 0; c < vcpus_now; c++) {
+                    count += vcpus[c].closed[r][p].count[k];
+                    insns += vcpus[c].closed[r][p].insns[k];
+                    args += vcpus[c].closed[r][p].args[k];
+                }
+                if (count) { /* region, the region it was called from, value, instances, instructions */
+                    fprintf(f, "returned %d %d %d %" PRIu64 " %" PRIu64 "\n", r, p, k, count, insns);
+                }
+                if (args && region_probe[r]) { /* region, called from, second argument, instances */
+                    fprintf(f, "argument %d %d %d %" PRIu64 "\n", r, p, k, args);
+                }
             }
         }
     }
@@ -360,7 +403,7 @@ static int dump(const char *path)
 static void command(const char *line, char *reply, size_t len)
 {
     char path[4096];
-    int id;
+    int id, arg;
     uint64_t addr, end, stride;
     if (!strcmp(line, "hello")) {
         snprintf(reply, len, "ok harness-cost %d api %d vcpus %d", FORMAT, QEMU_PLUGIN_VERSION,
@@ -371,6 +414,18 @@ static void command(const char *line, char *reply, size_t len)
             return;
         }
         region_start[id] = addr;
+        region_probe[id] = false;
+        config_gen++;
+        snprintf(reply, len, "ok");
+    } else if (sscanf(line, "probe %d %" SCNx64 " %d", &id, &addr, &arg) == 3) {
+        if (id < 1 || id >= IRQ_REGION || arg < 1 || arg > 4) {
+            snprintf(reply, len, "error probe id %d outside 1..%d or argument %d outside 1..4", id, IRQ_REGION - 1,
+                     arg);
+            return;
+        }
+        region_start[id] = addr;
+        region_probe[id] = true;
+        probe_arg[id] = arg;
         config_gen++;
         snprintf(reply, len, "ok");
     } else if (!strcmp(line, "irqentry clear")) {
@@ -393,6 +448,7 @@ static void command(const char *line, char *reply, size_t len)
         memset(counts, 0, sizeof(uint64_t) * (size_t)max_vcpus * MAX_SLOTS * MAX_REGIONS);
         for (int c = 0; c < max_vcpus; c++) {
             vcpus[c].depth = 0;
+            vcpus[c].executed = 0;
             vcpus[c].lost = 0;
             memset(vcpus[c].entries, 0, sizeof(vcpus[c].entries));
             memset(vcpus[c].closed, 0, sizeof(vcpus[c].closed));

@@ -1,0 +1,100 @@
+"""Frames sent from a UDP socket instead of pktgen: the stack's own transmit path,
+whose skbs the driver frees on tx completion (napi_consume_skb). pktgen keeps a
+reference on every skb it sends, so its completions never free one; a socket's
+do, into the per-CPU NAPI skb cache (Brouer's bulk free: the cache is flushed
+with kmem_cache_free_bulk when full).
+
+The sender gets SRC_IP and a permanent neighbour entry for DST_IP with the
+receiver's MAC (no ARP in the window); the receiver has no address (its stack
+drops the frames). Both are undone after. Same counters and result shape as a
+pktgen run, so measure_rx takes it as its sender."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+
+from harness.errors import GuestError
+from harness.guest.vm import Guest
+from harness.measurement.counters import delta, parse_snapshots, snapshot_script
+from harness.measurement.traffic import DST_IP, SRC_IP, PktgenConfig, PktgenResult, TrafficRun
+
+UDP_OVERHEAD = 14 + 20 + 8  # Ethernet, IPv4 and UDP headers: a payload of pkt_size - 42 bytes
+MARK = "----harness-socket-tx----"
+
+
+# The sender's interrupts and the sending process on one CPU, the receiver's interrupts on
+# the other: from 7.x napi_consume_skb() hands an skb completed on another CPU than the one
+# that allocated it back to that CPU (skb_attempt_defer_free), and on one CPU the receiver's
+# rx takes heads from the very cache the completions fill (it never fills: no bulk free).
+SENDER_CPU, RECEIVER_CPU = 1, 0
+
+
+def sender_script(src_if: str, cfg: PktgenConfig) -> str:
+    payload = max(1, cfg.pkt_size - UDP_OVERHEAD)
+    pause = 1.0 / cfg.rate_pps if cfg.rate_pps else 0.0
+    return (
+        "import os, socket, time\n"
+        f"os.sched_setaffinity(0, {{{SENDER_CPU}}})\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        f"s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'{src_if}')\n"
+        f"s.bind(('{SRC_IP}', 0))\n"
+        f"data, t0, sent = bytes({payload}), time.monotonic(), 0\n"
+        f"for i in range({cfg.count}):\n"
+        f"    s.sendto(data, ('{DST_IP}', 9))\n"
+        "    sent += 1\n"
+        f"    if {pause}:\n"
+        f"        time.sleep(max(0.0, t0 + (i + 1) * {pause} - time.monotonic()))\n"
+        "print('sent', sent, 'usec', int((time.monotonic() - t0) * 1e6))\n"
+    )
+
+
+def run_socket_tx(guest: Guest, src_if: str, dst_if: str, cfg: PktgenConfig, *,
+                  require_all: bool = True, settle: float = 3.0) -> TrafficRun:
+    """cfg.count UDP datagrams of cfg.pkt_size bytes on the wire, src_if -> dst_if."""
+    names = [src_if, dst_if]
+    dst_mac = next(n.mac for n in guest.nics if n.name == dst_if)
+    setup = (f"ip addr add {SRC_IP}/24 dev {src_if} && "
+             f"ip neigh replace {DST_IP} lladdr {dst_mac} dev {src_if} nud permanent")
+    undo = f"ip neigh del {DST_IP} dev {src_if}; ip addr del {SRC_IP}/24 dev {src_if}; true"
+    guest.run(setup)
+    try:
+        script = (f"set -e\n{snapshot_script(names)}\necho {MARK}\n"
+                  f"python3 -c \"$(cat <<'EOF'\n{sender_script(src_if, cfg)}EOF\n)\"\n"
+                  f"echo {MARK}\n{snapshot_script(names)}")
+        started = time.monotonic()
+        out = guest.run(script, timeout=max(120.0, cfg.count / 200)).stdout
+        seconds = time.monotonic() - started
+        before, report, after = out.split(MARK + "\n")
+        words = report.split()
+        sent, usec = int(words[words.index("sent") + 1]), int(words[words.index("usec") + 1])
+        result = PktgenResult(sent=sent, usec=usec, pps=int(sent / max(usec, 1) * 1e6), errors=0,
+                              pkt_size=cfg.pkt_size, raw=report.strip())
+        (tx0, rx0), (tx1, rx1) = parse_snapshots(before, names), parse_snapshots(after, names)
+        run = TrafficRun(src_if, dst_if, cfg, result, seconds, delta(tx0, tx1), delta(rx0, rx1))
+        deadline = time.monotonic() + settle
+        while run.received < result.sent and time.monotonic() < deadline:
+            time.sleep(0.2)
+            (tx1, rx1) = parse_snapshots(guest.run(snapshot_script(names)).stdout, names)
+            run.tx_delta, run.rx_delta = delta(tx0, tx1), delta(rx0, rx1)
+    finally:
+        guest.run(undo, check=False)
+    if require_all and run.missed:
+        raise GuestError(run.loss_report(), guest.console_tail())
+    return run
+
+
+@contextlib.contextmanager
+def interrupts_apart(guest: Guest, sender_pci: str, receiver_pci: str) -> Iterator[None]:
+    """The sender's interrupts on SENDER_CPU, the receiver's on RECEIVER_CPU (and back to
+    all CPUs after): see SENDER_CPU."""
+    def pin(pci: str, mask: str) -> str:
+        return (f"for irq in $(awk '/{pci}/ {{ sub(\":\", \"\", $1); print $1 }}' /proc/interrupts); do "
+                f"echo {mask} > /proc/irq/$irq/smp_affinity; done")
+
+    guest.run(f"set -e\n{pin(sender_pci, f'{1 << SENDER_CPU:x}')}\n{pin(receiver_pci, f'{1 << RECEIVER_CPU:x}')}")
+    try:
+        yield
+    finally:
+        guest.run(f"{pin(sender_pci, '3')}\n{pin(receiver_pci, '3')}\ntrue", check=False)
