@@ -227,7 +227,8 @@ def cmd_survey(args: argparse.Namespace) -> int:
     from harness.survey.run import survey_kernel
 
     cache = Cache(args.cache)
-    results = [survey_kernel(choice, models, cache, out, args.accel) for choice, out in zip(choices, outs, strict=True)]
+    results = [survey_kernel(choice, models, cache, out, args.accel, args.cost)
+               for choice, out in zip(choices, outs, strict=True)]
     return EXIT_ERROR if any(r.errors for r in results) else EXIT_OK
 
 
@@ -349,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_nics_arg(sv.add_argument_group("guest"), default=",".join(CATALOGUE))
     sv.add_argument("--out", type=Path, default=Path("out/survey"),
                     help="directory for survey.json, survey.csv, report.html/md (default out/survey)")
+    sv.add_argument("--cost", action="store_true",
+                    help="add each driver's rx path in instructions per frame, by function family (QEMU's TCG "
+                         "plugin, on a guest of its own)")
     sv.set_defaults(func=cmd_survey)
     st = sub.add_parser("selftests", help="the kernel's own drivers/net selftests on the emulated NICs (KTAP)")
     _add_kernel_args(st)

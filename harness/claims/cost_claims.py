@@ -148,7 +148,7 @@ class RxCost:
     title = ("what each technique saves: instructions per frame on the rx path, page reuse, build_skb, XDP_DROP, "
              "igb against e1000e")
     region = (f"igb receiving from the e1000e at 60 and 1514 bytes (page reuse), 60 bytes otherwise; {COST_REGIME}. "
-              "Not sampled yet: DMA_ATTR_SKIP_CPU_SYNC under swiotlb, page_pool recycling (vmxnet3)")
+              "Not sampled: page_pool recycling (vmxnet3); DMA_ATTR_SKIP_CPU_SYNC (its B kernel corrupts skbs: README)")
     samples = (Sample(RX_COST, RX_SIZES), Sample(NO_REUSE_COST, RX_SIZES), Sample(LEGACY_COST),
                Sample(XDP_DROP_COST), Sample(E1000E_COST))
     experiments = tuple(e for s in samples for e in s.experiments())

@@ -4,9 +4,13 @@ tracer in the guest. Deterministic where wall-clock under TCG is noise, per
 function, and attributed to the rx path by the code's dynamic extent:
 
   - rx: everything executed between the entry of the receiver's NAPI poll and the
-    return to its caller (interrupts taken meanwhile included), except its tx clean
-    (igb_poll also reclaims transmitted frames: that is a region of its own);
+    return to its caller, except its tx clean where the driver has one of its own
+    (a region nested in it) and the interrupts taken meanwhile (from the IDT entry
+    to the iret: counted apart); each closed poll by what it returned (the frames it
+    received), so a one-frame poll's cost is a figure of its own;
   - tx: the sender's ndo_start_xmit, and its tx completion under its own poll;
+  - probed functions (the slab's bulk API): their calls inside those regions, by
+    return value and one argument, their instructions staying with the caller's;
   - guest: every instruction of the window, user space included.
 
 Witness `tcg-plugin`: instructions, not cycles. Cache misses, stalls and the
@@ -195,13 +199,27 @@ FAMILIES: tuple[tuple[str, str], ...] = (
 _FAMILY_RES = [(name, re.compile(rx)) for name, rx in FAMILIES]
 
 
-def family_of(name: str, module: str, drivers: dict[str, str]) -> str:
-    """drivers: module -> label ("driver igb", "sender e1000e")."""
+def family_of(name: str, module: str, drivers: dict[str, str], builtin: dict[str, str] | None = None) -> str:
+    """drivers: module -> label ("driver igb"); builtin: a built-in driver's function -> its label."""
     if module in drivers:
         return drivers[module]
+    if not module and builtin and name in builtin:
+        return builtin[name]
     if name == "user space":
         return "user space"
     return next((fam for fam, rx in _FAMILY_RES if rx.search(name)), "kernel")
+
+
+# A function definition's first line in kernel style: the name and "(" at line start, or
+# after the return type on the same line, never ending with ";".
+DEFINITION = re.compile(r"^(?:[A-Za-z_][\w \t\*]*?[ \t\*])?(\w+)\([^;]*$", re.M)
+
+
+def defined_functions(source: str) -> set[str]:
+    """The functions a C file defines (a built-in driver's, e.g. virtio_net.c): its code
+    is the kernel's in kallsyms, without a module to tell it by."""
+    return {m.group(1) for m in DEFINITION.finditer(source)
+            if m.group(1) not in ("if", "for", "while", "switch", "return", "sizeof")}
 
 
 # ---- attribution ---------------------------------------------------------------------
@@ -229,7 +247,8 @@ class Breakdown:
     lost: int
 
 
-def attribute(window: Window, symbols: Symbols, region_roles: dict[int, str], drivers: dict[str, str]) -> Breakdown:
+def attribute(window: Window, symbols: Symbols, region_roles: dict[int, str], drivers: dict[str, str],
+              builtin: dict[str, str] | None = None) -> Breakdown:
     """Instructions per role, function and family; region_roles: region id -> role name."""
     by_role = {r.name: RoleCost(r) for r in ROLES if r.name in region_roles.values()}
     for rid, (_, entries) in window.regions.items():
@@ -255,7 +274,7 @@ def attribute(window: Window, symbols: Symbols, region_roles: dict[int, str], dr
             rc = by_role[role]
             rc.instructions += count
             rc.functions[label] = rc.functions.get(label, 0) + count
-            fam = family_of(name, module, drivers)
+            fam = family_of(name, module, drivers, builtin)
             rc.families[fam] = rc.families.get(fam, 0) + count
     return Breakdown(by_role, window.total(), outside, window.lost)
 
@@ -356,9 +375,9 @@ class CostProbe:
         assert self.dump_path is not None
         window = parse_dump(self.dump_path.read_text())
         drivers = {m.module: f"driver {m.model}" for m in (self.receiver, self.sender) if m.module}
-        if self.receiver.module is None:  # a built-in driver: its functions are the kernel's; by name then
-            drivers = {}
-        b = attribute(window, guest_symbols(g), self.region_roles, drivers)
+        builtin = {fn: f"driver {m.model}" for m in (self.receiver, self.sender) if not m.module
+                   for fn in defined_functions(g.kernel.source_file(f"{m.source_dir}/{m.rx_source}").read_text())}
+        b = attribute(window, guest_symbols(g), self.region_roles, drivers, builtin)
         return (observations(b, self.receiver, self.sender, self.absent)
                 + probe_observations(window, self.probe_ids, self.region_roles, self.receiver, self.sender))
 

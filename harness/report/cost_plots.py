@@ -32,29 +32,34 @@ def top_functions(figures: dict[str, float], experiment: str, n: int = TOP_FUNCT
     return sorted(rows, key=lambda kv: -kv[1])[:n]
 
 
+def plot_families(path: Path, rows: dict[str, dict[str, float]], title: str) -> None:
+    """Horizontal bars, one per row label, stacked by family, the total at the end."""
+    names = sorted({f for fams in rows.values() for f in fams})
+    labels = list(rows)
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(labels) + 2.4), dpi=110)
+    left = [0.0] * len(labels)
+    cmap = plt.get_cmap("tab20")
+    for i, fam in enumerate(names):
+        vals = [rows[label].get(fam, 0.0) for label in labels]
+        ax.barh(labels, vals, left=left, label=fam, color=cmap(i % 20))
+        left = [a + b for a, b in zip(left, vals, strict=True)]
+    for y, total in enumerate(left):
+        ax.annotate(f"{total:.0f}", (total, y), va="center", fontsize=8, xytext=(3, 0), textcoords="offset points")
+    ax.set_xlabel("rx instructions per frame (QEMU TCG plugin)")
+    ax.invert_yaxis()
+    ax.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def cost_plots(out: Path, claim: dict, plot: Callable[[str, str, str], None]) -> None:
     """Writes the plots of an rx-cost claim into `out`; `plot(title, caption, file)` records each."""
     figures = claim.get("metrics", {})
     families = by_family(figures)
     if families:
-        names = sorted({f for fams in families.values() for f in fams})
-        experiments = list(families)
-        fig, ax = plt.subplots(figsize=(8, 0.5 * len(experiments) + 1.8), dpi=110)
-        left = [0.0] * len(experiments)
-        cmap = plt.get_cmap("tab20")
-        for i, fam in enumerate(names):
-            vals = [families[e].get(fam, 0.0) for e in experiments]
-            ax.barh(experiments, vals, left=left, label=fam, color=cmap(i % 20))
-            left = [a + b for a, b in zip(left, vals, strict=True)]
-        for y, total in enumerate(left):
-            ax.annotate(f"{total:.0f}", (total, y), va="center", fontsize=8, xytext=(3, 0), textcoords="offset points")
-        ax.set_xlabel("rx instructions per frame (QEMU TCG plugin)")
-        ax.invert_yaxis()
-        ax.legend(fontsize=7, ncol=3, loc="lower right")
-        ax.set_title("rx path cost by function family")
-        fig.tight_layout()
-        fig.savefig(out / "rx_cost_families.png")
-        plt.close(fig)
+        plot_families(out / "rx_cost_families.png", families, "rx path cost by function family")
         plot("rx cost by family", "Guest instructions per received frame executed in the receiver's NAPI poll "
              "(its tx clean and interrupts taken meanwhile excepted), by family of the function they ran in; "
              "counted by QEMU's TCG plugin, one traffic regime.", "rx_cost_families.png")

@@ -18,7 +18,8 @@ import pandas as pd
 from harness.measurement.measure import save
 from harness.nics import nic
 from harness.outdir import write_text
-from harness.survey.techniques import TECHNIQUES, SurveyResult
+from harness.report.cost_plots import plot_families
+from harness.survey.techniques import COST_FAMILIES, SurveyResult
 
 PLOTTED = (("rx-maps", "rx DMA maps"), ("page-allocs", "page allocations"), ("build-skb", "build_skb"),
            ("copy-allocs", "copying skb allocations"))
@@ -38,9 +39,21 @@ def write_survey(out: Path, result: SurveyResult, table: pd.DataFrame) -> None:
     write_text(out / "survey.csv", pd.DataFrame(result.rows()).to_csv(index=False))
     if not table.empty:
         save(table, out, "measurements")
-    plot = plot_per_frame(out, result)
-    write_text(out / "report.md", render_markdown(result, plot))
-    write_text(out / "report.html", render_html(result, plot))
+    plots = [p for p in (plot_per_frame(out, result), plot_cost(out, result)) if p]
+    write_text(out / "report.md", render_markdown(result, plots))
+    write_text(out / "report.html", render_html(result, plots))
+
+
+def plot_cost(out: Path, result: SurveyResult) -> str | None:
+    """Instructions per frame on each driver's rx path, stacked by family (survey --cost)."""
+    rows = {f"{m} ({nic(m).driver})": {f: v for f in COST_FAMILIES
+                                        if isinstance(v := result.cells[m][f"cost-{f.replace(' ', '-')}"].value,
+                                                      int | float)}
+            for m in result.cells if f"cost-{COST_FAMILIES[0]}" in result.cells[m]}
+    if not any(rows.values()):
+        return None
+    plot_families(out / "survey_cost.png", rows, "Each driver's rx path in instructions per frame, by family")
+    return "survey_cost.png"
 
 
 def plot_per_frame(out: Path, result: SurveyResult) -> str | None:
@@ -66,7 +79,7 @@ def plot_per_frame(out: Path, result: SurveyResult) -> str | None:
     return "survey_per_frame.png"
 
 
-def render_markdown(result: SurveyResult, plot: str | None) -> str:
+def render_markdown(result: SurveyResult, plots: list[str]) -> str:
     models = list(result.cells)
     k = result.kernel
     lines = [f"# The talk's techniques, driver by driver: kernel {k.get('release')}", "",
@@ -76,14 +89,13 @@ def render_markdown(result: SurveyResult, plot: str | None) -> str:
              "- per received frame unless the row says otherwise; — means not measured, with the reason below", "",
              "| technique | unit | " + " | ".join(f"{m} ({nic(m).driver})" for m in models) + " |",
              "|---|---|" + "---|" * len(models)]
-    for t in TECHNIQUES:
+    for t in result.techniques:
         lines.append(f"| {t.title} | {t.unit} | " + " | ".join(fmt(result.cells[m][t.id].value) for m in models) + " |")
-    if plot:
-        lines += ["", f"![per frame]({plot})"]
+    lines += [""] + [f"![{p}]({p})" for p in plots]
     lines += ["", "## How each cell was measured, or why not", ""]
     for m in models:
         lines += [f"### {m}: {nic(m).title}", ""]
-        for t in TECHNIQUES:
+        for t in result.techniques:
             c = result.cells[m][t.id]
             lines.append(f"- {t.id}: {fmt(c.value)}: " + (c.how if c.value is not None else f"**not measured**: "
                                                           f"{c.why_not}"))
@@ -91,12 +103,12 @@ def render_markdown(result: SurveyResult, plot: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_html(result: SurveyResult, plot: str | None) -> str:
+def render_html(result: SurveyResult, plots: list[str]) -> str:
     models = list(result.cells)
     esc = html.escape
     head = "".join(f"<th>{esc(m)}<br><small>{esc(nic(m).driver)}</small></th>" for m in models)
     rows = []
-    for t in TECHNIQUES:
+    for t in result.techniques:
         cells = []
         for m in models:
             c = result.cells[m][t.id]
@@ -109,7 +121,7 @@ def render_html(result: SurveyResult, plot: str | None) -> str:
     for m in models:
         items = "".join(f"<li><b>{esc(t.id)}</b>: {esc(fmt(result.cells[m][t.id].value))}: "
                         f"{esc(result.cells[m][t.id].how or 'not measured: ' + result.cells[m][t.id].why_not)}</li>"
-                        for t in TECHNIQUES)
+                        for t in result.techniques)
         details.append(f"<h3>{esc(m)}: {esc(nic(m).title)}</h3><ul>{items}</ul>")
     k = result.kernel
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
@@ -122,7 +134,7 @@ td:first-child {{ text-align: left; }} .na {{ background: #fff0c2; color: #8a6d0
 result.peers.items()))}); every count is attributed to its own driver. Per received frame unless the unit says
 otherwise. A cell marked — was not measured: hover for why, or read the list below.</p>
 <table><tr><th>technique</th><th>unit</th>{head}</tr>{''.join(rows)}</table>
-{f'<p><img src="{plot}" alt="per frame"></p>' if plot else ''}
+{''.join(f'<p><img src="{p}" alt="{p}"></p>' for p in plots)}
 <h2>How each cell was measured</h2>{''.join(details)}
 <p>Raw rows: <a href="measurements.csv">measurements.csv</a>; cells: <a href="survey.json">survey.json</a>,
 <a href="survey.csv">survey.csv</a>.</p></body></html>

@@ -28,13 +28,14 @@ def log(msg: str) -> None:
     print(f"harness: {msg}", file=sys.stderr, flush=True)
 
 
-def survey_kernel(choice: KernelChoice, models: tuple[str, ...], cache: Cache, out: Path, accel: str) -> SurveyRun:
+def survey_kernel(choice: KernelChoice, models: tuple[str, ...], cache: Cache, out: Path, accel: str,
+                  cost: bool = False) -> SurveyRun:
     run_id = "survey-" + time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
     started = time.monotonic()
     lab = Lab(cache, run_id, choice=choice, accel=accel, nics=models)
     lab.prefetch_image()
     kernel = lab.kernel("stock")
-    run_survey(lab, models)
+    run_survey(lab, models, cost)
     barriers = {m: driver_barrier_cells(kernel, nic(m), cache) for m in models}
     kernel_meta = {"label": choice.label, "release": kernel.release, "key": kernel.key,
                    "source": kernel.meta.get("source"), "patches": kernel.meta.get("patches", []),

@@ -85,6 +85,16 @@ TECHNIQUES = (
     Technique("pp-releases-xdp", "page_pool pages given back to the page allocator, XDP_PASS", "per frame",
               "page_pool"),
 )
+# `survey --cost`: instructions per frame on each driver's rx path (QEMU's TCG plugin, the cost guest).
+COST_FAMILIES = ("driver", "page allocator", "slab", "dma api", "skb", "stack", "kernel")
+COST_TECHNIQUES = (
+    Technique("cost-rx", "rx instructions of a NAPI poll that received one frame", "instructions", "cost"),
+    Technique("cost-rx-all", "rx instructions per frame over every poll (batched and empty ones too)",
+              "instructions", "cost"),
+    Technique("cost-empty-polls", "NAPI polls that found nothing", "per frame", "cost"),
+    *[Technique(f"cost-{f.replace(' ', '-')}", f"rx instructions per frame in {f} functions", "instructions", "cost")
+      for f in COST_FAMILIES],
+)
 
 
 @dataclass
@@ -188,8 +198,23 @@ def _has_page_ref(g: Guest) -> bool:
     return "CONFIG_DEBUG_PAGE_REF=y" in g.kernel.config.read_text().splitlines()
 
 
-def run_survey(lab: Lab, models: tuple[str, ...]) -> None:
-    """Every experiment, grouped by guest (direct-DMA guest first, then swiotlb)."""
+def cost_experiment(lab: Lab, model: str, models: tuple[str, ...]) -> None:
+    """The NIC's rx path in instructions (QEMU's TCG plugin), in rx-cost's regime."""
+    from harness.claims.cost_claims import COST_PKTGEN
+    from harness.measurement.cost import CostProbe
+
+    def run(g: Guest) -> Measurement:
+        ring_setup(g, model)
+        ctx = RunContext(lab.run_id, g.kernel.key, "stock", "direct", " ".join(g.options.cmdline_extra))
+        peer = peer_of(model, models)
+        return measure_rx(g, ctx, [CostProbe(model, peer)], src=peer, dst=model, pktgen=COST_PKTGEN,
+                          max_loss=0.01)
+    lab.measure(exp_name("cost", model), "stock", "direct", run, cost=True)
+
+
+def run_survey(lab: Lab, models: tuple[str, ...], cost: bool = False) -> None:
+    """Every experiment, grouped by guest (direct-DMA guest first, then swiotlb, then
+    the cost guest when asked for)."""
     try:
         for model in models:
             rx_experiment(lab, model, models)
@@ -197,8 +222,36 @@ def run_survey(lab: Lab, models: tuple[str, ...]) -> None:
                 xdp_experiment(lab, model, models, program)
         for model in models:
             swiotlb_experiment(lab, model, models)
+        for model in models if cost else ():
+            cost_experiment(lab, model, models)
     finally:
         lab.close()
+
+
+def cost_cells(lab: Lab, model: str) -> dict[str, Cell]:
+    from harness.claims.cost_claims import idle_per_frame, rx_per_frame
+    from harness.measurement.cost import METRIC
+
+    drv, exp = nic(model).driver, exp_name("cost", model)
+    how = ("QEMU TCG plugin (witness tcg-plugin), the cost guest: guest instructions executed in "
+           f"{'/'.join(nic(model).polls)}, entry to the caller's resume, nested tx clean and interrupts apart")
+    why = why_unmeasured(lab, exp)
+    one = rx_per_frame(lab, exp, drv)
+    cells = {
+        "cost-rx": Cell(one, how + "; the polls that returned 1 (one frame), per such poll",
+                        "" if one is not None else (why if exp not in lab.results else
+                                                    "too few frames had a poll of their own")),
+        "cost-rx-all": Cell(per_packet(lab, exp, f"{METRIC}:rx", drv), how + ", per frame received", why),
+        "cost-empty-polls": Cell(idle_per_frame(lab, exp, drv)[0], how + "; polls that returned 0, per frame", why),
+    }
+    for fam in COST_FAMILIES:
+        family = f"driver {model}" if fam == "driver" else fam
+        v = per_packet(lab, exp, f"{METRIC}:rx:family:{family}", drv)
+        # A family that never ran is a measured 0 once the experiment ran.
+        cells[f"cost-{fam.replace(' ', '-')}"] = Cell(v if v is not None or exp not in lab.results else 0.0,
+                                                      how + f", in functions of the family {family!r} (by name or "
+                                                      "module), per frame received", why)
+    return cells
 
 
 # ---- cells -------------------------------------------------------------------
@@ -251,6 +304,8 @@ def cells_for(lab: Lab, model: str, barriers: dict[str, Cell]) -> dict[str, Cell
         "pp-releases-xdp": _events(lab, exp_name("xdp_pass", model), PAGE_POOL_EVENTS[1]),
     }
     out.update(barriers)
+    if exp_name("cost", model) in lab.results or exp_name("cost", model) in lab.failures:
+        out.update(cost_cells(lab, model))
     return out
 
 
@@ -296,9 +351,15 @@ class SurveyResult:
     cells: dict[str, dict[str, Cell]] = field(default_factory=dict)  # model -> technique -> cell
     peers: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def techniques(self) -> tuple[Technique, ...]:
+        """The rows: every technique, and the cost rows when the survey measured them."""
+        with_cost = any(t.id in cells for cells in self.cells.values() for t in COST_TECHNIQUES)
+        return TECHNIQUES + (COST_TECHNIQUES if with_cost else ())
+
     def to_json(self) -> dict:
         return {"kernel": self.kernel, "nics": list(self.nics), "peers": self.peers,
-                "techniques": [t.__dict__ for t in TECHNIQUES],
+                "techniques": [t.__dict__ for t in self.techniques],
                 "drivers": {m: {"driver": nic(m).driver, "qemu_device": nic(m).qemu_device, "title": nic(m).title,
                                 "cells": {t: c.to_json() for t, c in cells.items()}}
                             for m, cells in self.cells.items()}}

@@ -75,10 +75,10 @@ def test_traffic_point_tags_round_trip():
 def test_docs_list_every_claims_region_and_sample():
     from pathlib import Path
 
-    from harness.claims.runner import ALL_CLAIMS
+    from harness.claims.runner import ALL_CLAIMS, COST_CLAIMS
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "claims.md").read_text()
     rows = {line.split(" | ")[0].strip("| "): line for line in doc.splitlines() if line.startswith("| ")}
-    for claim in ALL_CLAIMS:
+    for claim in ALL_CLAIMS + COST_CLAIMS:
         assert claim.region in rows[claim.id], f"docs/claims.md: {claim.id}'s region"
         assert all(f"`{e}`" in rows[claim.id] for e in claim.experiments), f"docs/claims.md: {claim.id}'s sample"

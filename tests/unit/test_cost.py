@@ -206,3 +206,26 @@ def test_cost_metrics_have_their_own_tolerance_in_compare():
     changes = compare_results(run(476.0), run(484.0)).changes  # +1.7 %: inside the counts' 2 %, not the cost's 1 %
     assert [c.metric for c in changes if c.is_regression] == [f"rx-cost/{METRIC}:rx:fn:igb_poll [igb]/igb"]
     assert compare_results(run(476.0), run(479.0)).ok  # +0.6 %
+
+
+def test_a_built_in_drivers_functions_are_told_by_its_source_file():
+    from harness.measurement.cost import defined_functions
+
+    src = ("static int virtnet_poll(struct napi_struct *napi, int budget)\n{\n\tif (x(y))\n\t\treturn 0;\n}\n"
+           "static netdev_tx_t start_xmit(struct sk_buff *skb,\n\t\t\t      struct net_device *dev)\n{\n}\n"
+           "static void free_old_xmit(struct send_queue *sq);\n")
+    names = defined_functions(src)
+    assert {"virtnet_poll", "start_xmit"} <= names
+    assert "free_old_xmit" not in names and "x" not in names  # a declaration, a call
+    assert family_of("virtnet_poll", "", {}, {"virtnet_poll": "driver virtio-net"}) == "driver virtio-net"
+    assert family_of("virtnet_poll", "", {}) == "kernel"
+
+
+def test_the_survey_has_cost_rows_only_when_it_measured_them():
+    from harness.survey.techniques import COST_TECHNIQUES, TECHNIQUES, Cell, SurveyResult
+
+    plain = SurveyResult({}, ("igb",), {"igb": {t.id: Cell(1.0) for t in TECHNIQUES}})
+    assert plain.techniques == TECHNIQUES
+    cost = SurveyResult({}, ("igb",), {"igb": {t.id: Cell(1.0) for t in TECHNIQUES + COST_TECHNIQUES}})
+    assert cost.techniques == TECHNIQUES + COST_TECHNIQUES
+    assert any(t["id"] == "cost-rx" for t in cost.to_json()["techniques"])
