@@ -30,7 +30,16 @@ from harness.measurement.traffic import DST_IP, PktgenConfig, run_pktgen
 from harness.measurement.xsk import XskSnapshot, one_channel, receiver_loss, rx_queue, xsk_receiver
 from harness.nics import nic
 
-from .cost_claims import COST_PKTGEN, E1000E_COST, LEGACY_COST, NO_REUSE_COST, RX_COST, XDP_DROP_COST
+from .cost_claims import (
+    COST_PKTGEN,
+    E1000E_COST,
+    LEGACY_COST,
+    NO_REUSE_COST,
+    POOL_COST,
+    POOL_HELD_COST,
+    RX_COST,
+    XDP_DROP_COST,
+)
 from .doorbell_claims import (
     RX_BURST,
     RX_BURST_EXPERIMENT,
@@ -128,6 +137,7 @@ class Experiment:
     ring: str = "default"
     xdp: str = ""  # an XDP program (bpf/) attached natively to the receiver
     held: bool = False  # a UDP socket on the receiver holds every skb (and so its page)
+    reads: bool = False  # a UDP socket on the receiver drained every 50 ms (the pages come back)
     warmup: int = 0  # unmeasured frames first (BQL's limit, a page_pool's first refills)
     link_bounce: bool = False  # the receiver's link down and up with the probes armed (ring teardown and fill)
     needs_config: str = ""  # a kernel option without which it cannot be measured
@@ -164,6 +174,8 @@ class Experiment:
             parts.append(RING_MODES[self.ring])
         if self.xdp:
             parts.append(f"{XDP_ACTIONS.get(self.xdp, self.xdp)} on {self.receiver} (native)")
+        if self.reads:
+            parts.append("into a UDP socket drained every 50 ms")
         if self.held:
             parts.append("into a UDP socket that holds every skb")
         if self.warmup:
@@ -197,8 +209,8 @@ def measure_traffic(exp: Experiment, g: Guest, ctx: RunContext, lab: Lab) -> Mea
         prog = state.enter_context(xdp_attached(g, exp, lab)) if exp.xdp else None
         if exp.warmup:
             warm_up(g, exp.sender, exp.receiver, dataclasses.replace(exp.traffic(), count=exp.warmup))
-        if exp.held:
-            state.enter_context(held_skbs(g, rx_if))
+        if exp.held or exp.reads:
+            state.enter_context(held_skbs(g, rx_if, read=exp.reads))
         # Run with the probes armed, before each attempt's traffic (a lossy attempt is sent again).
         armed = [h for h in (link_bounce(exp.receiver) if exp.link_bounce else None, prog.mark if prog else None)
                  if h is not None]
@@ -271,18 +283,32 @@ def xdp_attached(g: Guest, exp: Experiment, lab: Lab) -> Iterator[XdpRun]:
         xdp.detach(g, ifname)
 
 
+# The reading socket drains every 50 ms, never sleeping on the socket itself: a reader
+# woken per frame (sock_def_readable -> try_to_wake_up) would add the scheduler's work to
+# every frame's rx path, which the socket that holds them does not pay (measured: a
+# blocking recv() loop made the recycling side 16-20 % dearer per frame than the holding one).
+READER = ("while True:\n"
+          "    time.sleep(0.05)\n"
+          "    try:\n"
+          "        while True:\n"
+          "            s.recv(65536, socket.MSG_DONTWAIT)\n"
+          "    except BlockingIOError:\n"
+          "        pass\n")
+
+
 @contextlib.contextmanager
-def held_skbs(g: Guest, ifname: str) -> Iterator[None]:
+def held_skbs(g: Guest, ifname: str, read: bool = False) -> Iterator[None]:
     """A UDP socket on the frames' destination (pktgen sends to DST_IP port 9) with
     a large receive buffer that is never read: every received skb, and so its page,
-    stays referenced by the stack until the socket closes."""
+    stays referenced by the stack until the socket closes. With `read`, the same
+    socket drained every 50 ms (READER): the same stack path, the pages given back."""
     sink = ("import socket, sys, time\n"
             "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
             # SO_RCVBUFFORCE (33, asm-generic/socket.h; not in Python 3.11): past rmem_max, root only.
             f"s.setsockopt(socket.SOL_SOCKET, 33, {HELD_RCVBUF})\n"
             f"s.bind(({DST_IP!r}, 9))\n"
             "print('bound', flush=True)\n"
-            "time.sleep(3600)\n")
+            + (READER if read else "time.sleep(3600)\n"))
     pidfile = "/run/harness-held-skbs.pid"
     g.run(f"ip addr add {DST_IP}/24 dev {ifname} && "
           f"(python3 -c {shlex.quote(sink)} > /run/harness-held-skbs.out 2>&1 & echo $! > {pidfile}) && "
@@ -488,6 +514,10 @@ BASE_EXPERIMENTS = [
     cost(E1000E_COST, sender="igb", receiver="e1000e"),
     # igb transmits the stack's own skbs (pktgen's are never freed on completion): the bulk free.
     cost(SOCKET_TX_COST, sender="igb", receiver="e1000e", source="socket"),
+    # page_pool recycling against a pool that must allocate: vmxnet3 with XDP_PASS (its rx on a
+    # pool) into a UDP socket that is read (pages come back) or never read (none does).
+    cost(POOL_COST, sender=POOL_PEER, receiver=POOL_NIC, xdp="xdp_pass", warmup=POOL_WARMUP_FRAMES, reads=True),
+    cost(POOL_HELD_COST, sender=POOL_PEER, receiver=POOL_NIC, xdp="xdp_pass", warmup=POOL_WARMUP_FRAMES, held=True),
 ]
 
 
