@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from harness.claims.lab import Lab
 from harness.claims.rules import (
@@ -55,6 +55,18 @@ class Technique:
     group: str  # the talk's technique it belongs to
 
 
+# The memory a driver spends per received frame (the Mellanox part of the agenda: striding RQ,
+# many frames in one large buffer, has no QEMU model; what it is about is measured instead):
+# skb->truesize at the hand-off to GRO, the memory the frame is charged for, at both ends of
+# the frame sizes. Descriptors per frame are not a row yet.
+GRO_HANDOFF = "net:napi_gro_receive_entry"
+MEMORY_SIZES = (60, 1514)
+MEMORY_TECHNIQUES = (
+    *[Technique(f"rx-truesize-{size}", f"rx memory per {size}-byte frame (skb->truesize at the GRO hand-off)",
+                "bytes", "memory per frame") for size in MEMORY_SIZES],
+    Technique("rx-truesize-per-byte", f"rx memory per received byte at {MEMORY_SIZES[-1]} bytes", "ratio",
+              "memory per frame"),
+)
 TECHNIQUES = (
     Technique("rx-maps", "rx DMA maps", "per frame", "page reuse"),
     Technique("rx-unmaps", "rx DMA unmaps", "per frame", "page reuse"),
@@ -84,6 +96,7 @@ TECHNIQUES = (
     Technique("pp-slow-allocs-xdp", "the same with an XDP program attached (XDP_PASS)", "per frame", "page_pool"),
     Technique("pp-releases-xdp", "page_pool pages given back to the page allocator, XDP_PASS", "per frame",
               "page_pool"),
+    *MEMORY_TECHNIQUES,
 )
 # `survey --cost`: instructions per frame on each driver's rx path (QEMU's TCG plugin, the cost guest).
 COST_FAMILIES = ("driver", "page allocator", "slab", "dma api", "skb", "stack", "kernel")
@@ -153,6 +166,28 @@ def rx_experiment(lab: Lab, model: str, models: tuple[str, ...]) -> None:
     lab.measure(exp_name("rx", model), "stock", "direct", run)
 
 
+def memory_experiment(lab: Lab, model: str, models: tuple[str, ...], size: int) -> None:
+    """skb->truesize of the NIC's frames at the GRO hand-off (a hist trigger keyed by device)."""
+    def run(g: Guest) -> Measurement:
+        ring_setup(g, model)
+        ctx = RunContext(lab.run_id, g.kernel.key, "stock", "direct", "")
+        m = measure_rx(g, ctx, [EventCountProbe([GRO_HANDOFF], keys="name,truesize")], src=peer_of(model, models),
+                       dst=model, pktgen=replace(SURVEY_PKTGEN, pkt_size=size), max_loss=0.01)
+        rows = [r for r in detail_rows(m, f"event:{GRO_HANDOFF}") if r.get("name") == g.nic(model)]
+        frames, total = sum(r["count"] for r in rows), sum(int(r["truesize"]) * r["count"] for r in rows)
+        how = f"hist trigger on {GRO_HANDOFF} keyed by device and truesize: the sum of skb->truesize"
+        m.add("rx_truesize_bytes", total, nic(model).driver, how, {"by_truesize": {r["truesize"]: r["count"]
+                                                                                 for r in rows}})
+        m.add("rx_truesize_frames", frames, nic(model).driver, how.replace("the sum of skb->truesize", "frames"))
+        return m
+    lab.measure(exp_name(f"memory-{size}", model), "stock", "direct", run)
+
+
+def detail_rows(m: Measurement, metric: str) -> list[dict]:
+    rows = m.rows(metric, "")
+    return json.loads(rows.iloc[0].detail).get("by", []) if not rows.empty and rows.iloc[0].detail else []
+
+
 def swiotlb_experiment(lab: Lab, model: str, models: tuple[str, ...]) -> None:
     def run(g: Guest) -> Measurement:
         ring_setup(g, model)
@@ -220,12 +255,34 @@ def run_survey(lab: Lab, models: tuple[str, ...], cost: bool = False) -> None:
             rx_experiment(lab, model, models)
             for program in XDP_PROGRAMS:
                 xdp_experiment(lab, model, models, program)
+            for size in MEMORY_SIZES:
+                memory_experiment(lab, model, models, size)
         for model in models:
             swiotlb_experiment(lab, model, models)
         for model in models if cost else ():
             cost_experiment(lab, model, models)
     finally:
         lab.close()
+
+
+def memory_cells(lab: Lab, model: str) -> dict[str, Cell]:
+    drv = nic(model).driver
+    how = f"skb->truesize at {GRO_HANDOFF} (hist trigger keyed by device), per frame that reached it"
+    cells = {}
+    for size in MEMORY_SIZES:
+        exp = exp_name(f"memory-{size}", model)
+        total, frames = value(lab, exp, "rx_truesize_bytes", drv), value(lab, exp, "rx_truesize_frames", drv)
+        cells[f"rx-truesize-{size}"] = Cell(total / frames if total is not None and frames else None, how,
+                                            why_unmeasured(lab, exp) if not frames else "")
+        if not frames and exp in lab.results:
+            cells[f"rx-truesize-{size}"].why_not = f"no frame of {model} reached {GRO_HANDOFF}"
+    last = exp_name(f"memory-{MEMORY_SIZES[-1]}", model)
+    per_frame = cells[f"rx-truesize-{MEMORY_SIZES[-1]}"].value
+    received = per_packet(lab, last, "counter:link.rx_bytes", drv)
+    cells["rx-truesize-per-byte"] = Cell(_ratio(per_frame if isinstance(per_frame, float) else None, received),
+                                         "truesize per frame / bytes received per frame (ip -s link)",
+                                         cells[f"rx-truesize-{MEMORY_SIZES[-1]}"].why_not)
+    return cells
 
 
 def cost_cells(lab: Lab, model: str) -> dict[str, Cell]:
@@ -304,6 +361,7 @@ def cells_for(lab: Lab, model: str, barriers: dict[str, Cell]) -> dict[str, Cell
         "pp-releases-xdp": _events(lab, exp_name("xdp_pass", model), PAGE_POOL_EVENTS[1]),
     }
     out.update(barriers)
+    out.update(memory_cells(lab, model))
     if exp_name("cost", model) in lab.results or exp_name("cost", model) in lab.failures:
         out.update(cost_cells(lab, model))
     return out

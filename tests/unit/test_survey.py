@@ -38,3 +38,27 @@ def test_survey_files_say_what_each_cell_is(tmp_path):
     assert "- pp-slow-allocs-xdp: —: **not measured**: xdp_pass:e1000e: kernel WARNING@x" in md
     assert (tmp_path / "survey_per_frame.png").stat().st_size > 1000
     assert 'class="na"' in (tmp_path / "report.html").read_text()
+
+
+def test_memory_per_frame_is_truesize_over_the_frames_that_reached_gro():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from harness.measurement.measure import Measurement
+    from harness.survey.techniques import memory_cells
+
+    def measured(total: float, frames: float, rx_bytes: float) -> Measurement:
+        rows = [{"metric": "rx_truesize_bytes", "driver": "igb", "value": total, "detail": ""},
+                {"metric": "rx_truesize_frames", "driver": "igb", "value": frames, "detail": ""},
+                {"metric": "counter:link.rx_bytes", "driver": "igb", "value": rx_bytes, "detail": ""}]
+        return Measurement(SimpleNamespace(received=2000), pd.DataFrame(rows), 1.0)
+
+    lab = SimpleNamespace(results={"memory-60:igb": measured(2000 * 2304, 2000, 2000 * 60),
+                                   "memory-1514:igb": measured(2000 * 2304, 2000, 2000 * 1514)}, failures={})
+    cells = memory_cells(lab, "igb")
+    assert cells["rx-truesize-60"].value == 2304
+    assert abs(cells["rx-truesize-per-byte"].value - 2304 / 1514) < 1e-9
+    lab.results["memory-60:igb"] = measured(0, 0, 0)
+    assert cells["rx-truesize-1514"].value == 2304
+    assert memory_cells(lab, "igb")["rx-truesize-60"].why_not.startswith("no frame of igb reached")
