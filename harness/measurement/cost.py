@@ -463,9 +463,3 @@ def instance_observations(rc: RoleCost, driver: str, returns: str) -> list[Obser
     obs.append(Observation(f"returned:{rc.role.name}", frames, driver, f"{returns}: the sum (a poll: frames received)",
                            {"by_value": {str(k): n for k, (n, _) in sorted(rc.returned.items())}}))
     return obs
-
-
-def per_frame_functions(rows: dict[str, float], role: str) -> dict[str, float]:
-    """{function: per-frame instructions} out of {metric: per-frame value} rows of one role."""
-    prefix = f"{METRIC}:{role}:fn:"
-    return {k.removeprefix(prefix): v for k, v in rows.items() if k.startswith(prefix)}
