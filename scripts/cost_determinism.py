@@ -12,7 +12,7 @@ spread (max - min) / median of each:
     spread X % instructions per frame
     spread Y % wall-clock per frame
 
-    scripts/cost_determinism.py [--runs 5] [--kernel source] [--experiment rx-cost]
+    scripts/cost_determinism.py [--runs 5] [--kernel source] [--experiment rx-cost] [--frames N]
 """
 
 from __future__ import annotations
@@ -66,7 +66,12 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--kernel", default="source")
     ap.add_argument("--experiment", default=RX_COST)
+    ap.add_argument("--frames", type=int, help="another frame count than the experiment's (same pace)")
     args = ap.parse_args()
+    if args.frames:  # this process's catalogue only
+        exp = EXPERIMENTS.base[args.experiment]
+        EXPERIMENTS.base[args.experiment] = dataclasses.replace(
+            exp, pktgen=dataclasses.replace(exp.pktgen, count=args.frames))
     cache = Cache()
     runs = []
     for i in range(args.runs):
