@@ -18,6 +18,8 @@ pktgen keeps a reference on its skbs, so igb transmits from a UDP socket."""
 
 from __future__ import annotations
 
+import math
+
 from harness.measurement.cost import METRIC, WITNESS
 
 from .base import Check, ClaimResult
@@ -35,10 +37,12 @@ MIN_COVERED = 0.9  # of the frames' heads came (or went) in bulk
 
 def probed(lab: Lab, experiment: str, kind: str, fn: str, role: str, driver: str) -> float | None:
     """A probed function's total (calls, returned, argument or instructions) under `role`:
-    0 when the experiment ran and it was never called (a measured nothing)."""
+    0 when the experiment ran and it was never called (a measured nothing); None when it
+    did not run, or when the kernel has no such function to probe (its calls are NaN)."""
     metric = {"calls": f"calls/{WITNESS}", "returned": f"returned/{WITNESS}", "argument": f"argument/{WITNESS}",
               "instructions": METRIC}[kind] + f":{fn}:under:{role}"
-    if experiment not in lab.results:
+    calls = value(lab, experiment, f"calls/{WITNESS}:{fn}:under:{role}", driver)
+    if experiment not in lab.results or (calls is not None and math.isnan(calls)):
         return None
     return value(lab, experiment, metric, driver) or 0.0
 

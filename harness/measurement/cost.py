@@ -315,6 +315,7 @@ class CostProbe:
         self.receiver, self.sender = nic(receiver), nic(sender)
         self.probes = PROBED if probes is None else probes  # function -> the argument recorded
         self.probe_ids: dict[int, str] = {}  # probe region id -> the function (its name in this kernel)
+        self.probes_absent: list[str] = []  # probed functions this kernel does not have (not counted: NaN)
         self.region_roles: dict[int, str] = {}
         self.dump_path: Path | None = None
         self.absent: list[str] = []  # entry functions the kernel does not have on their own (inlined)
@@ -342,7 +343,9 @@ class CostProbe:
                 self.region_roles[rid] = role.name
                 rid += 1
         self.probe_ids = {}
-        for name, found in resolve_functions(list(self.probes), set(syms.text_names())).items():
+        found_names = resolve_functions(list(self.probes), set(syms.text_names()))
+        self.probes_absent = [n for n in self.probes if n not in found_names]
+        for name, found in found_names.items():
             if rid >= IRQ_REGION:
                 raise HarnessError(f"cost probe: more than {IRQ_REGION - 1} regions and probes")
             commands.append(f"probe {rid} {syms.address(found):x} {self.probes[name]}")
@@ -379,7 +382,12 @@ class CostProbe:
                    for fn in defined_functions(g.kernel.source_file(f"{m.source_dir}/{m.rx_source}").read_text())}
         b = attribute(window, guest_symbols(g), self.region_roles, drivers, builtin)
         return (observations(b, self.receiver, self.sender, self.absent)
-                + probe_observations(window, self.probe_ids, self.region_roles, self.receiver, self.sender))
+                + probe_observations(window, self.probe_ids, self.region_roles, self.receiver, self.sender)
+                + [Observation(f"calls/{WITNESS}:{fn}:under:{role.name}", float("nan"),
+                               (self.receiver if role.side == "receiver" else self.sender).driver,
+                               f"{fn} is not in this kernel's kallsyms (inlined or another name): not counted",
+                               {"unavailable": True})
+                   for fn in self.probes_absent for role in ROLES if role.side])
 
 
 def observations(b: Breakdown, receiver: NicModel, sender: NicModel, absent: list[str]) -> list[Observation]:

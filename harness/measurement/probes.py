@@ -65,6 +65,7 @@ FUNCTION_ALIASES = {
     "skb_add_rx_frag_netmem": ("skb_add_rx_frag",),
     "__dma_sync_single_for_cpu": ("dma_sync_single_for_cpu",),
     "__dma_sync_single_for_device": ("dma_sync_single_for_device",),
+    "kmem_cache_alloc_bulk_noprof": ("kmem_cache_alloc_bulk",),  # before memory allocation profiling
 }
 
 

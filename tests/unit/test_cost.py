@@ -229,3 +229,13 @@ def test_the_survey_has_cost_rows_only_when_it_measured_them():
     cost = SurveyResult({}, ("igb",), {"igb": {t.id: Cell(1.0) for t in TECHNIQUES + COST_TECHNIQUES}})
     assert cost.techniques == TECHNIQUES + COST_TECHNIQUES
     assert any(t["id"] == "cost-rx" for t in cost.to_json()["techniques"])
+
+
+def test_a_bulk_function_the_kernel_lacks_is_unmeasured_not_zero():
+    from harness.claims.skb_bulk_claims import SkbBulkAlloc
+
+    lab = fake_lab({"rx-cost": {"calls/tcg-plugin:kmem_cache_alloc_bulk_noprof:under:rx": float("nan")},
+                    "rx-cost@1514B+csum": {"instances:rx:one": 0.0}})
+    checks = {c.id: c for c in SkbBulkAlloc().evaluate(lab).checks}
+    assert checks["heads-alloc-in-bulk-per-frame"].holds() is None  # no such function: not a measured 0
+    assert checks["heads-alloc-in-bulk-per-frame@1514B+csum"].holds() is False  # probed, never called: 0
