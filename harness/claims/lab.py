@@ -275,7 +275,7 @@ class Lab:
                 raise
         self._guest, self._guest_key = g, (kernel.base_key or kernel.key, dma_mode, cost)
         self._accounted = 0
-        self._check_quiet(g, variant, dma_mode, "during boot", cost)
+        self._check_quiet(g, variant, dma_mode, "during boot")
         self.boots.append({"variant": variant, "dma_mode": dma_mode, "cost": cost, "kernel": kernel.key,
                            "release": kernel.release, "accel": g.spec.accel, "times": g.times.summary(),
                            "nics": [{"name": n.name, "driver": n.driver, "mac": n.mac} for n in g.nics],
@@ -289,21 +289,20 @@ class Lab:
         swapped = g.use_kernel_modules(kernel)
         log(f"{variant}: loaded its {', '.join(m + '.ko' for m in swapped) or 'modules'} into the running guest "
             f"({time.monotonic() - started:.1f}s, no reboot)")
-        self._check_quiet(g, variant, dma_mode, "while its driver modules were loaded",
-                          g.options.cost_plugin is not None)
+        self._check_quiet(g, variant, dma_mode, "while its driver modules were loaded")
         self.boots.append({"variant": variant, "dma_mode": dma_mode, "kernel": kernel.key, "release": kernel.release,
                            "accel": g.spec.accel, "times": f"modules reloaded in the running guest: {swapped}",
                            "boot_s": round(time.monotonic() - started, 2),
                            "modules": kernel.meta.get("module_builds", {}), "qemu": g.command_line})
 
-    def _check_quiet(self, g: Guest, variant: str, dma_mode: str, when: str, cost: bool = False) -> None:
+    def _check_quiet(self, g: Guest, variant: str, dma_mode: str, when: str) -> None:
         """Kernel reports before any experiment (boot, module load) fail that guest."""
         reports = g.console.reports(self._accounted) if g.console else []
         self._accounted = g.console.line_count() if g.console else 0
         if reports:
             self.stray_reports += reports
             self.stop_guest()
-            key = (variant, dma_mode, cost)
+            key = (variant, dma_mode, g.options.cost_plugin is not None)
             self._boot_errors[key] = (f"{variant} kernel, DMA mode {dma_mode}: the kernel reported "
                                       f"{when}: {reports[0].fingerprint}")
             raise HarnessError(self._boot_errors[key])

@@ -12,16 +12,13 @@ pktgen run, so measure_rx takes it as its sender."""
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 
 from harness.errors import GuestError
 from harness.guest.vm import Guest
-from harness.measurement.counters import delta, parse_snapshots, snapshot_script
-from harness.measurement.traffic import DST_IP, SRC_IP, PktgenConfig, PktgenResult, TrafficRun
+from harness.measurement.traffic import DST_IP, SRC_IP, PktgenConfig, PktgenResult, TrafficRun, counted_run
 
 UDP_OVERHEAD = 14 + 20 + 8  # Ethernet, IPv4 and UDP headers: a payload of pkt_size - 42 bytes
-MARK = "----harness-socket-tx----"
 
 
 # The sender's interrupts and the sending process on one CPU, the receiver's interrupts on
@@ -53,31 +50,21 @@ def sender_script(src_if: str, cfg: PktgenConfig) -> str:
 def run_socket_tx(guest: Guest, src_if: str, dst_if: str, cfg: PktgenConfig, *,
                   require_all: bool = True, settle: float = 3.0) -> TrafficRun:
     """cfg.count UDP datagrams of cfg.pkt_size bytes on the wire, src_if -> dst_if."""
-    names = [src_if, dst_if]
     dst_mac = next(n.mac for n in guest.nics if n.name == dst_if)
     setup = (f"ip addr add {SRC_IP}/24 dev {src_if} && "
              f"ip neigh replace {DST_IP} lladdr {dst_mac} dev {src_if} nud permanent")
     undo = f"ip neigh del {DST_IP} dev {src_if}; ip addr del {SRC_IP}/24 dev {src_if}; true"
-    guest.run(setup)
-    try:
-        script = (f"set -e\n{snapshot_script(names)}\necho {MARK}\n"
-                  f"python3 -c \"$(cat <<'EOF'\n{sender_script(src_if, cfg)}EOF\n)\"\n"
-                  f"echo {MARK}\n{snapshot_script(names)}")
-        started = time.monotonic()
-        out = guest.run(script, timeout=max(120.0, cfg.count / 200)).stdout
-        seconds = time.monotonic() - started
-        before, report, after = out.split(MARK + "\n")
+    sender = f"python3 -c \"$(cat <<'EOF'\n{sender_script(src_if, cfg)}EOF\n)\""
+
+    def parse(report: str) -> PktgenResult:
         words = report.split()
         sent, usec = int(words[words.index("sent") + 1]), int(words[words.index("usec") + 1])
-        result = PktgenResult(sent=sent, usec=usec, pps=int(sent / max(usec, 1) * 1e6), errors=0,
-                              pkt_size=cfg.pkt_size, raw=report.strip())
-        (tx0, rx0), (tx1, rx1) = parse_snapshots(before, names), parse_snapshots(after, names)
-        run = TrafficRun(src_if, dst_if, cfg, result, seconds, delta(tx0, tx1), delta(rx0, rx1))
-        deadline = time.monotonic() + settle
-        while run.received < result.sent and time.monotonic() < deadline:
-            time.sleep(0.2)
-            (tx1, rx1) = parse_snapshots(guest.run(snapshot_script(names)).stdout, names)
-            run.tx_delta, run.rx_delta = delta(tx0, tx1), delta(rx0, rx1)
+        return PktgenResult(sent=sent, usec=usec, pps=int(sent / max(usec, 1) * 1e6), errors=0,
+                            pkt_size=cfg.pkt_size, raw=report.strip())
+
+    guest.run(setup)
+    try:
+        run = counted_run(guest, src_if, dst_if, cfg, sender, parse, max(120.0, cfg.count / 200), settle)
     finally:
         guest.run(undo, check=False)
     if require_all and run.missed:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from harness.errors import GuestError
@@ -121,6 +122,29 @@ class TrafficRun:
 TRAFFIC_MARK = "----harness-traffic----"
 
 
+def counted_run(guest: Guest, src_if: str, dst_if: str, cfg: PktgenConfig, sender: str,
+                parse: Callable[[str], PktgenResult], timeout: float, settle: float) -> TrafficRun:
+    """One guest command takes both NICs' counters, runs the `sender` shell (its output
+    parsed into the result) and takes them again; then, while frames are still in flight,
+    the counters again for up to `settle` seconds (the last frames may still be in NAPI)."""
+    names = [src_if, dst_if]
+    script = (f"set -e\n{snapshot_script(names)}\necho {TRAFFIC_MARK}\n{sender}"
+              f"\necho {TRAFFIC_MARK}\n{snapshot_script(names)}")
+    started = time.monotonic()
+    out = guest.run(script, timeout=timeout).stdout
+    seconds = time.monotonic() - started
+    before, report, after = out.split(TRAFFIC_MARK + "\n")
+    result = parse(report)
+    (tx0, rx0), (tx1, rx1) = parse_snapshots(before, names), parse_snapshots(after, names)
+    run = TrafficRun(src_if, dst_if, cfg, result, seconds, delta(tx0, tx1), delta(rx0, rx1))
+    deadline = time.monotonic() + settle
+    while run.received < result.sent and time.monotonic() < deadline:
+        time.sleep(0.2)
+        tx1, rx1 = snapshots(guest, names)
+        run.tx_delta, run.rx_delta = delta(tx0, tx1), delta(rx0, rx1)
+    return run
+
+
 def run_pktgen(guest: Guest, src_if: str, dst_if: str, cfg: PktgenConfig | None = None,
                *, require_all: bool = True, settle: float = 3.0) -> TrafficRun:
     """Send cfg.count frames src_if -> dst_if; return pktgen's result and both NICs'
@@ -132,23 +156,10 @@ def run_pktgen(guest: Guest, src_if: str, dst_if: str, cfg: PktgenConfig | None 
     frames still in flight cost more. With `require_all`, a run that lost frames
     raises, saying where."""
     cfg = cfg or PktgenConfig()
-    names = [src_if, dst_if]
     dst_mac = next(n.mac for n in guest.nics if n.name == dst_if)
-    script = (f"set -e\n{snapshot_script(names)}\necho {TRAFFIC_MARK}\n"
-              + pktgen_script(src_if, dst_mac, cfg).replace("set -e\n", "", 1)
-              + f"\necho {TRAFFIC_MARK}\n{snapshot_script(names)}")
-    started = time.monotonic()
-    out = guest.run(script, timeout=max(120.0, cfg.count / 1000)).stdout
-    seconds = time.monotonic() - started
-    before, pg, after = out.split(TRAFFIC_MARK + "\n")
-    result = parse_pktgen_result(pg)
-    (tx0, rx0), (tx1, rx1) = parse_snapshots(before, names), parse_snapshots(after, names)
-    run = TrafficRun(src_if, dst_if, cfg, result, seconds, delta(tx0, tx1), delta(rx0, rx1))
-    deadline = time.monotonic() + settle
-    while run.received < result.sent and time.monotonic() < deadline:  # the last frames may still be in NAPI
-        time.sleep(0.2)
-        tx1, rx1 = snapshots(guest, names)
-        run.tx_delta, run.rx_delta = delta(tx0, tx1), delta(rx0, rx1)
+    run = counted_run(guest, src_if, dst_if, cfg, pktgen_script(src_if, dst_mac, cfg).replace("set -e\n", "", 1),
+                      parse_pktgen_result, max(120.0, cfg.count / 1000), settle)
+    result = run.result
     if result.errors or not cfg.count <= result.sent < cfg.count + cfg.burst:
         raise GuestError(f"pktgen on {src_if}: sent {result.sent} of {cfg.count} (burst {cfg.burst}), "
                          f"errors {result.errors}", guest.console_tail())
