@@ -52,6 +52,10 @@ def _add_kernel_args(p: argparse.ArgumentParser) -> None:
                         "debug-checks, selftests)")
     g.add_argument("--patch", action="append", type=Path, default=[], metavar="FILE",
                    help="apply this patch to the source before building (repeatable)")
+    g.add_argument("--debug", action="store_true",
+                   help="the debug flavour (kernel-configs/debug.config on top of the fragments): KASAN, KFENCE, "
+                        "UBSAN, lockdep, kmemleak and page_owner (scanned after every experiment: a leak from a "
+                        "driver under test is an error), fault injection; a kernel of its own, slower guests")
     p.add_argument("--cache", type=Path, help="cache directory (default ~/.cache/harness or $HARNESS_CACHE)")
 
 
@@ -88,14 +92,18 @@ COVERAGE_FRAGMENT, COVERAGE_PATCH = "coverage", "igb-gcov-profile.patch"
 
 def _user_build(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[Path, ...]]:
     """--fragment and --patch, for every kernel that is built; --coverage adds the gcov
-    fragment (to the defaults, if no --fragment) and the patch that instruments igb."""
+    fragment (to the defaults, if no --fragment) and the patch that instruments igb;
+    --debug adds the debug flavour's fragment the same way."""
+    from harness.artifacts.kernel import DEBUG_FRAGMENT, DEFAULT_FRAGMENTS
+
     fragments, patches = tuple(args.fragment or ()), tuple(args.patch)
     if getattr(args, "coverage", False):
-        from harness.artifacts.kernel import DEFAULT_FRAGMENTS
         from harness.paths import PATCHES_DIR
 
         fragments = (*(fragments or DEFAULT_FRAGMENTS), COVERAGE_FRAGMENT)
         patches = (*patches, PATCHES_DIR / COVERAGE_PATCH)
+    if getattr(args, "debug", False) and DEBUG_FRAGMENT not in fragments:
+        fragments = (*(fragments or DEFAULT_FRAGMENTS), DEBUG_FRAGMENT)
     return fragments, patches
 
 
@@ -193,6 +201,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.report.compare import Tolerance
     from harness.report.matrix import load_baselines, write_matrix
 
+    if args.debug and args.cost:
+        raise HarnessError("--cost with --debug: the instructions per frame of a KASAN/lockdep kernel are the "
+                           "sanitizers' more than the driver's; measure cost on the default kernel")
     claims = select([c.strip() for c in args.claims.split(",")] if args.claims else None, cost=args.cost)
     nics = parse_nics(args.nics)
     if not {"igb", "e1000e"} <= set(nics):
@@ -243,6 +254,20 @@ def cmd_selftests(args: argparse.Namespace) -> int:
 
     runs = run_selftests(choices, models, Cache(args.cache), out, args.accel, args.k)
     return EXIT_REFUTED if any(f.failed for r in runs for f in r.results) else EXIT_OK
+
+
+def cmd_faults(args: argparse.Namespace) -> int:
+    from harness.outdir import prepare_out
+
+    models = parse_nics(args.nics)
+    args.debug = True  # the fault injection and the leak checks live in the debug flavour
+    choice = single_choice(args.kernel, args.kernel_tree, "faults", *_user_build(args))
+    out = prepare_out(args.out)
+
+    from harness.faults.run import faults_kernel
+
+    run = faults_kernel(choice, models, Cache(args.cache), out, args.accel)
+    return EXIT_REFUTED if run.failed else EXIT_OK
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -362,6 +387,14 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--out", type=Path, default=Path("out/selftests"),
                     help="directory for selftests.json, junit.xml, report.html/md, ktap/ (default out/selftests)")
     st.set_defaults(func=cmd_selftests)
+    fa = sub.add_parser("faults", help="rx allocation failures injected into each NIC's driver on the debug kernel: "
+                        "counted, recovered, nothing leaked, no kernel report (faults.json)")
+    _add_kernel_args(fa)
+    fa.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+    _add_nics_arg(fa.add_argument_group("guest"), default=",".join(CATALOGUE))
+    fa.add_argument("--out", type=Path, default=Path("out/faults"),
+                    help="directory for faults.json and faults.md (default out/faults)")
+    fa.set_defaults(func=cmd_faults)
     cmp = sub.add_parser("compare", help="compare two stored runs (results.json or out directories)")
     cmp.add_argument("base", type=Path, help="the earlier run")
     cmp.add_argument("new", type=Path, help="the later run")

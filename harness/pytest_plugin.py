@@ -26,10 +26,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--kernel-tree", type=Path, default=None, help="build this kernel tree for VM tests")
     g.addoption("--accel", choices=["auto", "kvm", "tcg"], default="auto", help="QEMU accelerator")
     g.addoption("--harness-cache", type=Path, default=None, help="artifact cache (default ~/.cache/harness)")
+    g.addoption("--debug-kernel", action="store_true",
+                help="also run the tests marked debug_kernel: the debug flavour (KASAN, lockdep, kmemleak, "
+                     "page_owner, fault injection) with its breakers; builds that kernel (about 20 min cold)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "vm: boots a real QEMU guest (slow)")
+    config.addinivalue_line("markers", "debug_kernel: needs the debug flavour's kernel (run with --debug-kernel)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--debug-kernel"):
+        return
+    skip = pytest.mark.skip(reason="needs the debug kernel: pytest --debug-kernel (the nightly runs it)")
+    for item in items:
+        if "debug_kernel" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

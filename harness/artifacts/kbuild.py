@@ -60,24 +60,30 @@ def configure(make: list[str], src: Path, build_dir: Path, fragment_paths: list[
 class KbuildProgress:
     """Counts kbuild's `  CC      path` lines: a build's progress in objects compiled,
     out of the count the last build of the same sources and config compiled (kept in
-    the cache), with an ETA from the rate so far. A first build has no total yet."""
+    the cache), with an ETA from the rate so far. A first build takes its total from
+    the last build of the same kernel series and fragments (this cache's, else the
+    counts recorded with the harness, KNOWN_TOTALS), shown as an estimate (≈)."""
 
     CC_LINE = re.compile(r"^\s+CC\s+(\S+)")
     TOTALS = "kbuild-objects.json"
+    KNOWN_TOTALS = Path(__file__).with_name("kbuild_objects.json")
 
-    def __init__(self, cache: Cache | None = None, key: str = "") -> None:
+    def __init__(self, cache: Cache | None = None, key: str = "", family: str = "") -> None:
         self.compiled = 0
         self.current = ""
         self.started = time.monotonic()
         self._file = cache.dir("logs") / self.TOTALS if cache is not None and key else None
         self.key = key
-        self.expected = self._totals().get(key) if self._file else None
+        self.family = family  # "6.12|base,debug,...": builds whose counts are alike
+        totals = self._totals()
+        self.expected = totals.get(key) if self._file else None
+        self.estimated = False
+        if not self.expected and family:
+            self.expected = totals.get(family) or _read_json(self.KNOWN_TOTALS).get(family)
+            self.estimated = bool(self.expected)
 
     def _totals(self) -> dict[str, int]:
-        try:
-            return json.loads(self._file.read_text()) if self._file and self._file.is_file() else {}
-        except (OSError, ValueError):
-            return {}
+        return _read_json(self._file) if self._file else {}
 
     def update(self, line: str) -> str:
         if m := self.CC_LINE.match(line):
@@ -88,7 +94,8 @@ class KbuildProgress:
         done = min(self.compiled / self.expected, 1.0)
         elapsed = time.monotonic() - self.started
         eta = f", ETA {elapsed * (1 - done) / done:.0f}s" if done > 0.02 else ""
-        return f"{self.compiled}/{self.expected} objects ({done:.0%}{eta}; {self.current})"
+        approx = "≈" if self.estimated else ""
+        return f"{self.compiled}/{approx}{self.expected} objects ({done:.0%}{eta}; {self.current})"
 
     def finished(self) -> None:
         """Keep this build's count as the next one's total."""
@@ -97,6 +104,24 @@ class KbuildProgress:
         totals = self._totals()
         # An incremental build (the build dir is reused) compiles fewer: keep the full count.
         totals[self.key] = max(self.compiled, totals.get(self.key, 0))
+        if self.family:
+            totals[self.family] = totals[self.key]
         tmp = self._file.with_suffix(".tmp")
         tmp.write_text(json.dumps(totals, indent=1, sort_keys=True))
         tmp.replace(self._file)
+
+
+def _read_json(path: Path | None) -> dict[str, int]:
+    try:
+        return json.loads(path.read_text()) if path is not None and path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def build_family(src: Path, fragment_names: list[str]) -> str:
+    """`6.12|base,debug,...`: the kernel series (from the tree's Makefile) and the
+    fragments, which decide a build's object count within a few percent."""
+    text = (src / "Makefile").read_text(errors="replace")[:2000]
+    version = ".".join(m.group(1) for key in ("VERSION", "PATCHLEVEL")
+                       if (m := re.search(rf"^{key} = (\d+)", text, re.M)))
+    return f"{version}|{','.join(sorted(fragment_names))}"

@@ -4,6 +4,7 @@ image. Results are immutable cache artifacts keyed by everything that made them.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import sys
 import time
@@ -11,8 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.artifacts.driver_module import get_module
-from harness.artifacts.kbuild import KERNEL_KCFLAGS, KbuildProgress, configure, make_env, make_jobs
-from harness.artifacts.kconfig import Fragment, adapt_fragments, check_fragments, resolve_fragments
+from harness.artifacts.kbuild import (
+    KERNEL_KCFLAGS,
+    KbuildProgress,
+    build_family,
+    configure,
+    make_env,
+    make_jobs,
+)
+from harness.artifacts.kconfig import Fragment, adapt_fragments, check_fragments, final_values, resolve_fragments
 from harness.artifacts.source_tree import (
     check_patch,
     check_tree,
@@ -36,6 +44,10 @@ from harness.paths import CONFIGS_DIR
 # then checks every DMA call of every experiment. One kernel build instead of a
 # separate debug variant (which recompiled nearly everything: page_ref.h is in mm.h).
 DEFAULT_FRAGMENTS = ("base", "nics", "observe", "debug-checks", "selftests")
+DEBUG_FRAGMENT = "debug"  # the debug flavour (`--debug`): sanitizers, leak finders, fault injection
+# What a kernel built with an option needs on its command line to use it: kmemleak
+# is built off by default (no cost until asked), page_owner records nothing unless asked.
+BOOT_ARGS_OF_CONFIG = {"CONFIG_DEBUG_KMEMLEAK_DEFAULT_OFF": "kmemleak=on", "CONFIG_PAGE_OWNER": "page_owner=on"}
 BUILD_RECIPE_VERSION = "5"  # bump when the build steps below change what they produce (5: built-in NIC sources kept)
 
 
@@ -87,14 +99,37 @@ class Kernel:
     @property
     def boot_image(self) -> Path:
         """What QEMU's -kernel gets: the uncompressed vmlinux when the kernel has a
-        PVH entry (no real-mode setup, no decompression under TCG), else bzImage."""
-        if self.meta.get("pvh") and self.vmlinux is not None:
+        PVH entry (no real-mode setup, no decompression under TCG), else bzImage. Not for
+        the debug flavour: a KASAN kernel entered through PVH resets before its first
+        console line (6.12.95: QEMU exits after 0.5 s); through bzImage it boots."""
+        if self.meta.get("pvh") and self.vmlinux is not None and not self.debug:
             return self.vmlinux
         return self.bzimage
 
     @property
     def label(self) -> str:
-        return f"{self.release} ({self.meta.get('source', '?')}, {self.meta.get('variant', 'stock')})"
+        flavour = ", debug" if self.debug else ""
+        return f"{self.release} ({self.meta.get('source', '?')}, {self.meta.get('variant', 'stock')}{flavour})"
+
+    @property
+    def debug(self) -> bool:
+        """Whether this is the debug flavour (kmemleak and page_owner scanned after each experiment)."""
+        return DEBUG_FRAGMENT in self.meta.get("fragments", ())
+
+    @functools.cached_property
+    def config_values(self) -> dict[str, str]:
+        return final_values(self.config.read_text())
+
+    def config_value(self, option: str) -> str | None:
+        return self.config_values.get(option)
+
+    @property
+    def boot_args(self) -> tuple[str, ...]:
+        """Command-line arguments the debug flavour's config needs (BOOT_ARGS_OF_CONFIG);
+        none for any other kernel (a distro config may build page_owner in, unused)."""
+        if not self.debug:
+            return ()
+        return tuple(arg for option, arg in BOOT_ARGS_OF_CONFIG.items() if self.config_value(option) == "y")
 
 
 def get_kernel(request: KernelRequest, cache: Cache | None = None) -> Kernel:
@@ -231,7 +266,8 @@ def _build(src: Path, out: Path, build_dir: Path, fragments: list[Fragment], cac
     config_text = configure(make, src, build_dir, [f.path for f in fragments], log, env)
     check_fragments(config_text, fragments, src)
 
-    progress = KbuildProgress(cache, hash_parts([("source", source_id), ("config", config_text)]))
+    progress = KbuildProgress(cache, hash_parts([("source", source_id), ("config", config_text)]),
+                              build_family(src, [f.name for f in fragments]))
     cc = ["CC=ccache gcc"] if use_ccache else []
     build_cmd = ["make", "-C", str(src), f"O={build_dir}", f"-j{jobs}", *cc, "bzImage", "modules"]
     run_logged(build_cmd, log, what="kernel build", env=env, timeout=3 * 3600,

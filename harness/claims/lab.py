@@ -28,7 +28,7 @@ from harness.errors import (
 from harness.guest.crash import KernelReport
 from harness.guest.qemu_abort import QemuAbort, qemu_abort
 from harness.guest.vm import Guest, GuestOptions
-from harness.measurement import dma_debug
+from harness.measurement import dma_debug, leaks
 from harness.measurement.measure import Measurement
 from harness.nics import DEFAULT_NICS
 from harness.paths import PATCHES_DIR
@@ -276,7 +276,8 @@ class Lab:
         self._guest, self._guest_key = g, (kernel.base_key or kernel.key, dma_mode, cost)
         self._accounted = 0
         self._check_quiet(g, variant, dma_mode, "during boot")
-        self.boots.append({"variant": variant, "dma_mode": dma_mode, "cost": cost, "kernel": kernel.key,
+        self.boots.append({"variant": variant, "dma_mode": dma_mode, "cost": cost, "debug": kernel.debug,
+                           "kernel": kernel.key,
                            "release": kernel.release, "accel": g.spec.accel, "times": g.times.summary(),
                            "nics": [{"name": n.name, "driver": n.driver, "mac": n.mac} for n in g.nics],
                            "boot_s": round(g.times.ssh, 2), "modules": kernel.meta.get("module_builds", {}),
@@ -372,9 +373,17 @@ class Lab:
         earlier = f" (and before its one retry: {retried[0]})" if retried else ""
         try:
             dma_before = dma_debug.arm(g)
+            pages_before = leaks.arm(g)
             m = run(g)
             reports = g.console.reports(mark) if g.console else []
             crashes = [r for r in reports if not r.is_dma_api]
+            if not crashes and pages_before is not None:
+                leaked = self._leak_reports(name, g, pages_before, m)
+                if leaked:
+                    self._fail(name, ERROR, f"leaked from a driver under test: "
+                               f"{'; '.join(r.message for r in leaked)}", leaked)
+                    self._accounted = g.console.line_count() if g.console else 0
+                    return None
             if not crashes and dma_before is not None:
                 dma = dma_debug.read(g, dma_before, reports)
                 m.add("dma_api_errors", dma.errors, "", "debugfs dma-api/error_count delta over the experiment "
@@ -406,6 +415,19 @@ class Lab:
             return None
         self._accounted = g.console.line_count() if g.console else 0
         return m
+
+    def _leak_reports(self, name: str, g: Guest, pages_before: dict, m: Measurement) -> tuple[KernelReport, ...]:
+        """The debug flavour's leak check after `name` (harness.measurement.leaks): its
+        figures join the measurement; what a driver under test leaked comes back as reports."""
+        drivers = leaks.drivers_of(g)
+        check = leaks.read(g, pages_before, drivers)
+        m.add("leaked_driver_objects", len(check.objects), "", "kmemleak: unreferenced slab objects allocated "
+              "under a driver under test, two scans after the experiment", check.to_json())
+        m.add("leaked_driver_pages", check.leaked_pages, "", "page_owner: base pages live from the drivers' "
+              "allocation stacks after the experiment minus before", {"floor": leaks.PAGE_LEAK_FLOOR})
+        log(f"{name}: leak check in {check.scans_s:.0f}s: {len(check.objects)} driver object(s) unreferenced "
+            f"({len(check.other_objects)} elsewhere), driver pages {check.leaked_pages:+d}")
+        return check.reports(drivers)
 
     def _note_abort(self, abort: QemuAbort, during: str, then: str) -> None:
         """QEMU aborted (the first time, during a boot or an experiment): kept for the

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pexpect
 
-from harness.guest.crash import KernelReport, classify
+from harness.guest.crash import LOCKDEP, KernelReport, classify
 
 READY_RE = re.compile(r"HARNESS-READY nics=(\S*)")
 INIT_FAILED_RE = re.compile(r"HARNESS-INIT-FAILED: (.*)")
@@ -26,6 +26,8 @@ CRASH_PATTERNS = (
     re.compile(r"\bOops(: |\b)"),
     re.compile(r"\bWARNING: .* at "),
     re.compile(r"\bKASAN: "),
+    re.compile(r"\bUBSAN: "),
+    re.compile(LOCKDEP),
     re.compile(r"\bDMA-API: "),
     re.compile(r"INFO: task .* blocked for more than"),
     re.compile(r"rcu: INFO: rcu_\w+ (self-)?detected stall"),

@@ -25,9 +25,16 @@ NOISE = (
     (re.compile(r"\b\d+\b"), "N"),
 )
 
+# lockdep's and RCU-lockdep's reports: "WARNING: <what>" with no "at file:line".
+LOCKDEP = (r"\bWARNING: (possible (circular|recursive|irq lock inversion)|inconsistent lock state|suspicious RCU"
+           r"|bad unlock balance|lock held|held lock freed|Nested lock)")
+
 KINDS = (  # (kind, pattern on the report's lines), the first that matches names it
     ("DMA-API", re.compile(r"\bDMA-API: ")),
     ("KASAN", re.compile(r"\bKASAN: ")),
+    ("KFENCE", re.compile(r"\bKFENCE: ")),
+    ("UBSAN", re.compile(r"\bUBSAN: ")),
+    ("lockdep", re.compile(LOCKDEP)),
     ("BUG", re.compile(r"\bBUG: |\bkernel BUG at ")),
     ("general protection fault", re.compile(r"\bgeneral protection fault\b")),
     ("Oops", re.compile(r"\bOops(: |\b)")),

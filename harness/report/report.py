@@ -238,6 +238,13 @@ def coverage_markdown(rows: list[dict] | None) -> list[str]:
             *[f"- {line}" for line in coverage_lines(rows) or ["no instrumented driver code for this claim"]]]
 
 
+def debug_line(debug: dict) -> str:
+    leaks = debug.get("leaks") or []
+    return (f"kernel flavour: {debug['flavour']}; kmemleak and page_owner checked after "
+            f"{debug['experiments_checked']} experiments: "
+            + (f"leaks in {', '.join(leaks)}" if leaks else "nothing leaked from the drivers under test"))
+
+
 def render_markdown(record: dict, plots: list[Plot], baseline: Comparison | None = None) -> str:
     k = record["kernel"]
     lines = [f"# igb page-based receive: claims on kernel {k['release']}", ""]
@@ -253,6 +260,7 @@ def render_markdown(record: dict, plots: list[Plot], baseline: Comparison | None
              f"- run `{record['run_id']}`, {record['wall_s']:.0f} s wall: `{record['command']}`",
              f"- verdicts: {', '.join(f'{n} {v}' for v, n in record['tally'].items())}",
              *([f"- {COVERAGE_CAVEAT}"] if "coverage" in record else []),
+             *([f"- {debug_line(record['debug'])}"] if "debug" in record else []),
              *([f"- {w}"] if (w := witness_summary(record)) else []), "",
              "| claim | slide | verdict | rule |", "|---|---|---|---|"]
     for c in record["claims"]:

@@ -78,10 +78,28 @@ def build_record(lab: Lab, results: list[ClaimResult], meta: dict, *, partial: b
         "qemu_aborts": lab.qemu_aborts, "boot_retries": lab.boot_retries,
         **({"stopped_by": stopped_by} if stopped_by else {}),
         **({"coverage": coverage} if coverage is not None else {}),
+        **({"debug": debug} if (debug := debug_summary(lab)) else {}),
         "tally": dict(Counter(c["verdict"] for c in claims)),
         "timings": {**lab.timings, "boots": round(sum(b.get("boot_s", 0) for b in lab.boots), 1),
                     "experiments": {e["name"]: e["seconds"] for e in experiments}},
     }
+
+
+LEAK_METRICS = ("leaked_driver_objects", "leaked_driver_pages")
+
+
+def debug_summary(lab: Lab) -> dict | None:
+    """On the debug flavour: what the leak checks after each experiment found (a leak
+    from a driver under test is already that experiment's error)."""
+    checked = {name: {metric: float(m.frame[m.frame.metric == metric].value.sum()) for metric in LEAK_METRICS}
+               for name, m in lab.results.items() if (m.frame.metric == LEAK_METRICS[0]).any()}
+    if not checked and not any(b.get("debug") for b in lab.boots):
+        return None
+    return {"flavour": "debug (kernel-configs/debug.config: KASAN, KFENCE, UBSAN, lockdep, kmemleak, page_owner, "
+                       "fault injection)",
+            "experiments_checked": len(checked), "leak_checks": checked,
+            "leaks": sorted(f.experiment for f in lab.failures.values()
+                            for r in f.reports if r.kind in ("kmemleak", "page leak"))}
 
 
 def with_baseline(record: dict, comparison: dict) -> dict:

@@ -21,6 +21,7 @@ from harness.cache import Cache, hash_parts
 from harness.errors import HarnessError
 from harness.guest.vm import Guest
 from harness.hostcmd import require_tool, run_logged
+from harness.measurement import leaks
 from harness.selftests.ktap import KtapDoc, KtapResult, parse_ktap
 
 SUITE = "drivers/net"
@@ -41,16 +42,23 @@ class FileResult:
     doc: KtapDoc
     output: str  # stdout + stderr, for a failure's evidence
     console: list[str] = field(default_factory=list)  # console lines when the test failed
+    # On the debug flavour: kmemleak's unreferenced objects after the file, those from the
+    # NICs' drivers (a failure, as in netdev's CI) and the others (listed only).
+    leaks: list[str] = field(default_factory=list)
+    other_leaks: int = 0
 
     def to_json(self) -> dict:
         return {"test": self.test, "nic": self.nic, "rc": self.rc, "seconds": round(self.seconds, 1),
                 "cases": [r.to_json() for r in self.doc.results], "totals": self.doc.totals,
                 "problems": self.doc.problems() + ([f"timed out after {TEST_TIMEOUT}s"] if self.rc is None else []),
-                "output": self.output[-6000:] if self.failed else "", "console": self.console}
+                "output": self.output[-6000:] if self.failed else "", "console": self.console,
+                **({"kmemleak": self.leaks, "kmemleak_elsewhere": self.other_leaks}
+                   if self.leaks or self.other_leaks else {})}
 
     @property
     def failed(self) -> bool:
-        return self.rc not in (0, 4) or any(r.status == "fail" for r in self.doc.results) or bool(self.doc.problems())
+        return (self.rc not in (0, 4) or any(r.status == "fail" for r in self.doc.results)
+                or bool(self.doc.problems()) or bool(self.leaks))
 
 
 def source_tree(kernel: Kernel) -> Path:
@@ -163,6 +171,14 @@ def run_file(g: Guest, test: str, model: str) -> FileResult:
     if doc.version is None and not doc.results:
         doc = whole_file_result(test, rc, res.stdout)
     result = FileResult(test, model, rc, seconds, doc, res.stdout + res.stderr)
+    if g.kernel.debug:
+        drivers = leaks.drivers_of(g)
+        for o in leaks.unreferenced(g):
+            if where := leaks.first_driver_frame(o.backtrace, drivers):
+                result.leaks.append(f"kmemleak: unreferenced object (size {o.size}) allocated in {where[1]}: "
+                                    + " < ".join(o.backtrace[:8]))
+            else:
+                result.other_leaks += 1
     if result.failed and g.console:
         result.console = g.console.last_lines(30) if not g.console.reports(mark) else [
             line for r in g.console.reports(mark) for line in r.lines]
@@ -203,7 +219,10 @@ def ensure_tools(g: Guest) -> list[str]:
 
 
 def run_nic(g: Guest, install: Path, model: str, peer: str, tests: list[str]) -> list[FileResult]:
-    """Every test file with `model` as NETIF and `peer` as the remote, in this guest."""
+    """Every test file with `model` as NETIF and `peer` as the remote, in this guest (on
+    the debug flavour, kmemleak is read after each file: what boot left is set aside)."""
+    if g.kernel.debug:
+        leaks.set_aside(g)
     push_tree(g, install)
     setup_endpoints(g, model, peer)
     try:

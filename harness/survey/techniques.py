@@ -29,6 +29,8 @@ from harness.claims.rules import (
     why_unmeasured,
 )
 from harness.errors import HarnessError, Unmeasurable
+from harness.faults.experiment import exp_name as fault_exp_name
+from harness.faults.experiment import fault_experiment
 from harness.guest.vm import Guest
 from harness.measurement import xdp
 from harness.measurement.dma_probe import DmaProbe
@@ -97,6 +99,11 @@ TECHNIQUES = (
     Technique("pp-releases-xdp", "page_pool pages given back to the page allocator, XDP_PASS", "per frame",
               "page_pool"),
     *MEMORY_TECHNIQUES,
+)
+# `survey --debug`: the rx-alloc-failure experiment (harness faults) as one more row.
+FAULT_TECHNIQUES = (
+    Technique("rx-alloc-failure", "rx allocation failures injected: counted, recovered, nothing leaked", "verdict",
+              "debug kernel"),
 )
 # `survey --cost`: instructions per frame on each driver's rx path (QEMU's TCG plugin, the cost guest).
 COST_FAMILIES = ("driver", "page allocator", "slab", "dma api", "skb", "stack", "kernel")
@@ -259,6 +266,8 @@ def run_survey(lab: Lab, models: tuple[str, ...], cost: bool = False) -> None:
                 memory_experiment(lab, model, models, size)
         for model in models:
             swiotlb_experiment(lab, model, models)
+        for model in models if lab.kernel("stock").debug else ():
+            fault_experiment(lab, model, peer_of(model, models))
         for model in models if cost else ():
             cost_experiment(lab, model, models)
     finally:
@@ -364,7 +373,19 @@ def cells_for(lab: Lab, model: str, barriers: dict[str, Cell]) -> dict[str, Cell
     out.update(memory_cells(lab, model))
     if exp_name("cost", model) in lab.results or exp_name("cost", model) in lab.failures:
         out.update(cost_cells(lab, model))
+    if fault_exp_name(model) in lab.results or fault_exp_name(model) in lab.failures:
+        out["rx-alloc-failure"] = fault_cell(lab, model)
     return out
+
+
+def fault_cell(lab: Lab, model: str) -> Cell:
+    from harness.faults.run import rows_of
+
+    (row,) = rows_of(lab, (model,))
+    how = "harness faults' experiment on the debug kernel (faults.json has the figures)"
+    if row.verdict == "unmeasured":
+        return Cell(None, how, "; ".join(row.reasons))
+    return Cell(row.verdict + (f": {'; '.join(row.reasons)}" if row.reasons else ""), how)
 
 
 def _rx_per_frame(lab: Lab, experiment: str, func: str, driver: str) -> float | None:
@@ -412,8 +433,10 @@ class SurveyResult:
     @property
     def techniques(self) -> tuple[Technique, ...]:
         """The rows: every technique, and the cost rows when the survey measured them."""
-        with_cost = any(t.id in cells for cells in self.cells.values() for t in COST_TECHNIQUES)
-        return TECHNIQUES + (COST_TECHNIQUES if with_cost else ())
+        def used(techniques: tuple[Technique, ...]) -> tuple[Technique, ...]:
+            return techniques if any(t.id in cells for cells in self.cells.values() for t in techniques) else ()
+
+        return TECHNIQUES + used(COST_TECHNIQUES) + used(FAULT_TECHNIQUES)
 
     def to_json(self) -> dict:
         return {"kernel": self.kernel, "nics": list(self.nics), "peers": self.peers,

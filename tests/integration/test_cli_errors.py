@@ -43,7 +43,7 @@ def test_bad_fragment_line(tmp_path):
 
 def test_unknown_fragment_name(tmp_path):
     assert_user_error(harness("kernel", "--fragment", "nosuch", cache=tmp_path / "c"),
-                      "unknown config fragment 'nosuch'", "known: base, coverage, debug-checks, nics, observe")
+                      "unknown config fragment 'nosuch'", "known: base, coverage, debug, debug-checks, nics, observe")
 
 
 def test_kernel_tree_that_is_not_a_tree(tmp_path):

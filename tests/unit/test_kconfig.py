@@ -99,3 +99,31 @@ def test_kbuild_progress_totals_come_from_the_last_build(tmp_path, monkeypatch):
     incremental.update("  CC      init/main.o")
     incremental.finished()  # fewer objects than a full build: the full count stays
     assert KbuildProgress(cache, "k").expected == 2
+
+
+def test_a_first_build_estimates_its_total_from_the_same_series_and_fragments(tmp_path):
+    from harness.artifacts.kbuild import KbuildProgress, build_family
+    from harness.cache import Cache
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "Makefile").write_text("# SPDX\nVERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 95\n")
+    family = build_family(tmp_path / "src", ["nics", "base"])
+    assert family == "6.12|base,nics"
+    cache = Cache(tmp_path / "cache")
+    first = KbuildProgress(cache, "k1", family)
+    first.update("  CC      init/main.o")
+    first.update("  CC      mm/slub.o")
+    first.finished()
+    other_config = KbuildProgress(cache, "k2", family)  # another config of the same series and fragments
+    assert other_config.update("  CC      init/main.o").startswith("1/≈2 objects (50%")
+
+
+def test_recorded_totals_cover_the_default_and_debug_builds():
+    import json
+
+    from harness.artifacts.kbuild import KbuildProgress
+
+    known = json.loads(KbuildProgress.KNOWN_TOTALS.read_text())
+    assert {"6.12|base,debug-checks,nics,observe,selftests",
+            "6.12|base,debug,debug-checks,nics,observe,selftests"} <= set(known)
+    assert all(isinstance(n, int) and n > 500 for n in known.values())

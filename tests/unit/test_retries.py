@@ -44,6 +44,7 @@ class FakeGuest:
     def __init__(self, console: list[str] | None = None, status: str = "running") -> None:
         self.console = FakeConsole(console or [])
         self.status = status
+        self.kernel = type("Kernel", (), {"debug": False})()  # not the debug flavour: no leak checks
 
     def alive(self) -> bool:
         return self.status == "running"
@@ -213,7 +214,8 @@ class BootGuest(FakeGuest):
 def booting_lab(tmp_path, monkeypatch, guest_class: type) -> Lab:
     """A Lab whose boots make `guest_class` guests (BootGuest.started lists them)."""
     lab = Lab(Cache(tmp_path), "unit")
-    kernel = type("K", (), {"key": "k", "base_key": None, "label": "6.12.95", "release": "6.12.95", "meta": {}})()
+    kernel = type("K", (), {"key": "k", "base_key": None, "label": "6.12.95", "release": "6.12.95", "meta": {},
+                             "debug": False})()
     monkeypatch.setattr(lab, "kernel", lambda variant="stock": kernel)
     monkeypatch.setattr(lab, "image", lambda: None)
     monkeypatch.setattr(lab_module, "Guest", guest_class)
