@@ -260,6 +260,11 @@ def cmd_faults(args: argparse.Namespace) -> int:
     from harness.outdir import prepare_out
 
     models = parse_nics(args.nics)
+    from harness.artifacts.kernel_choice import PREBUILT_SERIES
+
+    if prebuilt := [k for k in args.kernel or () if k in PREBUILT_SERIES]:
+        raise HarnessError(f"harness faults needs the debug flavour, a kernel the harness builds: --kernel "
+                           f"{prebuilt[0]} is Debian's prebuilt image (use source, source-latest or --kernel-tree)")
     args.debug = True  # the fault injection and the leak checks live in the debug flavour
     choice = single_choice(args.kernel, args.kernel_tree, "faults", *_user_build(args))
     out = prepare_out(args.out)

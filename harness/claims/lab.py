@@ -86,7 +86,10 @@ class ExperimentFailure:
     def headline(self) -> str:
         """The cause first: the kernel's report, else QEMU's end, else the failure. A
         DMA-API report is evidence, not a crash: the failure leads, the report follows."""
-        crash = next((r for r in self.reports if not r.is_dma_api), None)
+        # A report whose start scrolled out of the console tail is a fragment ("report"):
+        # a named one leads when there is one.
+        crashes = [r for r in self.reports if not r.is_dma_api]
+        crash = next((r for r in crashes if r.kind != "report"), crashes[0] if crashes else None)
         if crash is not None:
             return f"{self.experiment}: kernel {crash.fingerprint}"
         if self.reports and not self.qemu_exit:

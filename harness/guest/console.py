@@ -45,6 +45,7 @@ ALLOWED = (
     (re.compile(r"DMA-API: Mapped at:"), "the tail of the DMA-API report before it"),
 )
 CUT_HERE = "------------[ cut here ]------------"
+SANITIZER_END = re.compile(r"^(\[\s*\d+\.\d+\]\s*)?={40,}\s*$")
 
 
 def is_crash_line(line: str) -> bool:
@@ -169,6 +170,8 @@ class ConsoleWatcher:
                     n -= 1  # the next report starts here
                     break
                 lines.append(tail[n - first])
+                if len(lines) > 1 and SANITIZER_END.search(tail[n - first]):
+                    break  # KASAN, KFENCE, UBSAN close their report with a line of "="
                 if "---[ end trace" in tail[n - first]:
                     break
             end = n

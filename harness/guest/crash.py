@@ -15,6 +15,8 @@ RIP = re.compile(r"\b(?:RIP: [0-9a-f]{4}:|pc : )([\w.]+)\+0x[0-9a-f]+/0x[0-9a-f]
 # "WARNING: CPU: 0 PID: 0 at kernel/dma/debug.c:1036 check_unmap+0x6ee/0x8b0"
 WARNING_AT = re.compile(r"WARNING: .* at (\S+):\d+ ([\w.]+)\+0x")
 KERNEL_BUG_AT = re.compile(r"kernel BUG at (\S+):\d+")
+# KASAN's and KFENCE's first line: `BUG: KASAN: slab-use-after-free in igb_poll+0x../0x.. [igb]`.
+SANITIZER_IN = re.compile(r"\bBUG: (?:KASAN|KFENCE): [\w -]+? in ([\w.]+)\+0x")
 TRACE_FRAME = re.compile(r"^\s*(\? )?([\w.]+)\+0x[0-9a-f]+/0x[0-9a-f]+")
 # A DMA-API report fires in the checker (check_unmap, check_sync): the
 # fingerprint names the first caller outside the DMA API instead, the driver.
@@ -108,7 +110,7 @@ def classify(lines: list[str]) -> KernelReport:
         # Without frame pointers every frame is `? f+0x..` (unreliable): take the first of those then.
         function = (reliable or callers or ["?"])[0]
     for line in ([] if function != "?" else stripped):
-        if (m := WARNING_AT.search(line)) or (m := RIP.search(line)):
+        if (m := SANITIZER_IN.search(line)) or (m := WARNING_AT.search(line)) or (m := RIP.search(line)):
             function = m.group(m.lastindex or 1)
             break
         if m := KERNEL_BUG_AT.search(line):

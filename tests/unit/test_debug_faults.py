@@ -199,3 +199,57 @@ def test_an_experiment_error_fails_with_its_headline():
 def test_debug_reports_fail_and_are_named(line, kind):
     assert is_crash_line(line)
     assert classify([line]).kind == kind
+
+
+def test_faults_refuses_a_prebuilt_kernel(tmp_path, capsys):
+    from harness.cli import main
+
+    assert main(["faults", "--kernel", "debian-6.1", "--out", str(tmp_path / "out")]) == 2
+    assert "needs the debug flavour" in capsys.readouterr().err
+
+
+def test_cost_and_debug_together_are_refused(tmp_path, capsys):
+    from harness.cli import main
+
+    assert main(["run", "--cost", "--debug", "--out", str(tmp_path / "out")]) == 2
+    assert "sanitizers" in capsys.readouterr().err
+
+
+# Recorded: igb with debug--skb-use-after-free.patch on 6.12.95's debug flavour.
+KFENCE_REPORT = """\
+[  146.148211] ==================================================================
+[  146.149002] BUG: KFENCE: use-after-free write in igb_poll+0x313b/0x3af4 [igb]
+[  146.149002]
+[  146.149002] Use-after-free write at 0x00000000daef20e1 (in kfence-#44):
+[  146.149002]  igb_poll+0x313b/0x3af4 [igb]
+[  146.149002]  __napi_poll.constprop.0+0x9e/0x2dd
+[  146.149002]
+[  146.149002] freed by task 41 on cpu 0 at 146.135133s (0.013434s ago):
+[  146.149002]  igb_poll+0x310a/0x3af4 [igb]
+[  146.149002] ==================================================================
+[  146.160000] igb 0000:00:04.0 eth1: some later line
+"""
+
+
+def test_kfence_report_is_named_bounded_and_located(tmp_path):
+    import pexpect
+
+    from harness.guest.console import ConsoleWatcher
+
+    (tmp_path / "in.txt").write_text(KFENCE_REPORT)
+    w = ConsoleWatcher(pexpect.spawn("cat", [str(tmp_path / "in.txt")]), tmp_path / "console.log")
+    w.start()
+    assert w.eof.wait(10)
+    (report,) = w.reports(0)
+    assert (report.kind, report.function) == ("KFENCE", "igb_poll")
+    assert "use-after-free" in report.fingerprint
+    assert report.lines[-1].startswith("====") and not any("later line" in line for line in report.lines)
+
+
+def test_a_named_report_leads_the_failure_over_a_fragment():
+    from harness.claims.lab import ExperimentFailure
+    from harness.guest.crash import KernelReport
+
+    fragment = KernelReport("report", "freed by task 41 on cpu 0", "?", ("freed by task 41 on cpu 0",))
+    named = classify(["BUG: KFENCE: use-after-free write in igb_poll+0x313b/0x3af4 [igb]"])
+    assert "KFENCE@igb_poll" in ExperimentFailure("rx", "error", "x", (fragment, named)).headline
