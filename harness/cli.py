@@ -257,11 +257,10 @@ def cmd_selftests(args: argparse.Namespace) -> int:
 
 
 def cmd_faults(args: argparse.Namespace) -> int:
+    from harness.artifacts.kernel_choice import PREBUILT_SERIES
     from harness.outdir import prepare_out
 
     models = parse_nics(args.nics)
-    from harness.artifacts.kernel_choice import PREBUILT_SERIES
-
     if prebuilt := [k for k in args.kernel or () if k in PREBUILT_SERIES]:
         raise HarnessError(f"harness faults needs the debug flavour, a kernel the harness builds: --kernel "
                            f"{prebuilt[0]} is Debian's prebuilt image (use source, source-latest or --kernel-tree)")

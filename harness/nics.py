@@ -58,6 +58,10 @@ class NicModel:
     device_trace: DeviceTrace | None = None  # QEMU's trace events for this model, where the harness reads them
     xmit: str = ""  # its ndo_start_xmit (the cost probe's tx region)
     tx_clean: str = ""  # the tx reclaim its poll calls (split off the rx path's cost), "" where inlined
+    # What the driver counts when an rx buffer allocation fails (an `ethtool -S` name, a
+    # regex); "" where it keeps no such counter or one the harness does not read yet.
+    rx_alloc_fail_counter: str = ""
+    rx_pool_under_xdp: bool = False  # its rx buffers come from a page_pool only with an XDP program
 
     @property
     def mac(self) -> str:
@@ -91,17 +95,18 @@ CATALOGUE: dict[str, NicModel] = {n.model: n for n in (
     NicModel("igb", "igb", "igb", "igb", "CONFIG_IGB", f"{INTEL}/igb", "igb_main.c", ("igb_poll",),
              ("igb_clean_rx_irq", "igb_alloc_rx_buffers"), True, 0x4,
              "Intel 82576 (igb): page-based rx with page reuse", device_trace=IGB_TRACE, xmit="igb_xmit_frame",
-             tx_clean="igb_clean_tx_irq"),
+             tx_clean="igb_clean_tx_irq", rx_alloc_fail_counter=r"rx_queue_\d+_alloc_failed"),
     NicModel("e1000e", "e1000e", "e1000e", "e1000e", "CONFIG_E1000E", f"{INTEL}/e1000e", "netdev.c",
              ("e1000e_poll",), ("e1000_clean_rx_irq", "e1000_alloc_rx_buffers"), False, 0x5,
              "Intel 82574L (e1000e): an skb and a map per frame", device_trace=E1000E_TRACE,
-             xmit="e1000_xmit_frame", tx_clean="e1000_clean_tx_irq"),
+             xmit="e1000_xmit_frame", tx_clean="e1000_clean_tx_irq", rx_alloc_fail_counter="alloc_rx_buff_failed"),
     NicModel("e1000", "e1000", "e1000", "e1000", "CONFIG_E1000", f"{INTEL}/e1000", "e1000_main.c",
              ("e1000_clean",), ("e1000_clean_rx_irq", "e1000_alloc_rx_buffers"), False, 0x6,
              "Intel 82540EM (e1000): the oldest of the family",
              # With its default 256 descriptors, traced under TCG, it stopped receiving after 254 frames
              # in some runs (rx_no_buffer_count climbing, no further poll); 4096 hold a whole measurement.
-             rx_ring=4096, xmit="e1000_xmit_frame", tx_clean="e1000_clean_tx_irq"),
+             rx_ring=4096, xmit="e1000_xmit_frame", tx_clean="e1000_clean_tx_irq",
+             rx_alloc_fail_counter="alloc_rx_buff_failed"),
     # iommu_platform: the device asks for VIRTIO_F_ACCESS_PLATFORM, so the driver maps
     # its buffers through the DMA API (without it virtio uses guest-physical addresses
     # and makes no DMA call at all), as it must behind an IOMMU or with SEV/TDX.
@@ -113,7 +118,9 @@ CATALOGUE: dict[str, NicModel] = {n.model: n for n in (
              "vmxnet3_drv.c", ("vmxnet3_poll_rx_only", "vmxnet3_poll"),
              ("vmxnet3_rq_rx_complete", "vmxnet3_rq_alloc_rx_buf"), True, 0x8,
              "VMware vmxnet3: native XDP, rx from a page_pool while a program is attached",
-             xmit="vmxnet3_xmit_frame", tx_clean="vmxnet3_tq_tx_complete"),
+             xmit="vmxnet3_xmit_frame", tx_clean="vmxnet3_tq_tx_complete",
+             # its "rx buf alloc fail" is per queue, in an indented section ethtool -S parsing skips
+             rx_pool_under_xdp=True),
 )}
 DEFAULT_NICS = ("igb", "e1000e")
 # The management NIC (virtio-net on QEMU user networking, for SSH): found in the

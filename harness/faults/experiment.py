@@ -36,19 +36,14 @@ from harness.nics import nic
 FAILURES, PROBABILITY = 128, 50
 
 
-@dataclass(frozen=True)
-class FaultPlan:
-    """What is failed in one NIC's driver: page and slab allocations always; the
-    page_pool allocation too where the driver has a pool, with an XDP_PASS program
-    attached when the driver uses its pool only then."""
-
-    kinds: tuple[str, ...] = ("page", "slab")
-    xdp_pass: bool = False
-
-
-DEFAULT_PLAN = FaultPlan()
-PLANS = {"vmxnet3": FaultPlan(("page", "slab", "function"), xdp_pass=True)}
 FAULT_KINDS = ("page", "slab", "function")
+
+
+def kinds_for(model: str) -> tuple[str, ...]:
+    """What is failed in one NIC's driver: page and slab allocations always; page_pool's
+    allocation too where the driver takes its rx buffers from a pool under XDP (the
+    catalogue's rx_pool_under_xdp: the experiment then attaches XDP_PASS)."""
+    return FAULT_KINDS if nic(model).rx_pool_under_xdp else FAULT_KINDS[:2]
 # page_pool's allocation, ALLOW_ERROR_INJECTION(..., NULL): its 7.x name, then 6.12's
 # (the kernel's drivers/net/hw/pp_alloc_fail.py fails the same function).
 POOL_ALLOCS = ("page_pool_alloc_netmems", "page_pool_alloc_pages")
@@ -62,17 +57,6 @@ CLEAN_PKTGEN = PktgenConfig(count=500, pkt_size=60, rate_pps=1000)
 # which restarts a ring whose refill failed while it was empty.
 RECOVERY_WAIT_S = 3.0
 
-# What a driver counts when an rx buffer allocation fails (ethtool -S names); None:
-# the driver keeps no such counter (virtio-net), or one the harness does not read yet.
-ALLOC_FAIL_COUNTERS: dict[str, str | None] = {
-    "igb": r"rx_queue_\d+_alloc_failed",
-    "e1000e": r"alloc_rx_buff_failed",
-    "e1000": r"alloc_rx_buff_failed",
-    "virtio-net": None,
-    "vmxnet3": None,  # "rx buf alloc fail", per queue in an indented section ethtool -S parsing skips
-}
-
-
 @dataclass(frozen=True)
 class FaultOutcome:
     injected: dict[str, int]  # kind -> failures injected
@@ -81,24 +65,19 @@ class FaultOutcome:
     clean: TrafficRun
     phases: dict[str, float]  # seconds
 
-    @property
-    def recovered(self) -> bool:
-        return self.clean.result.sent > 0 and self.clean.received >= self.clean.result.sent
-
 
 def driver_text(g: Guest, model: str) -> TextRange:
     n = nic(model)
     if n.module:
         return text_range(g.run(f"grep -E ' [tT] .*\\[{n.module}\\]$' /proc/kallsyms").stdout, module=n.module)
-    from harness.measurement.cost import defined_functions
+    from harness.measurement.cost import driver_functions
 
-    functions = defined_functions(g.kernel.source_file(f"{n.source_dir}/{n.rx_source}").read_text())
-    return text_range(g.run("grep -E ' [tT] ' /proc/kallsyms").stdout, functions=functions)
+    return text_range(g.run("grep -E ' [tT] ' /proc/kallsyms").stdout, functions=driver_functions(g.kernel, n))
 
 
 def counted(model: str, *runs: TrafficRun) -> int | None:
-    pattern = ALLOC_FAIL_COUNTERS.get(model)
-    if pattern is None:
+    pattern = nic(model).rx_alloc_fail_counter
+    if not pattern:
         return None
     return sum(v for r in runs for k, v in r.rx_delta.items() if re.fullmatch(pattern, k))
 
@@ -112,13 +91,13 @@ def pool_alloc(g: Guest) -> str:
     return found
 
 
-def injections_for(g: Guest, plan: FaultPlan, text: TextRange) -> list[Injection]:
+def injections_for(g: Guest, model: str, text: TextRange) -> list[Injection]:
     return [Injection(kind, FAILURES, PROBABILITY, text, pool_alloc(g), FUNCTION_STACK_DEPTH)
-            if kind == "function" else Injection(kind, FAILURES, PROBABILITY, text) for kind in plan.kinds]
+            if kind == "function" else Injection(kind, FAILURES, PROBABILITY, text) for kind in kinds_for(model)]
 
 
 def inject_and_recover(g: Guest, model: str, peer: str, text: TextRange) -> FaultOutcome:
-    injections = injections_for(g, PLANS.get(model, DEFAULT_PLAN), text)
+    injections = injections_for(g, model, text)
     src, dst = g.nic(peer), g.nic(model)
     phases: dict[str, float] = {}
     during: list[TrafficRun] = []
@@ -147,7 +126,7 @@ def outcome_observations(o: FaultOutcome, model: str, text: str) -> list[Observa
     obs = [Observation(f"faults_injected:{kind}", n, driver, f"{KINDS[kind][0]} `times` before minus after, stack "
                        f"filter on {text}", {}) for kind, n in o.injected.items()]
     obs.append(Observation("faults_counted_by_driver", float("nan") if o.counted is None else o.counted, driver,
-                           f"ethtool -S {ALLOC_FAIL_COUNTERS.get(model) or '(no counter)'} delta over both bursts",
+                           f"ethtool -S {nic(model).rx_alloc_fail_counter or '(no counter)'} delta over every burst",
                            {"unavailable": True} if o.counted is None else {}))
     obs.append(Observation("faults_frames_sent", sum(r.result.sent for r in o.during), driver,
                            "pktgen, while injecting (a run per kind)", {}))
@@ -185,7 +164,7 @@ def fault_experiment(lab: Lab, model: str, peer: str) -> None:
         ring_setup(g, model)
         text = driver_text(g, model)
         found = time.monotonic() - started
-        with xdp_pass(lab, g, model) if PLANS.get(model, DEFAULT_PLAN).xdp_pass else contextlib.nullcontext():
+        with xdp_pass(lab, g, model) if nic(model).rx_pool_under_xdp else contextlib.nullcontext():
             o = inject_and_recover(g, model, peer, text)
         ctx = RunContext(lab.run_id, g.kernel.key, "stock", "direct", "")
         frame = to_frame(ctx, outcome_observations(o, model, text.what), o.clean, g.nic(model), g.nic(peer),

@@ -16,10 +16,10 @@ import re
 from dataclasses import dataclass
 
 DEBUGFS = "/sys/kernel/debug"
-KINDS = {  # kind -> (debugfs directory, what it fails)
-    "page": ("fail_page_alloc", "page allocations (alloc_pages and friends) under the driver's text"),
-    "slab": ("failslab", "slab allocations (kmalloc, kmem_cache_alloc, skb heads) under the driver's text"),
-    "function": ("fail_function", "calls of an ALLOW_ERROR_INJECTION function, made to return an error"),
+KINDS = {  # kind -> (debugfs directory, its Kconfig option, what it fails)
+    "page": ("fail_page_alloc", "FAIL_PAGE_ALLOC", "page allocations (alloc_pages and friends)"),
+    "slab": ("failslab", "FAILSLAB", "slab allocations (kmalloc, kmem_cache_alloc, skb heads)"),
+    "function": ("fail_function", "FAIL_FUNCTION", "calls of an ALLOW_ERROR_INJECTION function"),
 }
 
 
@@ -76,7 +76,7 @@ class Injection:
         """Shell that arms the attribute. verbose 0: a stack dump per failure would flood a
         TCG serial console; the count comes from `times`."""
         d = self.dir
-        lines = [f"[ -d {d} ] || {{ echo 'no {d}: the kernel lacks CONFIG_{self._config()}' >&2; exit 3; }}",
+        lines = [f"[ -d {d} ] || {{ echo 'no {d}: the kernel lacks CONFIG_{KINDS[self.kind][1]}' >&2; exit 3; }}",
                  f"echo 0 > {d}/probability", f"echo 0 > {d}/verbose", f"echo 0 > {d}/space",
                  f"echo N > {d}/task-filter", f"echo 1 > {d}/interval", f"echo {self.times} > {d}/times"]
         if self.kind in ("page", "slab"):
@@ -101,6 +101,3 @@ class Injection:
     def injected(self, times_left: str) -> int:
         """Failures injected, from `times` as the disarm script printed it."""
         return self.times - int(times_left.strip().splitlines()[-1])
-
-    def _config(self) -> str:
-        return {"page": "FAIL_PAGE_ALLOC", "slab": "FAILSLAB", "function": "FAIL_FUNCTION"}[self.kind]

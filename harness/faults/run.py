@@ -17,18 +17,17 @@ from harness.artifacts.kernel_choice import KernelChoice
 from harness.cache import Cache
 from harness.claims.lab import Lab
 from harness.faults.experiment import (
-    ALLOC_FAIL_COUNTERS,
     CLEAN_PKTGEN,
     FAILURES,
     FAULT_KINDS,
     FAULT_PKTGEN,
-    PLANS,
     PROBABILITY,
     RECOVERY_WAIT_S,
     exp_name,
     fault_experiment,
 )
 from harness.faults.verdict import FAIL, PASS, FaultRow, judge
+from harness.nics import CATALOGUE
 from harness.survey.techniques import peer_of
 
 
@@ -94,8 +93,9 @@ def faults_kernel(choice: KernelChoice, models: tuple[str, ...], cache: Cache, o
     return run
 
 
+POOL_UNDER_XDP = ", ".join(m for m, n in CATALOGUE.items() if n.rx_pool_under_xdp)
 HOW = (f"Per NIC, on the debug kernel: fail_page_alloc, then failslab (and fail_function on page_pool's "
-       f"allocation, under an XDP_PASS program, for {', '.join(PLANS)}), each failing {PROBABILITY} % "
+       f"allocation, under an XDP_PASS program, for {POOL_UNDER_XDP}), each failing {PROBABILITY} % "
        f"of the calls whose call stack passes through the driver's text (stack filter), at most {FAILURES}, "
        f"while {FAULT_PKTGEN.count} frames arrive at {FAULT_PKTGEN.rate_pps}/s from its peer; then injection off, "
        f"{RECOVERY_WAIT_S:.0f} s, and a clean burst of {CLEAN_PKTGEN.count} frames, every one of which must arrive. "
@@ -105,7 +105,8 @@ HOW = (f"Per NIC, on the debug kernel: fail_page_alloc, then failslab (and fail_
 
 def write_faults(out: Path, run: FaultsRun) -> None:
     doc = {"kernel": run.kernel, "how": HOW, "kinds": list(FAULT_KINDS),
-           "counters": ALLOC_FAIL_COUNTERS, "nics": [r.to_json() for r in run.rows]}
+           "counters": {m: n.rx_alloc_fail_counter or None for m, n in CATALOGUE.items()},
+           "nics": [r.to_json() for r in run.rows]}
     (out / "faults.json").write_text(json.dumps(doc, indent=2, default=_plain) + "\n")
     (out / "faults.md").write_text(render_markdown(run))
     if not run.table.empty:

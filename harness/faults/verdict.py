@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from harness.measurement.leaks import PAGE_LEAK_FLOOR
+
 PASS, FAIL, UNMEASURED = "pass", "fail", "unmeasured"
 
 
@@ -48,10 +50,8 @@ def judge(model: str, values: dict[str, float], failure: tuple[str, str] | None 
     for metric, what in (("dma_api_errors", "DMA-API errors"), ("leaked_driver_objects", "slab objects leaked"),
                          ("leaked_driver_pages", "pages leaked")):
         v = _n(values.get(metric))
-        if metric == "leaked_driver_pages":
-            from harness.measurement.leaks import PAGE_LEAK_FLOOR
-
-            v = v if v is not None and v >= PAGE_LEAK_FLOOR else None
+        if metric == "leaked_driver_pages" and v is not None and v < PAGE_LEAK_FLOOR:
+            v = None
         if v:
             reasons.append(f"{int(v)} {what}")
     return FaultRow(model, FAIL if reasons else PASS, reasons, figures)

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.artifacts.kernel import Kernel
 from harness.errors import GuestError, HarnessError, Unmeasurable
 from harness.guest.vm import Guest
 from harness.measurement.probes import Observation, resolve_functions
@@ -222,6 +223,11 @@ def defined_functions(source: str) -> set[str]:
             if m.group(1) not in ("if", "for", "while", "switch", "return", "sizeof")}
 
 
+def driver_functions(kernel: Kernel, n: NicModel) -> set[str]:
+    """The functions of a driver built into the kernel (virtio-net): its rx source's."""
+    return defined_functions(kernel.source_file(f"{n.source_dir}/{n.rx_source}").read_text())
+
+
 # ---- attribution ---------------------------------------------------------------------
 @dataclass
 class RoleCost:
@@ -379,7 +385,7 @@ class CostProbe:
         window = parse_dump(self.dump_path.read_text())
         drivers = {m.module: f"driver {m.model}" for m in (self.receiver, self.sender) if m.module}
         builtin = {fn: f"driver {m.model}" for m in (self.receiver, self.sender) if not m.module
-                   for fn in defined_functions(g.kernel.source_file(f"{m.source_dir}/{m.rx_source}").read_text())}
+                   for fn in driver_functions(g.kernel, m)}
         b = attribute(window, guest_symbols(g), self.region_roles, drivers, builtin)
         return (observations(b, self.receiver, self.sender, self.absent)
                 + probe_observations(window, self.probe_ids, self.region_roles, self.receiver, self.sender)

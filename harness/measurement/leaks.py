@@ -240,18 +240,22 @@ def read(guest: Guest, before: dict[tuple[str, ...], int], drivers: Drivers) -> 
     started = time.monotonic()
     objects = unreferenced(guest)
     after = parse_page_stacks(guest.run(f"cat {PAGE_STACKS}", timeout=300).stdout)
-    check = LeakCheck(scans_s=time.monotonic() - started, page_growth=page_growth(before, after, drivers))
-    for o in objects:
-        (check.objects if first_driver_frame(o.backtrace, drivers) else check.other_objects).append(o)
-    return check
+    ours, others = split_objects(objects, drivers)
+    return LeakCheck(ours, others, page_growth(before, after, drivers), time.monotonic() - started)
+
+
+def split_objects(objects: list[UnreferencedObject], drivers: Drivers
+                  ) -> tuple[list[UnreferencedObject], list[UnreferencedObject]]:
+    """(allocated under a driver under test, elsewhere)."""
+    ours = [o for o in objects if first_driver_frame(o.backtrace, drivers)]
+    return ours, [o for o in objects if o not in ours]
 
 
 def drivers_of(guest: Guest) -> Drivers:
     """The guest's NICs under test: their modules, and a built-in driver's functions."""
-    from harness.measurement.cost import defined_functions
+    from harness.measurement.cost import driver_functions
     from harness.nics import nic
 
     models = [nic(model) for model in guest.options.nics]
-    builtin = {fn: m.driver for m in models if not m.module
-               for fn in defined_functions(guest.kernel.source_file(f"{m.source_dir}/{m.rx_source}").read_text())}
+    builtin = {fn: m.driver for m in models if not m.module for fn in driver_functions(guest.kernel, m)}
     return Drivers(frozenset(m.module for m in models if m.module), builtin)

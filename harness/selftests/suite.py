@@ -173,12 +173,11 @@ def run_file(g: Guest, test: str, model: str) -> FileResult:
     result = FileResult(test, model, rc, seconds, doc, res.stdout + res.stderr)
     if g.kernel.debug:
         drivers = leaks.drivers_of(g)
-        for o in leaks.unreferenced(g):
-            if where := leaks.first_driver_frame(o.backtrace, drivers):
-                result.leaks.append(f"kmemleak: unreferenced object (size {o.size}) allocated in {where[1]}: "
-                                    + " < ".join(o.backtrace[:8]))
-            else:
-                result.other_leaks += 1
+        ours, others = leaks.split_objects(leaks.unreferenced(g), drivers)
+        result.leaks = [f"kmemleak: unreferenced object (size {o.size}) allocated in "
+                        f"{leaks.first_driver_frame(o.backtrace, drivers)[1]}: " + " < ".join(o.backtrace[:8])
+                        for o in ours]
+        result.other_leaks = len(others)
     if result.failed and g.console:
         result.console = g.console.last_lines(30) if not g.console.reports(mark) else [
             line for r in g.console.reports(mark) for line in r.lines]

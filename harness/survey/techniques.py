@@ -237,7 +237,7 @@ def _native_attaches(g: Guest, ifname: str, obj) -> bool:
 
 
 def _has_page_ref(g: Guest) -> bool:
-    return "CONFIG_DEBUG_PAGE_REF=y" in g.kernel.config.read_text().splitlines()
+    return g.kernel.config_value("CONFIG_DEBUG_PAGE_REF") == "y"
 
 
 def cost_experiment(lab: Lab, model: str, models: tuple[str, ...]) -> None:

@@ -253,3 +253,15 @@ def test_a_named_report_leads_the_failure_over_a_fragment():
     fragment = KernelReport("report", "freed by task 41 on cpu 0", "?", ("freed by task 41 on cpu 0",))
     named = classify(["BUG: KFENCE: use-after-free write in igb_poll+0x313b/0x3af4 [igb]"])
     assert "KFENCE@igb_poll" in ExperimentFailure("rx", "error", "x", (fragment, named)).headline
+
+
+def test_driver_counts_come_from_the_catalogue_counter():
+    from types import SimpleNamespace
+
+    from harness.faults.experiment import counted, kinds_for
+
+    runs = [SimpleNamespace(rx_delta={"rx_queue_0_alloc_failed": 3, "rx_queue_1_alloc_failed": 2, "rx_packets": 9}),
+            SimpleNamespace(rx_delta={"rx_queue_0_alloc_failed": 1})]
+    assert counted("igb", *runs) == 6
+    assert counted("virtio-net", *runs) is None
+    assert kinds_for("vmxnet3") == ("page", "slab", "function") and kinds_for("igb") == ("page", "slab")
