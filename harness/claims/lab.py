@@ -29,7 +29,7 @@ from harness.guest.crash import KernelReport
 from harness.guest.qemu_abort import QemuAbort, qemu_abort
 from harness.guest.vm import Guest, GuestOptions
 from harness.measurement import dma_debug, leaks
-from harness.measurement.measure import Measurement
+from harness.measurement.measure import FramesLost, Measurement
 from harness.nics import DEFAULT_NICS
 from harness.paths import PATCHES_DIR
 
@@ -130,9 +130,10 @@ def describe_exit(status: str) -> str:
 class _Retry(Exception):
     """An attempt failed for the test bed's reason: the lab tries once more."""
 
-    def __init__(self, why: str) -> None:
+    def __init__(self, why: str, dma: dma_debug.DmaApiCount | None = None) -> None:
         super().__init__(why)
         self.why = why
+        self.dma = dma  # the DMA-API checker's count over the failed attempt, carried to the next
 
 
 def qemu_abort_of(g: Guest) -> QemuAbort | None:
@@ -333,9 +334,9 @@ class Lab:
         One retry policy: a failure of the test bed, not of the kernel under test, is
         measured once more and the first failure stays with the measurement
         (`retried`): the measuring side failing (MeasurementFailure: a receiver that
-        did not read what the kernel delivered) on the same guest, QEMU aborting on a
-        fresh guest. A second failure is the experiment's error. (Frames lost before
-        the NIC model are another matter: measure_rx sends them again, slower.)"""
+        did not read what the kernel delivered) on the same guest; QEMU aborting, and
+        frames lost before the NIC model at every pace measure_rx tried (it sends them
+        again slower first), on a fresh guest. A second failure is the experiment's error."""
         if name in self.results or name in self.failures:
             return
         started = time.monotonic()
@@ -344,12 +345,14 @@ class Lab:
                        f"--kernel {self.choice.kind} (a prebuilt image) cannot have")
             return
         retried: list[str] = []
+        carried: dma_debug.DmaApiCount | None = None
         while True:
             try:
-                m = self._attempt(name, variant, dma_mode, run, retried, cost)
+                m = self._attempt(name, variant, dma_mode, run, retried, cost, carried)
                 break
             except _Retry as r:
                 retried.append(r.why)
+                carried = r.dma
                 log(f"{name}: {r.why}; measuring it once more")
         if m is None:
             return
@@ -360,9 +363,11 @@ class Lab:
         log(f"measured {name}: {m.traffic.received} frames in {time.monotonic() - started:.1f}s")
 
     def _attempt(self, name: str, variant: str, dma_mode: str, run: Callable[[Guest], Measurement],
-                 retried: list[str], cost: bool = False) -> Measurement | None:
+                 retried: list[str], cost: bool = False,
+                 carried: dma_debug.DmaApiCount | None = None) -> Measurement | None:
         """One attempt at `name`: its measurement, or None with the failure recorded;
-        raises _Retry for a failure of the test bed when no attempt was retried yet."""
+        raises _Retry for a failure of the test bed when no attempt was retried yet.
+        `carried`: the DMA-API errors and reports of the attempt before, which count too."""
         try:
             g = self.guest(variant, dma_mode, cost=cost)
         except Unmeasurable as e:
@@ -374,6 +379,7 @@ class Lab:
         log(f"measuring {name} ...")
         mark = g.console.line_count() if g.console else 0
         earlier = f" (and before its one retry: {retried[0]})" if retried else ""
+        dma_before: int | None = None
         try:
             dma_before = dma_debug.arm(g)
             pages_before = leaks.arm(g)
@@ -388,7 +394,7 @@ class Lab:
                     self._accounted = g.console.line_count() if g.console else 0
                     return None
             if not crashes and dma_before is not None:
-                dma = dma_debug.read(g, dma_before, reports)
+                dma = dma_debug.read(g, dma_before, reports).plus(carried)
                 m.add("dma_api_errors", dma.errors, "", "debugfs dma-api/error_count delta over the experiment "
                       "(every driver; CONFIG_DMA_API_DEBUG)", dma.detail())
             elif not crashes:
@@ -401,15 +407,23 @@ class Lab:
         except HarnessError as e:  # MeasurementFailure among them
             reports = g.console.reports(mark) if g.console else []
             abort = qemu_abort_of(g)
-            # Once more only for the test bed's failure while the kernel said nothing at all:
-            # a report (DMA-API ones too) is evidence that a second attempt would lose.
-            if not retried and not reports:
+            # Once more only for the test bed's failure while the kernel reported no crash:
+            # a crash is evidence that a second attempt would lose. A DMA-API report is not
+            # lost: dma_debug.arm re-arms printing for the next attempt, which counts again.
+            if not retried and not any(not r.is_dma_api for r in reports):
+                so_far = self._dma_so_far(g, dma_before, reports)
                 if abort is not None:
                     self._note_abort(abort, name, "measured again on a fresh guest")
                     raise _Retry(f"QEMU aborted ({abort.fingerprint})") from e
                 if isinstance(e, MeasurementFailure) and g.alive():
                     self._accounted = g.console.line_count() if g.console else 0
-                    raise _Retry(failure_message(e)) from e
+                    raise _Retry(failure_message(e), so_far) from e
+                if isinstance(e, FramesLost) and e.before_nic and g.alive():
+                    # Lost before the NIC model at every pace measure_rx tried: the host
+                    # fell behind (a stall, not the driver's rate): a fresh guest, once.
+                    self._accounted = g.console.line_count() if g.console else 0
+                    self.stop_guest()
+                    raise _Retry(f"{failure_message(e)}; measured again on a fresh guest", so_far) from e
             what = f"QEMU aborted ({abort.fingerprint}): the emulator's failure, not the kernel's; " if abort else ""
             self._fail_on_guest(name, g, mark, what + failure_message(e) + earlier)
             return None
@@ -418,6 +432,17 @@ class Lab:
             return None
         self._accounted = g.console.line_count() if g.console else 0
         return m
+
+    @staticmethod
+    def _dma_so_far(g: Guest, before: int | None, reports: list[KernelReport]) -> dma_debug.DmaApiCount | None:
+        """The DMA-API checker's count over a failed attempt on a live guest, so a retry
+        keeps the evidence (None: no checker, or the guest cannot be asked)."""
+        if before is None or not g.alive():
+            return None
+        try:
+            return dma_debug.read(g, before, reports)
+        except HarnessError:
+            return None
 
     def _leak_reports(self, name: str, g: Guest, pages_before: dict, m: Measurement) -> tuple[KernelReport, ...]:
         """The debug flavour's leak check after `name` (harness.measurement.leaks): its

@@ -26,6 +26,12 @@ class DmaApiCount:
     reports: tuple[KernelReport, ...]  # the DMA-API reports printed meanwhile
     disabled: bool  # the checker switched itself off (out of entries): later errors are not counted
 
+    def plus(self, other: DmaApiCount | None) -> DmaApiCount:
+        """Both counts together (an attempt and the failed one before it)."""
+        if other is None:
+            return self
+        return DmaApiCount(self.errors + other.errors, other.reports + self.reports, self.disabled or other.disabled)
+
     def by_driver(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for r in self.reports:

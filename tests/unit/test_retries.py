@@ -4,6 +4,7 @@ never are. On guests that stand in for real ones (what Lab.measure reads of them
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import ClassVar
 
@@ -16,7 +17,9 @@ from harness.claims.lab import ERROR, Lab
 from harness.claims.recorded import RecordedResult, RecordedTraffic
 from harness.errors import GuestError, GuestTimeout, HarnessError, MeasurementFailure
 from harness.guest.qemu_abort import qemu_abort
-from harness.measurement.measure import Measurement
+from harness.measurement.dma_debug import DmaApiCount
+from harness.measurement.measure import FramesLost, Measurement
+from harness.measurement.traffic import PktgenConfig, PktgenResult, TrafficRun
 
 # QEMU's assertion as it reached the console (its stderr shares the pty), from a TCG boot here.
 ASSERTION = ("qemu-system-x86_64: system/physmem.c:2678: iotlb_to_section: Assertion "
@@ -53,7 +56,8 @@ class FakeGuest:
         return self.status
 
     def stop(self) -> None:
-        pass
+        if self.alive():
+            self.status = "exit status 0"
 
     def console_tail(self) -> list[str]:
         return self.console.lines[-5:]
@@ -73,6 +77,7 @@ def lab(tmp_path, monkeypatch):
     def guest(variant, dma_mode, cost=False):
         if not lab.booted or not lab.booted[-1].alive():
             lab.booted.append(lab.fakes[len(lab.booted)])
+        lab._guest = lab.booted[-1]
         return lab.booted[-1]
 
     monkeypatch.setattr(lab, "guest", guest)
@@ -167,15 +172,54 @@ class Report:
     def __init__(self, kind: str = "WARNING") -> None:
         self.kind, self.is_dma_api = kind, kind == "DMA-API"
         self.fingerprint, self.lines = f"{kind}@igb_poll: something #0", (f"{kind}: something",)
+        self.driver, self.message = "igb", f"{kind}: something"
 
 
-def test_a_measurement_failure_with_a_kernel_report_is_not_retried(lab):
-    # A DMA-API report during the failed attempt is evidence a second attempt would lose.
-    lab.fakes[0].console.reports = lambda line_no=0: [Report("DMA-API")]
+def test_a_measurement_failure_with_a_kernel_warning_is_not_retried(lab):
+    # A crash report during the failed attempt is evidence a second attempt would lose.
+    lab.fakes[0].console.reports = lambda line_no=0: [Report("WARNING")]
     attempts, run = always_failing(lambda n: MeasurementFailure("the AF_XDP receiver read 0 of the 2000 frames"))
     lab.measure("xsk-copy", "stock", "direct", run)
     assert len(attempts) == 1 and lab.failures["xsk-copy"].kind == ERROR
-    assert lab.failures["xsk-copy"].reports[0].kind == "DMA-API"
+    assert lab.failures["xsk-copy"].reports[0].kind == "WARNING"
+
+
+def lost_before_nic(n: int) -> FramesLost:
+    sent = PktgenResult(sent=2000, usec=3_200_000, pps=5000 >> (n + 1), errors=0, pkt_size=60, raw="")
+    traffic = TrafficRun("eth2", "eth1", PktgenConfig(), sent, 1.0, rx_delta={"link.rx_packets": 1909})
+    return FramesLost(traffic, [])
+
+
+def test_frames_lost_at_every_pace_are_measured_again_on_a_fresh_guest_with_the_dma_evidence(lab, monkeypatch):
+    # The checker's errors and reports of the failed attempt (a driver edited to sync
+    # what it did not map prints them) join the retry's: the evidence is not lost.
+    dma = report = Report("DMA-API")
+    lab.fakes[0].console.reports = lambda line_no=0: [report]
+    counts = iter([DmaApiCount(900, (dma,), False), DmaApiCount(1000, (), False)])
+    monkeypatch.setattr(lab_module.dma_debug, "arm", lambda g: 0)
+    monkeypatch.setattr(lab_module.dma_debug, "read", lambda g, before, reports: next(counts))
+    attempts: list = []
+
+    def run(g):
+        attempts.append(g)
+        if len(attempts) == 1:
+            raise lost_before_nic(3)
+        return measurement()
+
+    lab.measure("rx-swiotlb", "stock", "swiotlb", run)
+    assert attempts == lab.fakes and "rx-swiotlb" in lab.results
+    (why,) = lab.results["rx-swiotlb"].retried
+    assert "91 missing" in why and why.endswith("measured again on a fresh guest")
+    (row,) = lab.results["rx-swiotlb"].frame.query("metric == 'dma_api_errors'").itertuples()
+    assert row.value == 1900 and json.loads(row.detail)["by_driver"] == {"igb": 1}
+
+
+def test_frames_lost_twice_is_an_error_with_both_losses(lab):
+    attempts, run = always_failing(lost_before_nic)
+    lab.measure("rx-swiotlb", "stock", "swiotlb", run)
+    assert attempts == lab.fakes
+    message = lab.failures["rx-swiotlb"].message
+    assert message.count("91 missing") == 2 and "(and before its one retry: " in message
 
 
 def test_a_qemu_abort_after_a_kernel_warning_is_the_kernels_failure(lab):
