@@ -47,6 +47,10 @@ def _add_kernel_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--kernel-tree", type=Path, metavar="PATH",
                    help="build this kernel tree (out of tree) with the fragments; with --kernel, one more "
                         "kernel of the matrix")
+    g.add_argument("--kernel-artifact", type=Path, metavar="FILE",
+                   help="a kernel built and exported elsewhere (harness kernel --export FILE): checked and used "
+                        "without building (variants and driver patches rebuild only their module); with "
+                        "--kernel, one more kernel of the matrix")
     g.add_argument("--fragment", action="append", metavar="NAME",
                    help="config fragment from kernel-configs/ or a path (repeatable; default base, nics, observe, "
                         "debug-checks, selftests)")
@@ -80,7 +84,7 @@ def _add_nics_arg(g: argparse._ArgumentGroup, default: str = ",".join(DEFAULT_NI
 
 
 def kernel_from_args(args: argparse.Namespace, cache: Cache) -> Kernel:
-    choice = single_choice(args.kernel, args.kernel_tree, args.cmd, *_user_build(args))
+    choice = single_choice(args.kernel, args.kernel_tree, args.cmd, *_user_build(args), args.kernel_artifact)
     from harness.claims.lab import VARIANTS
 
     variant = VARIANTS[getattr(args, "variant", "stock")]
@@ -102,6 +106,14 @@ def _user_build(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[Path, 
 
         fragments = (*(fragments or DEFAULT_FRAGMENTS), COVERAGE_FRAGMENT)
         patches = (*patches, PATCHES_DIR / COVERAGE_PATCH)
+    if getattr(args, "kernel_artifact", None) is not None:
+        if getattr(args, "debug", False):
+            from harness.artifacts.kernel_export import read_info
+
+            if DEBUG_FRAGMENT not in read_info(args.kernel_artifact).get("fragments", []):
+                raise HarnessError(f"--debug with --kernel-artifact {args.kernel_artifact}: that export is not the "
+                                   "debug flavour (export one with harness kernel --debug --export FILE)")
+        return fragments, patches  # the export's config is what it is: --debug only checks it
     if getattr(args, "debug", False) and DEBUG_FRAGMENT not in fragments:
         fragments = (*(fragments or DEFAULT_FRAGMENTS), DEBUG_FRAGMENT)
     return fragments, patches
@@ -127,8 +139,20 @@ def booted_guest(args: argparse.Namespace) -> Iterator[Guest]:
 
 def cmd_kernel(args: argparse.Namespace) -> int:
     cache = Cache(args.cache)
-    for choice in kernel_choices(args.kernel, args.kernel_tree, *_user_build(args)):
-        print(describe(choice.get(cache)))
+    choices = kernel_choices(args.kernel, args.kernel_tree, *_user_build(args), args.kernel_artifact)
+    if args.export and len(choices) != 1:
+        raise HarnessError(f"--export takes one kernel (got {', '.join(c.label for c in choices)})")
+    for choice in choices:
+        kernel = choice.get(cache)
+        print(describe(kernel))
+        if args.export:
+            from harness.artifacts.kernel_export import export_kernel
+
+            base = cache.lookup("kernels", kernel.base_key)
+            if base is None or choice.prebuilt:
+                raise HarnessError(f"--export: {choice.label} is Debian's prebuilt kernel: every job fetches it "
+                                   "from Debian itself; export a kernel the harness builds")
+            export_kernel(base, choice.label, args.export)
     return 0
 
 
@@ -192,7 +216,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     # Check what can be checked before an hour of work (and before the heavy
     # imports): the output directories and the baseline, so a wrong path fails at once.
-    choices = kernel_choices(args.kernel, args.kernel_tree, *_user_build(args))
+    choices = kernel_choices(args.kernel, args.kernel_tree, *_user_build(args), args.kernel_artifact)
     top = prepare_out(args.out)
     outs = [top] if len(choices) == 1 else [prepare_out(top / c.label) for c in choices]
 
@@ -231,7 +255,7 @@ def cmd_survey(args: argparse.Namespace) -> int:
     from harness.outdir import prepare_out
 
     models = parse_nics(args.nics)
-    choices = kernel_choices(args.kernel, args.kernel_tree, *_user_build(args))
+    choices = kernel_choices(args.kernel, args.kernel_tree, *_user_build(args), args.kernel_artifact)
     top = prepare_out(args.out)
     outs = [top] if len(choices) == 1 else [prepare_out(top / c.label) for c in choices]
 
@@ -247,7 +271,7 @@ def cmd_selftests(args: argparse.Namespace) -> int:
     from harness.outdir import prepare_out
 
     models = parse_nics(args.nics)
-    choices = kernel_choices(args.kernel, args.kernel_tree, *_user_build(args))
+    choices = kernel_choices(args.kernel, args.kernel_tree, *_user_build(args), args.kernel_artifact)
     out = prepare_out(args.out)
 
     from harness.selftests.run import run_selftests
@@ -265,7 +289,7 @@ def cmd_faults(args: argparse.Namespace) -> int:
         raise HarnessError(f"harness faults needs the debug flavour, a kernel the harness builds: --kernel "
                            f"{prebuilt[0]} is Debian's prebuilt image (use source, source-latest or --kernel-tree)")
     args.debug = True  # the fault injection and the leak checks live in the debug flavour
-    choice = single_choice(args.kernel, args.kernel_tree, "faults", *_user_build(args))
+    choice = single_choice(args.kernel, args.kernel_tree, "faults", *_user_build(args), args.kernel_artifact)
     out = prepare_out(args.out)
 
     from harness.faults.run import faults_kernel
@@ -281,6 +305,66 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                  Tolerance(args.tolerance, args.abs_tolerance))
     print(comparison.to_markdown())
     return 0 if comparison.ok else EXIT_REGRESSION
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    import json
+
+    from harness.claims.runner import select
+    from harness.outdir import write_text
+    from harness.scale.plan import Timings, github_matrix, gitlab_child_pipeline, load_timings, make_plan
+
+    claims = select([c.strip() for c in args.claims.split(",")] if args.claims else None)
+    timings = load_timings(args.timings) if args.timings else Timings()
+    plan = make_plan(args.kernel or ["source"], claims, args.shards, tuple(w.strip() for w in args.what.split(",")),
+                     timings, ("--debug",) if args.debug else (), args.artifact_dir)
+    if args.out:
+        write_text(args.out, json.dumps(plan, indent=1))
+    shown = {"plan": plan, "github": github_matrix(plan), "gitlab": gitlab_child_pipeline(plan)}[args.format]
+    print(json.dumps(shown, indent=None if args.format == "github" else 1))
+    for j in plan["jobs"]:
+        print(f"harness: {j['job']:28s} ~{j['estimate']:7.1f} {'s' if timings.measured else 'units'}  "
+              f"harness {' '.join(j['argv'])}", file=sys.stderr)
+    return 0
+
+
+def cmd_shard(args: argparse.Namespace) -> int:
+    from harness.scale.shard import run_shard
+
+    passthrough = [*(["--cache", str(args.cache)] if args.cache else []), "--accel", args.accel]
+
+    def dispatch(argv: list[str]) -> int:
+        sub = build_parser().parse_args(argv)
+        return sub.func(sub)
+
+    return run_shard(args.plan, args.job, args.out, passthrough, dispatch)
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from harness.outdir import prepare_out
+    from harness.report.compare import Tolerance
+    from harness.scale.merge import merge, write_merged
+
+    merged = merge(args.outs, args.plan)
+    return write_merged(merged, prepare_out(args.out), args.baseline, Tolerance(args.tolerance, args.abs_tolerance))
+
+
+def cmd_kcidb(args: argparse.Namespace) -> int:
+    import json
+
+    from harness.outdir import write_text
+    from harness.scale.kcidb import kcidb_document
+
+    doc = kcidb_document(args.out_dir, args.origin, args.artifacts_url)
+    text = json.dumps(doc, indent=1)
+    if args.out:
+        write_text(args.out, text)
+        print(f"harness: {args.out}: {len(doc['checkouts'])} checkout(s), {len(doc['builds'])} build(s), "
+              f"{len(doc['tests'])} tests, valid KCIDB v{doc['version']['major']}.{doc['version']['minor']} "
+              f"(submit with: kcidb-submit -p PROJECT -t TOPIC < {args.out})", file=sys.stderr)
+    else:
+        print(text)
+    return 0
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
@@ -334,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     k = sub.add_parser("kernel", help="build or fetch the kernel; print its artifact paths")
     _add_kernel_args(k)
+    k.add_argument("--export", type=Path, metavar="FILE",
+                   help="also write the kernel as one archive (its build, driver sources, Debian source tarball, "
+                        "sha256 of each file) for --kernel-artifact on other hosts")
     k.set_defaults(func=cmd_kernel)
     i = sub.add_parser("image", help="build the guest image; print its paths")
     i.add_argument("--recipe", default="default")
@@ -404,6 +491,49 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("new", type=Path, help="the later run")
     _add_tolerance_args(cmp)
     cmp.set_defaults(func=cmd_compare)
+    pl = sub.add_parser("plan", help="the nightly as independent jobs (claims shards balanced by earlier timings, "
+                        "survey, selftests) for a CI matrix: JSON for GitHub's fromJSON or a GitLab child pipeline")
+    pl.add_argument("--kernel", action="append", choices=KINDS, metavar="KIND", help="a kernel of the matrix "
+                    "(repeatable; default source)")
+    pl.add_argument("--claims", metavar="ID,...", help="the claims to split (default the talk's eight; all)")
+    pl.add_argument("--shards", type=int, default=2, metavar="N", help="claims jobs per kernel (default 2)")
+    pl.add_argument("--what", default="claims,survey,selftests", metavar="KINDS",
+                    help="which jobs: claims, survey, selftests (default all three)")
+    pl.add_argument("--debug", action="store_true", help="every job on the debug flavour")
+    pl.add_argument("--artifact-dir", metavar="DIR", help="jobs import each built kernel from DIR/KIND.tar.gz "
+                    "(harness kernel --export in a build job) instead of building it")
+    pl.add_argument("--timings", type=Path, action="append", metavar="PATH",
+                    help="earlier results.json / survey.json / selftests.json or out directories to balance by "
+                         "(repeatable; without: every experiment counts as one)")
+    pl.add_argument("--format", choices=["plan", "github", "gitlab"], default="plan",
+                    help="print the plan, GitHub's strategy.matrix (include), or a GitLab child pipeline")
+    pl.add_argument("--out", type=Path, metavar="FILE", help="also write the plan to FILE (what every job reads)")
+    pl.set_defaults(func=cmd_plan)
+    sh = sub.add_parser("shard", help="run one job of a plan into --out, with shard.json saying what it covered")
+    sh.add_argument("plan", type=Path, help="the plan file (harness plan --out)")
+    sh.add_argument("job", help="the job's id in the plan")
+    sh.add_argument("--out", type=Path, required=True)
+    sh.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+    sh.add_argument("--cache", type=Path, help="cache directory (default ~/.cache/harness or $HARNESS_CACHE)")
+    sh.set_defaults(func=cmd_shard)
+    mg = sub.add_parser("merge", help="shard outputs into one report (claims x kernels, survey, selftests); a "
+                        "missing or doubled shard fails it")
+    mg.add_argument("outs", type=Path, nargs="+", metavar="OUT", help="shard out directories (or their parent)")
+    mg.add_argument("--plan", type=Path, help="the plan the shards ran (default: the one their shard.json name)")
+    mg.add_argument("--out", type=Path, required=True)
+    mg.add_argument("--baseline", type=Path, metavar="PREV", help="compare with an earlier run or merge (exit 3 "
+                    "on a regression)")
+    _add_tolerance_args(mg)
+    mg.set_defaults(func=cmd_merge)
+    kc = sub.add_parser("kcidb", help="a run's, merge's, survey's or selftests' outputs as KernelCI KCIDB JSON "
+                        "(checkouts, builds, one test per claim check, survey cell and selftest case), validated "
+                        "with kcidb-io; kcidb-submit sends it")
+    kc.add_argument("out_dir", type=Path, metavar="OUT", help="the out directory to describe")
+    kc.add_argument("--origin", required=True, help="your KCIDB origin (lowercase letters, digits, _)")
+    kc.add_argument("--artifacts-url", metavar="URL", help="where the CI serves OUT (output files link there; "
+                    "default file: URLs on this machine)")
+    kc.add_argument("--out", type=Path, metavar="FILE", help="write the JSON to FILE (default stdout)")
+    kc.set_defaults(func=cmd_kcidb)
     ca = sub.add_parser("cache", help="what the cache holds, with sizes and last use; 'cache prune' removes the "
                         "least recently used entries (never one a running harness uses)")
     ca.add_argument("action", nargs="?", choices=["list", "prune"], default="list")

@@ -33,7 +33,7 @@ from harness.artifacts.source_tree import (
     stage_work_tree,
     tree_fingerprint,
 )
-from harness.cache import Cache, hash_parts, sha256_file
+from harness.cache import Artifact, Cache, hash_parts, sha256_file
 from harness.errors import BuildError, HarnessError
 from harness.hostcmd import require_tool, run_checked, run_logged
 from harness.nics import CATALOGUE, module_dirs
@@ -187,6 +187,15 @@ def get_kernel(request: KernelRequest, cache: Cache | None = None) -> Kernel:
                 "module_sources": {m: dir_digest(origin / d) for m, d in dirs.items()}}
 
     base = cache.get_or_build("kernels", base_key, build)
+    return kernel_of_base(base, request, module_patches, cache)
+
+
+def kernel_of_base(base: Artifact, request: KernelRequest, module_patches: dict[str, list[Path]],
+                   cache: Cache) -> Kernel:
+    """The kernel of `request` on its base build: the base's modules, and each driver
+    module its patches (or an edited tree) touch rebuilt alone."""
+    dirs = module_dirs()
+    base_key = base.path.name
     origin = Path(base.meta["source_origin"])
     files = {ko.stem: ko for ko in sorted(base.path.joinpath("modules").glob("*.ko"))}
     module_keys, roots = {}, []

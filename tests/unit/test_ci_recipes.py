@@ -10,6 +10,8 @@ import io
 import itertools
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,9 @@ from harness.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / "ci-examples").glob("*.yml"))
+GITHUB = [p for p in RECIPES if p.name.startswith("github-")]
+GITLAB = [p for p in RECIPES if p.name.startswith("gitlab-")]
+ACTIONLINT_CONFIG = ROOT / "ci-examples" / "actionlint.yaml"
 DOCS = [ROOT / "docs" / "ci.md", ROOT / "docs" / "scale-out.md"]
 
 SHELL_KEYS = ("run", "script", "before_script", "after_script")  # GitHub steps, GitLab jobs
@@ -34,7 +39,71 @@ PROJECT_PATH = re.compile(r"^(?:\./)?((?:scripts|\.ci)/[\w.-]+)$")
 
 
 def test_recipes_exist():
-    assert {p.name for p in RECIPES} >= {"github-actions.yml", "gitlab-ci.yml"}
+    assert {p.name for p in RECIPES} >= {"github-actions.yml", "gitlab-ci.yml", "github-scale.yml",
+                                         "gitlab-scale.yml", "gitlab-shard.yml"}
+    assert set(GITHUB) | set(GITLAB) == set(RECIPES)
+
+
+# ---------------------------------------------------------------- the engines' own linters
+def tool(name: str) -> str:
+    """A linter the dev extras install beside this Python (tox's venv)."""
+    path = Path(sys.executable).parent / name
+    assert path.is_file(), f"{name} is not installed beside {sys.executable}: pip install -e '.[dev]'"
+    return str(path)
+
+
+def actionlint(*paths: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([tool("actionlint"), "-config-file", str(ACTIONLINT_CONFIG), "-no-color",
+                           *map(str, paths)], capture_output=True, text=True, timeout=120)
+
+
+def gitlab_schema(*paths: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.gitlab-ci", *map(str, paths)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_github_workflows_pass_actionlint():
+    r = actionlint(*GITHUB)
+    assert r.returncode == 0, f"actionlint:\n{r.stdout}{r.stderr}"
+
+
+def test_gitlab_pipelines_pass_gitlabs_schema():
+    r = gitlab_schema(*GITLAB)
+    assert r.returncode == 0, f"check-jsonschema (GitLab CI schema):\n{r.stdout}{r.stderr}"
+
+
+def test_the_linters_reject_a_broken_recipe(tmp_path):
+    """The two checks above can fail: an undefined matrix key, a GitLab job without script."""
+    gh = tmp_path / "bad.yml"
+    gh.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n"
+                  "      - run: echo ${{ matrix.nope }}\n")
+    assert actionlint(gh).returncode != 0
+    gl = tmp_path / "bad-gitlab.yml"
+    gl.write_text("job:\n  stage: test\n  scriptt: [true]\n")
+    assert gitlab_schema(gl).returncode != 0
+
+
+def test_a_generated_plan_is_a_valid_matrix_for_both_engines(tmp_path):
+    """`harness plan --kernel source --kernel source-latest --shards 4`: GitHub's matrix
+    in a workflow that uses it as the scale recipe does, and GitLab's child pipeline."""
+    import json
+
+    from harness.claims.runner import select
+    from harness.scale.plan import Timings, github_matrix, gitlab_child_pipeline, make_plan
+
+    plan = make_plan(["source", "source-latest"], select(None), 4, ("claims", "survey", "selftests"), Timings(),
+                     artifact_dir="kernels")
+    assert len(plan["jobs"]) == 2 * (4 + 2)
+    matrix = github_matrix(plan)
+    workflow = {"on": "push", "jobs": {"test": {"runs-on": "ubuntu-latest", "strategy": {"matrix": matrix},
+                                                "steps": [{"run": "echo ${{ matrix.job }} ${{ matrix.kernel }} "
+                                                                  "${{ matrix.command }}"}]}}}
+    (tmp_path / "wf.yml").write_text(json.dumps(workflow))
+    r = actionlint(tmp_path / "wf.yml")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (tmp_path / "child.yml").write_text(json.dumps(gitlab_child_pipeline(plan)))
+    r = gitlab_schema(tmp_path / "child.yml")
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 # ---------------------------------------------------------------- YAML
@@ -199,10 +268,14 @@ def test_github_expressions_are_variables():
 
 # ---------------------------------------------------------------- the recipes' commands
 def test_every_recipe_runs_the_harness_and_the_test_suite():
+    """A nightly runs the test suite; a scale-out recipe's shards are the test (its jobs run
+    `harness shard`) and a shard template is one job of such a pipeline."""
     for name, cmds in sources():
         if not name.startswith("docs/"):
-            assert harness_argvs(cmds), f"{name}: no .venv/bin/harness invocation found"
-            assert program_argvs(cmds, "tox"), f"{name}: no tox invocation found"
+            argvs = harness_argvs(cmds)
+            assert argvs, f"{name}: no .venv/bin/harness invocation found"
+            sharded = any(a[:1] in (["shard"], ["plan"]) for a in argvs)
+            assert sharded or program_argvs(cmds, "tox"), f"{name}: no tox invocation found"
 
 
 INVOCATIONS = [pytest.param(name, argv, id=f"{name}: harness {' '.join(argv)}") for name, argv in invocations()]

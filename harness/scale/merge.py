@@ -1,0 +1,293 @@
+"""`harness merge OUT... --out DIR`: shard outputs back into what one process would
+have written. Claims: per kernel one record (results.json, report, JUnit, KTAP,
+measurements) and, over several kernels, the matrix report on top, written by the
+same writers `harness run` uses; the survey and the selftests: each kernel's output
+kept whole under its kernel. A shard missing from the plan, a job or a claim
+present twice, shards of one kernel that ran different kernel builds: each is
+named, and makes the exit status non-zero."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from harness.errors import HarnessError
+from harness.outdir import write_text
+from harness.scale.plan import find_job, load_plan
+from harness.scale.shard import SHARD_FILE
+
+# Exit statuses as `harness run` (cli.EXIT_*): a gap in the nightly is an error.
+EXIT_REFUTED, EXIT_ERROR = 1, 5
+KINDS = {"results.json": "claims", "survey.json": "survey", "selftests.json": "selftests"}
+
+
+def log(msg: str) -> None:
+    print(f"harness: {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class ShardOut:
+    path: Path
+    kind: str  # claims / survey / selftests
+    doc: dict  # its results.json / survey.json / selftests.json
+    shard: dict | None  # its shard.json (None: a plain run's out directory)
+
+    @property
+    def name(self) -> str:
+        return self.shard["job"] if self.shard else str(self.path)
+
+    @property
+    def labels(self) -> list[str]:
+        if self.kind == "claims":
+            return [self.doc["kernel"]["label"]]
+        if self.kind == "survey":
+            return [self.doc["kernel"]["label"]]
+        return [k["label"] for k in self.doc["kernels"]]
+
+
+@dataclass
+class Merged:
+    problems: list[str] = field(default_factory=list)  # gaps, doubles, mismatches: each fails the merge
+    records: dict[str, dict] = field(default_factory=dict)  # kernel label -> merged claims record
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    survey: dict[str, ShardOut] = field(default_factory=dict)
+    selftests: list[ShardOut] = field(default_factory=list)
+    shards: list[ShardOut] = field(default_factory=list)
+
+
+def read_outs(paths: list[Path]) -> tuple[list[ShardOut], list[str]]:
+    """Every shard output under `paths` (a shard's out directory, or a directory of
+    them, as an artifact download leaves them), and the ones that hold nothing."""
+    outs, problems = [], []
+    for p in paths:
+        if not p.is_dir():
+            raise HarnessError(f"{p}: not a directory (give the shards' out directories)")
+        dirs = [p] if _is_out(p) else sorted(d for d in p.iterdir() if d.is_dir() and _is_out(d))
+        if not dirs:
+            raise HarnessError(f"{p}: no shard output there (no {SHARD_FILE}, results.json, survey.json or "
+                               f"selftests.json in it or in its subdirectories)")
+        for d in dirs:
+            shard = json.loads((d / SHARD_FILE).read_text()) if (d / SHARD_FILE).is_file() else None
+            found = [(kind, d / name) for name, kind in KINDS.items() if (d / name).is_file()]
+            if not found:
+                problems.append(f"shard {shard['job'] if shard else d}: no output (exit status "
+                                f"{shard.get('exit_status') if shard else '?'}"
+                                f"{': ' + shard['error'] if shard and shard.get('error') else ''})")
+                continue
+            kind, file = found[0]
+            outs.append(ShardOut(d, kind, json.loads(file.read_text()), shard))
+    return outs, problems
+
+
+def _is_out(d: Path) -> bool:
+    return (d / SHARD_FILE).is_file() or any((d / n).is_file() for n in KINDS)
+
+
+def check_plan(outs: list[ShardOut], plan: dict | None, failed: list[str]) -> list[str]:
+    """Shards of other plans, jobs present twice, jobs missing (each named with the
+    command that would run it)."""
+    problems = []
+    planned = [s.shard for s in outs if s.shard]
+    ids = {p["plan"] for p in planned} | ({plan["plan"]} if plan else set())
+    if len(ids) > 1:
+        problems.append(f"shards of different plans: {', '.join(sorted(ids))} (merge one nightly at a time)")
+    doubles = [job for job, n in Counter(p["job"] for p in planned).items() if n > 1]
+    problems += [f"job {job} is present twice: " + ", ".join(str(s.path) for s in outs
+                                                              if s.shard and s.shard["job"] == job)
+                 for job in doubles]
+    expected = list(dict.fromkeys([*(j["job"] for j in plan["jobs"])] if plan else
+                                  [j for p in planned for j in p["jobs"]]))
+    present = {p["job"] for p in planned} | {f.split(":")[0].removeprefix("shard ") for f in failed}
+    for job in expected:
+        if job not in present:
+            how = " ".join(["harness", *find_job(plan, job)["argv"]]) if plan else "see the plan"
+            problems.append(f"missing shard {job} ({how})")
+    return problems
+
+
+def merge_claims(outs: list[ShardOut]) -> tuple[dict[str, dict], dict[str, pd.DataFrame], list[str]]:
+    """One record and one measurement table per kernel from its claims shards."""
+    problems: list[str] = []
+    by_label: dict[str, list[ShardOut]] = {}
+    for s in outs:
+        by_label.setdefault(s.labels[0], []).append(s)
+    records, tables = {}, {}
+    for label, shards in by_label.items():
+        keys = {s.doc["kernel"].get("key") for s in shards}
+        if len(keys) > 1:
+            problems.append(f"{label}: shards ran different kernel builds (keys {', '.join(sorted(map(str, keys)))})"
+                            " - build once and import it in every job")
+        seen: dict[str, str] = {}
+        for s in shards:
+            for c in s.doc["claims"]:
+                if c["id"] in seen:
+                    problems.append(f"{label}: claim {c['id']} is in two shards ({seen[c['id']]} and {s.name})")
+                seen.setdefault(c["id"], s.name)
+        records[label] = merged_record([s.doc for s in shards], [s.name for s in shards])
+        tables[label] = merged_table(shards)
+    return records, tables, problems
+
+
+def merged_record(docs: list[dict], names: list[str]) -> dict:
+    """The claims records of one kernel's shards as one record: claims in the order
+    `harness run` gives them, each experiment once (the first shard that measured it)."""
+    from harness.claims.runner import ALL_CLAIMS, COST_CLAIMS
+
+    order = {c.id: i for i, c in enumerate(ALL_CLAIMS + COST_CLAIMS)}
+    claims, seen_claims = [], set()
+    for d in docs:
+        for c in d["claims"]:
+            if c["id"] not in seen_claims:
+                claims.append(c)
+                seen_claims.add(c["id"])
+    claims.sort(key=lambda c: order.get(c["id"], len(order)))
+    experiments, first_in = [], {}
+    for d, name in zip(docs, names, strict=True):
+        for e in d["experiments"]:
+            if e["name"] not in first_in:
+                first_in[e["name"]] = name
+                experiments.append({**e, "shard": name})
+    first = docs[0]
+    failures: dict = {}
+    for d in docs:
+        for k, v in d.get("failures", {}).items():
+            failures.setdefault(k, v)
+    record = {
+        **{k: v for k, v in first.items() if k not in MERGED_KEYS},
+        "run_id": "merged-" + "+".join(d["run_id"] for d in docs),
+        "command": " ; ".join(d["command"] for d in docs),
+        "started": min(d["started"] for d in docs),
+        "wall_s": max(d["wall_s"] for d in docs),
+        "partial": any(d.get("partial") for d in docs),
+        "claims": claims, "experiments": experiments, "failures": failures,
+        "kernel_reports": [{**r, "shard": n} for d, n in zip(docs, names, strict=True)
+                           for r in d.get("kernel_reports", [])],
+        "run_errors": [f"{n}: {e}" for d, n in zip(docs, names, strict=True) for e in d.get("run_errors", [])],
+        "boots": [b for d in docs for b in d.get("boots", [])],
+        "qemu_aborts": [a for d in docs for a in d.get("qemu_aborts", [])],
+        "boot_retries": [b for d in docs for b in d.get("boot_retries", [])],
+        "tally": dict(Counter(c["verdict"] for c in claims)),
+        "timings": {"boots": round(sum(d.get("timings", {}).get("boots", 0) for d in docs), 1),
+                    "experiments": {e["name"]: e["seconds"] for e in experiments},
+                    "shards": {n: d["wall_s"] for d, n in zip(docs, names, strict=True)}},
+        "shards": [{"job": n, "run_id": d["run_id"], "claims": [c["id"] for c in d["claims"]],
+                    "wall_s": d["wall_s"], "qemu": d.get("qemu")} for d, n in zip(docs, names, strict=True)],
+    }
+    for key in ("coverage", "stopped_by"):
+        parts = [d[key] for d in docs if key in d]
+        if parts:
+            record[key] = ({k: v for p in parts for k, v in p.items()} if isinstance(parts[0], dict)
+                           else "; ".join(parts))
+    return record
+
+
+# Keys merged_record builds from every shard; the rest (kernel, qemu, format, debug) is
+# the same in every shard of one kernel and taken from the first.
+MERGED_KEYS = {"run_id", "command", "started", "wall_s", "partial", "claims", "experiments", "failures",
+               "kernel_reports", "run_errors", "boots", "qemu_aborts", "boot_retries", "tally", "timings",
+               "coverage", "stopped_by", "baseline"}
+
+
+def merged_table(shards: list[ShardOut]) -> pd.DataFrame:
+    """The shards' measurement rows, each experiment's from the shard that is first
+    to have measured it (as merged_record keeps its record)."""
+    from harness.measurement.measure import load
+
+    frames, taken = [], set()
+    for s in shards:
+        path = s.path / "measurements.json"
+        if not path.is_file():
+            continue
+        t = load(path)
+        if "experiment" in t.columns:
+            t = t[~t.experiment.isin(taken)]
+            taken |= set(t.experiment)
+        frames.append(t)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def merge(paths: list[Path], plan_path: Path | None) -> Merged:
+    outs, failed = read_outs(paths)
+    plan = load_plan(plan_path) if plan_path else None
+    m = Merged(problems=list(failed), shards=outs)
+    m.problems += check_plan(outs, plan, failed)
+    records, tables, problems = merge_claims([s for s in outs if s.kind == "claims"])
+    m.records, m.tables = records, tables
+    m.problems += problems
+    for s in outs:
+        if s.kind == "survey":
+            label = s.labels[0]
+            if label in m.survey:
+                m.problems.append(f"{label}: two surveys ({m.survey[label].name} and {s.name})")
+            m.survey.setdefault(label, s)
+        elif s.kind == "selftests":
+            m.selftests.append(s)
+    return m
+
+
+def write_merged(m: Merged, out: Path, baseline: Path | None, tol) -> int:
+    """The merged outputs under `out` (one kernel: as `harness run --out out` writes;
+    several: one directory per kernel and the matrix on top), merge.json, and the
+    exit status `harness run` would give, or EXIT_ERROR for a gap."""
+    from harness.cli import run_status
+    from harness.kernel_run import KernelRun
+    from harness.report.compare import compare_results, load_results
+    from harness.report.matrix import write_matrix
+    from harness.report.report import write_report
+    from harness.report.run_record import with_baseline
+
+    labels = list(dict.fromkeys([*m.records, *m.survey, *(lbl for s in m.selftests for lbl in s.labels)]))
+    several = len(labels) > 1
+    runs = []
+    for label, record in m.records.items():
+        where = out / label if several else out
+        if baseline is not None:
+            base_file = baseline / label if several and (baseline / label).is_dir() else baseline
+            if (Path(base_file) / "results.json").is_file() or Path(base_file).is_file():
+                record = with_baseline(record, compare_results(load_results(base_file), record, tol).to_dict())
+        write_report(where, record, m.tables[label])
+        runs.append(KernelRun(label, record, m.tables[label]))
+    if len(runs) > 1:
+        write_matrix(out, runs, tol)
+    for label, s in m.survey.items():
+        _copy(s.path, (out / label if several else out) / "survey")
+    for s in m.selftests:
+        _copy(s.path, (out / s.labels[0] if several and len(s.labels) == 1 else out) / "selftests")
+    status = run_status([r.record for r in runs]) if runs else 0
+    # A survey's failed experiments are in its log and its exit status, not in survey.json.
+    survey_errors = [label for label, s in m.survey.items() if s.shard and s.shard.get("exit_status") == EXIT_ERROR]
+    selftests_failed = [f"{k['label']}: {f['test']} on {f['nic']}" for s in m.selftests for k in s.doc["kernels"]
+                        for f in k["files"] if selftest_failed(f)]
+    if selftests_failed and status == 0:
+        status = EXIT_REFUTED
+    if (m.problems or survey_errors) and status in (0, 3, 4):
+        status = EXIT_ERROR
+    write_text(out / "merge.json", json.dumps({
+        "shards": [{"path": str(s.path), "kind": s.kind, "job": s.shard["job"] if s.shard else None,
+                    "plan": s.shard["plan"] if s.shard else None, "labels": s.labels} for s in m.shards],
+        "kernels": labels, "problems": m.problems, "selftests_failed": selftests_failed,
+        "survey_errors": survey_errors, "exit_status": status}, indent=1))
+    for p in m.problems:
+        log(f"merge: {p}")
+    log(f"merged {len(m.shards)} shard outputs over {len(labels)} kernel(s) into {out}: "
+        f"{sum(len(r['claims']) for r in m.records.values())} claim results, {len(m.survey)} survey(s), "
+        f"{len(m.selftests)} selftests output(s); {len(m.problems)} problem(s); exit {status}")
+    return status
+
+
+def selftest_failed(f: dict) -> bool:
+    """suite.FileResult.failed, read back from selftests.json."""
+    return (f.get("rc") not in (0, 4) or any(c.get("status") == "fail" for c in f.get("cases", []))
+            or bool(f.get("problems")) or bool(f.get("kmemleak")))
+
+
+def _copy(src: Path, dst: Path) -> None:
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)

@@ -1,0 +1,180 @@
+"""The nightly at scale, on a recorded run: the plan's shards, a shard's
+self-description, and the merge of shard outputs back into one run's verdicts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from harness.claims.experiments import EXPERIMENTS
+from harness.claims.runner import CLAIMS, select
+from harness.errors import HarnessError
+from harness.measurement.measure import load
+from harness.report.compare import Tolerance
+from harness.scale.merge import EXIT_ERROR, merge, write_merged
+from harness.scale.plan import Timings, github_matrix, gitlab_child_pipeline, load_timings, make_plan, split_claims
+from harness.scale.shard import SHARD_FILE, run_shard
+
+RUN = Path(__file__).parent.parent / "fixtures" / "runs" / "6.12.95-stock"
+TOL = Tolerance(0.02, 0.02)
+
+
+def test_every_claim_is_in_exactly_one_shard_per_kernel_and_the_plan_has_a_stable_id():
+    t = load_timings([RUN])
+    plan = make_plan(["source", "source-latest"], CLAIMS, 3, ("claims", "survey"), t)
+    for kernel in ("source", "source-latest"):
+        jobs = [j for j in plan["jobs"] if j["kernel"] == kernel and j["command"] == "run"]
+        assert len(jobs) == 3
+        claims = [c for j in jobs for c in j["covers"]["claims"]]
+        assert sorted(claims) == sorted(c.id for c in CLAIMS)
+        assert all(j["argv"][:3] == ["run", "--kernel", kernel] for j in jobs)
+    assert [j["job"] for j in plan["jobs"] if j["command"] == "survey"] == ["source-survey", "source-latest-survey"]
+    again = make_plan(["source", "source-latest"], CLAIMS, 3, ("claims", "survey"), t)
+    assert again["plan"] == plan["plan"] and all(j["plan"] == plan["plan"] for j in plan["jobs"])
+    assert make_plan(["source"], CLAIMS, 3, ("claims",), t)["plan"] != plan["plan"]
+
+
+def test_shards_are_balanced_by_the_seconds_a_claim_adds_to_its_job():
+    t = load_timings([RUN])
+    parts = split_claims(CLAIMS, 4, t)
+    # page-reuse alone needs the no-reuse variant's guest and its slowest experiment.
+    seconds = sorted(p.seconds for p in parts)
+    assert seconds[-1] <= 1.8 * seconds[0], [(p.claims, round(p.seconds, 1)) for p in parts]
+    # A shared experiment is paid once per job: the sum over jobs is less than over claims alone.
+    alone = sum(split_claims([c], 1, t)[0].seconds for c in CLAIMS)
+    assert sum(p.seconds for p in parts) < alone
+
+
+def test_without_timings_every_experiment_and_boot_is_one_unit():
+    (claim,) = select(["page-reuse"])
+    (one,) = split_claims([claim], 1, Timings())
+    guests = {(EXPERIMENTS[e].variant, EXPERIMENTS[e].dma_mode) for e in claim.experiments}
+    assert ("no-reuse", "direct") in guests and one.guests == guests
+    assert one.seconds == len(set(claim.experiments)) + len(guests)
+
+
+def test_the_matrix_for_github_and_the_child_pipeline_for_gitlab_list_every_job():
+    plan = make_plan(["source"], CLAIMS, 2, ("claims", "selftests"), Timings())
+    assert [e["job"] for e in github_matrix(plan)["include"]] == [j["job"] for j in plan["jobs"]]
+    child = gitlab_child_pipeline(plan)
+    assert [m["JOB"] for m in child["harness-shard"]["parallel"]["matrix"]] == [j["job"] for j in plan["jobs"]]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"shards": 0}, "--shards 0"), ({"kernels": ["sauce"]}, "unknown --kernel sauce"),
+    ({"what": ("claims", "bench")}, "--what bench")])
+def test_a_bad_plan_request_names_what_is_wrong(kwargs, message):
+    args = {"kernels": ["source"], "claims": CLAIMS, "shards": 2, "what": ("claims",), "t": Timings()} | kwargs
+    with pytest.raises(HarnessError, match=message):
+        make_plan(**args)
+
+
+# ---- shards of the recorded run, merged ------------------------------------------
+def write_shards(tmp_path: Path, plan: dict, drop: str | None = None) -> list[Path]:
+    """The recorded run cut along the plan's claims jobs: each shard keeps its claims,
+    the experiments they read and those experiments' rows, as `harness shard` leaves it."""
+    record = json.loads((RUN / "results.json").read_text())
+    table = load(RUN / "measurements.json")
+    dirs = []
+    for job in plan["jobs"]:
+        if job["job"] == drop:
+            continue
+        d = tmp_path / "shards" / job["job"]
+        d.mkdir(parents=True)
+        exps = set(job["covers"]["experiments"])
+        shard_record = {**record, "run_id": f"{record['run_id']}-{job['job']}",
+                        "claims": [c for c in record["claims"] if c["id"] in job["covers"]["claims"]],
+                        "experiments": [e for e in record["experiments"] if e["name"] in exps]}
+        (d / "results.json").write_text(json.dumps(shard_record))
+        (d / "measurements.json").write_text(table[table.experiment.isin(exps)].to_json(orient="records"))
+        (d / SHARD_FILE).write_text(json.dumps({"plan": plan["plan"], "job": job["job"],
+                                                "jobs": [j["job"] for j in plan["jobs"]], "exit_status": 0}))
+        dirs.append(d)
+    return dirs
+
+
+@pytest.fixture
+def plan(tmp_path):
+    plan = make_plan(["source"], CLAIMS, 3, ("claims",), load_timings([RUN]))
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    return plan
+
+
+def test_merged_shards_give_the_verdicts_and_numbers_of_the_one_run(tmp_path, plan):
+    write_shards(tmp_path, plan)
+    merged = merge([tmp_path / "shards"], tmp_path / "plan.json")
+    assert merged.problems == []
+    status = write_merged(merged, tmp_path / "out", None, TOL)
+    one = json.loads((RUN / "results.json").read_text())
+    got = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [(c["id"], c["verdict"], c["metrics"]) for c in got["claims"]] == \
+        [(c["id"], c["verdict"], c["metrics"]) for c in one["claims"]]
+    assert got["tally"] == dict(Counter(c["verdict"] for c in one["claims"])) == {"confirmed": 8} and status == 0
+    assert sorted(e["name"] for e in got["experiments"]) == sorted(e["name"] for e in one["experiments"])
+    assert {s["job"] for s in got["shards"]} == {j["job"] for j in plan["jobs"]}
+    for name in ("report.html", "report.md", "junit.xml", "results.ktap", "measurements.csv", "merge.json"):
+        assert (tmp_path / "out" / name).is_file(), name
+
+
+def test_a_missing_shard_fails_the_merge_and_names_the_job_and_its_command(tmp_path, plan):
+    dropped = plan["jobs"][1]
+    write_shards(tmp_path, plan, drop=dropped["job"])
+    for plan_path in (tmp_path / "plan.json", None):  # the plan given, or read from the shards' shard.json
+        merged = merge([tmp_path / "shards"], plan_path)
+        (problem,) = merged.problems
+        assert problem.startswith(f"missing shard {dropped['job']}")
+    merged = merge([tmp_path / "shards"], tmp_path / "plan.json")
+    assert "harness run --kernel source --claims " + ",".join(dropped["covers"]["claims"]) in merged.problems[0]
+    assert write_merged(merged, tmp_path / "out", None, TOL) == EXIT_ERROR
+    assert json.loads((tmp_path / "out" / "merge.json").read_text())["problems"] == merged.problems
+
+
+def test_a_doubled_job_a_doubled_claim_and_two_kernel_builds_are_each_named(tmp_path, plan):
+    dirs = write_shards(tmp_path, plan)
+    shutil.copytree(dirs[0], tmp_path / "again" / dirs[0].name)
+    other = json.loads((dirs[1] / "results.json").read_text())
+    other["kernel"]["key"] = "0" * 20
+    (dirs[1] / "results.json").write_text(json.dumps(other))
+    problems = merge([tmp_path / "shards", tmp_path / "again"], None).problems
+    assert any(p.startswith(f"job {dirs[0].name} is present twice") for p in problems)
+    assert any("is in two shards" in p for p in problems)
+    assert any("shards ran different kernel builds" in p for p in problems)
+
+
+def test_a_shard_that_wrote_nothing_is_named_with_its_exit_status(tmp_path, plan):
+    dirs = write_shards(tmp_path, plan)
+    for f in ("results.json", "measurements.json"):
+        (dirs[0] / f).unlink()
+    (dirs[0] / SHARD_FILE).write_text(json.dumps({**json.loads((dirs[0] / SHARD_FILE).read_text()),
+                                                  "exit_status": 2, "error": "kernel build failed"}))
+    (problem,) = merge([tmp_path / "shards"], tmp_path / "plan.json").problems
+    assert problem == f"shard {dirs[0].name}: no output (exit status 2: kernel build failed)"
+
+
+def test_a_shard_runs_its_job_and_says_what_it_covered(tmp_path, plan):
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    job = plan["jobs"][0]
+    seen = []
+
+    def dispatch(argv):
+        seen.append(argv)
+        out = Path(argv[argv.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "results.json").write_text(json.dumps({"kernel": {"key": "k" * 20}}))
+        return 1
+
+    assert run_shard(tmp_path / "plan.json", job["job"], tmp_path / "o", ["--accel", "tcg"], dispatch) == 1
+    assert seen == [[*job["argv"], "--out", str(tmp_path / "o"), "--accel", "tcg"]]
+    shard = json.loads((tmp_path / "o" / SHARD_FILE).read_text())
+    assert (shard["plan"], shard["job"], shard["exit_status"], shard["kernel_key"]) == \
+        (plan["plan"], job["job"], 1, "k" * 20)
+    assert shard["jobs"] == [j["job"] for j in plan["jobs"]] and shard["covers"] == job["covers"]
+
+
+def test_a_job_not_in_the_plan_is_refused_with_the_plans_jobs(tmp_path, plan):
+    with pytest.raises(HarnessError, match=r"job 'x' is not in plan \w+ \(its jobs: source-claims-1of3"):
+        run_shard(tmp_path / "plan.json", "x", tmp_path / "o", [], lambda argv: 0)
