@@ -63,7 +63,7 @@ class KernelChoice:
         """This choice's kernel; `variant` with its `patches` and `fragments` is a build
         of it, which a prebuilt image cannot be (the one place that says so)."""
         if self.artifact is not None:
-            return self.imported_kernel(cache, patches, variant)
+            return self.imported_kernel(cache, patches, variant, fragments)
         if self.prebuilt:
             if self.fragments or self.patches or patches or variant != "stock":
                 wanted = f" (asked for the {variant!r} variant)" if variant != "stock" else ""
@@ -77,16 +77,22 @@ class KernelChoice:
             tarball = latest_source(cache).tarball
         return get_kernel(self.build_request(fragments, patches, variant, tarball), cache)
 
-    def imported_kernel(self, cache: Cache, patches: tuple[Path, ...], variant: str) -> Kernel:
+    def imported_kernel(self, cache: Cache, patches: tuple[Path, ...], variant: str,
+                        fragments: tuple[str, ...] = ()) -> Kernel:
         """The exported kernel, and a variant of it (or a --patch) as its driver modules
-        rebuilt here: a patch outside the NIC driver directories would need the full
-        build the export exists to avoid."""
+        rebuilt here: a patch outside the NIC driver directories, or a variant's fragment
+        the export was not built with, would need the full build the export exists to avoid."""
         from harness.artifacts.kernel import kernel_of_base, split_patches
         from harness.artifacts.kernel_export import import_kernel
         from harness.artifacts.source_tree import check_patch
         from harness.nics import module_dirs
 
         base = import_kernel(self.artifact, cache)  # type: ignore[arg-type]
+        missing = [f for f in fragments if f not in base.meta.get("fragments", ())]
+        if missing:
+            raise HarnessError(f"--kernel-artifact {self.artifact}: the {variant!r} variant needs fragment(s) "
+                               f"{', '.join(missing)}, which the export was not built with "
+                               f"({', '.join(base.meta.get('fragments', ()))}): export a kernel built with them")
         wanted = [check_patch(p) for p in (*self.patches, *patches)]
         outside, per_module = split_patches(wanted, module_dirs())
         if outside:

@@ -112,3 +112,19 @@ def test_a_prebuilt_or_tree_kernel_is_not_exported(tmp_path, built):
     with pytest.raises(HarnessError, match="only Debian-source builds"):
         export_kernel(tree_built, "tree-x", tmp_path / "x.tar.gz")
     assert json.loads((base.path / "manifest.json").read_text())["meta"]["source"] == "debian-source"
+
+
+def test_a_variant_the_export_cannot_be_is_refused(tmp_path, built):
+    """A variant needing a fragment the export lacks, or a patch outside the NIC drivers,
+    would need the full build: refused, never silently run on the export's config."""
+    _, base = built
+    archive = tmp_path / "k.tar.gz"
+    export_kernel(base, "source", archive)
+    (choice,) = kernel_choices(None, None, artifact=archive)
+    fresh = Cache(tmp_path / "test-host")
+    with pytest.raises(HarnessError, match=r"needs fragment\(s\) cost, which the export was not built with"):
+        choice.get(fresh, variant="cost", fragments=("base", "nics", "cost"))
+    patch = tmp_path / "core.patch"
+    patch.write_text("--- a/net/core/skbuff.c\n+++ b/net/core/skbuff.c\n@@ -1 +1 @@\n-a\n+b\n")
+    with pytest.raises(HarnessError, match=r"core\.patch patches outside the NIC driver directories"):
+        choice.get(fresh, patches=(patch,), variant="x")
