@@ -4,13 +4,17 @@
 # runners), import it and run one claims shard each; merge puts them together and is
 # compared with one process that ran every claim; a merge with a shard missing must
 # fail naming it. Prints the time of each step.
-#   scripts/scale-rehearsal.sh WORKDIR [KIND]     (KIND: source (default) or source-latest)
+#   scripts/scale-rehearsal.sh WORKDIR [KIND [WHAT]]
+# KIND: source (default) or source-latest; WHAT: the plan's --what (default claims;
+# claims,survey,selftests adds a survey job and a selftests job). The one process the
+# merge is compared with runs the claims only.
 # The build job uses the normal cache ($HARNESS_CACHE or ~/.cache/harness), as a build
 # runner with its ccache restored would; the test jobs start from nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:?usage: scripts/scale-rehearsal.sh WORKDIR [KIND]}
 kind=${2:-source}
+what=${3:-claims}
 harness=$PWD/.venv/bin/harness
 rm -rf "$work" && mkdir -p "$work"
 times="$work/times.txt"
@@ -26,7 +30,7 @@ step() {  # step NAME COMMAND...: run, log, record its seconds and exit status
 }
 
 step build "$harness" kernel --kernel "$kind" --export "$work/kernels/$kind.tar.gz"
-step plan "$harness" plan --kernel "$kind" --what claims --shards 2 --artifact-dir "$work/kernels" \
+step plan "$harness" plan --kernel "$kind" --what "$what" --shards 2 --artifact-dir "$work/kernels" \
     --out "$work/plan.json"
 jobs=$(python3 -c 'import json,sys; print(" ".join(j["job"] for j in json.load(open(sys.argv[1]))["jobs"]))' \
     "$work/plan.json")

@@ -70,19 +70,20 @@ class Kcidb:
                  "url": self.url(p)} for p in paths if p.is_file()]
 
     def build_of(self, kernel: dict, started: str) -> str:
-        """The checkout and build records of one kernel build (once per cache key)."""
-        source = kernel.get("source_id") or kernel.get("package") or kernel.get("release", "unknown")
-        # A Debian source's id is 'tarball:sha256': the release and the hash's head name it.
-        name, _, digest = source.partition(":")
-        checkout = self.id("checkout", path_part(f"{kernel.get('release', name)}-{digest[:12]}" if digest else name))
-        self.checkouts.setdefault(checkout, {
-            "id": checkout, "origin": self.origin, "tree_name": path_part(kernel.get("source") or "debian"),
-            "start_time": started, "valid": True,
-            "comment": f"Linux {kernel.get('release', '?')} from {kernel.get('source', 'a distro package')}",
-            "misc": {"source": source, "release": kernel.get("release")}})
-        key = kernel.get("key") or path_part(kernel.get("release", "unknown"))
-        build = self.id("build", key)
+        """The checkout and build records of one kernel build (once per cache key: the
+        first record that names the build describes it, the claims' when there are claims)."""
+        build = self.id("build", kernel.get("key") or path_part(kernel.get("release", "unknown")))
         if build not in self.builds:
+            source = kernel.get("source_id") or kernel.get("package") or kernel.get("release", "unknown")
+            # A Debian source's id is 'tarball:sha256': the release and the hash's head name it.
+            name, _, digest = source.partition(":")
+            checkout = self.id("checkout", path_part(f"{kernel.get('release', name)}-{digest[:12]}"
+                                                     if digest else name))
+            self.checkouts.setdefault(checkout, {
+                "id": checkout, "origin": self.origin, "tree_name": path_part(kernel.get("source") or "debian"),
+                "start_time": started, "valid": True,
+                "comment": f"Linux {kernel.get('release', '?')} from {kernel.get('source', 'a distro package')}",
+                "misc": {"source": source, "release": kernel.get("release")}})
             b = {"id": build, "origin": self.origin, "checkout_id": checkout, "start_time": started,
                  "architecture": "x86_64", "status": PASS,
                  "config_name": "+".join(kernel.get("fragments") or [kernel.get("source") or "distro"]),

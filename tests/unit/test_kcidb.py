@@ -74,12 +74,15 @@ def test_survey_cells_and_selftest_cases_join_the_claims_build(tmp_path):
     cells = {"igb": {t.id: Cell(1.0, "dma:* events") for t in TECHNIQUES}}
     cells["igb"]["xdp-mode"] = Cell(None, "", "no XDP in this driver")
     cells["igb"]["rx-alloc-failure"] = Cell("fail: the ring stopped refilling", "harness faults")
-    write_survey(out / "survey", SurveyResult(kernel, ("igb",), cells, {"igb": "e1000e"}), pd.DataFrame())
+    # What a survey records of its kernel: no source id, so the build's checkout is the claims'.
+    survey_kernel = {k: kernel[k] for k in ("key", "label", "release", "source")}
+    write_survey(out / "survey", SurveyResult(survey_kernel, ("igb",), cells, {"igb": "e1000e"}), pd.DataFrame())
     files = [FileResult("ping.py", "igb", 1, 3.5, parse_ktap(KSFT), KSFT),
              FileResult("hang.py", "igb", None, 60, parse_ktap(""), "")]
     write_selftests(out / "selftests", [KernelSelftests(kernel["label"], kernel["release"], files, [])])
     doc = kcidb_document(out, "harness_ci")
-    assert len(doc["builds"]) == 1  # the survey and the selftests ran the claims' kernel build
+    # the survey and the selftests ran the claims' kernel build: one build, one checkout
+    assert len(doc["builds"]) == 1 and len(doc["checkouts"]) == 1
     tests = by_path(doc)
     assert tests["net_rx.survey.igb.rx-maps"]["status"] == "DONE" and tests["net_rx.survey.igb.rx-maps"]["number"]
     assert tests["net_rx.survey.igb.xdp-mode"]["status"] == "SKIP"
