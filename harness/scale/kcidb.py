@@ -5,7 +5,7 @@ the harness took), one build per kernel build (its cache key: the same key in tw
 shards is one build), and tests under the path `net_rx`:
   net_rx.claims.<claim>            the claim's verdict
   net_rx.claims.<claim>.<check>    each check of it (PASS / FAIL, or MISS when the
-                                   check had no measurement)
+                                   check had no measurement, ERROR when its claim erred)
   net_rx.survey.<nic>.<technique>  each survey cell (DONE with the value; PASS / FAIL
                                    for the cells that are verdicts; SKIP with the
                                    reason when the technique does not apply)
@@ -150,7 +150,11 @@ def add_claims(k: Kcidb, record: dict, where: Path) -> None:
                      "region": c.get("region"), "errors": c.get("errors") or [],
                      "run_id": record.get("run_id")})
         for check in c.get("checks", []):
-            status = MISS if check.get("unmeasured") else PASS if check.get("holds") else FAIL
+            # A check with no value was not measured (MISS); in a claim that ended in an error
+            # that is the test's error, never the kernel's failure.
+            holds = check.get("holds")
+            status = (PASS if holds is True else FAIL if holds is False
+                      else ERROR if c["verdict"] == "error" else MISS)
             value = check.get("value")
             k.test(build, ["claims", c["id"], check["id"]], status, started,
                    comment=check.get("rule", ""), environment=env,

@@ -29,7 +29,8 @@ def claims_out(tmp_path: Path) -> Path:
     doc["claims"][1]["verdict"] = "refuted"
     doc["claims"][1]["checks"][0]["holds"] = False
     doc["claims"][2]["verdict"] = "error"
-    doc["claims"][3]["checks"][0].update(holds=None, unmeasured="no frame reached igb_poll")
+    doc["claims"][2]["checks"][0].update(holds=None, value=None)
+    doc["claims"][3]["checks"][0].update(value=None, holds=None, unmeasured="no frame reached igb_poll")
     (out / "results.json").write_text(json.dumps(doc))
     return out
 
@@ -55,6 +56,7 @@ def test_a_main_job_run_validates_with_kernelcis_schema(tmp_path):
     assert tests[f"net_rx.claims.{claims[1]['id']}"]["status"] == "FAIL"
     assert tests[f"net_rx.claims.{claims[1]['id']}.{claims[1]['checks'][0]['id']}"]["status"] == "FAIL"
     assert tests[f"net_rx.claims.{claims[2]['id']}"]["status"] == "ERROR"
+    assert tests[f"net_rx.claims.{claims[2]['id']}.{claims[2]['checks'][0]['id']}"]["status"] == "ERROR"
     unmeasured = tests[f"net_rx.claims.{claims[3]['id']}.{claims[3]['checks'][0]['id']}"]
     assert unmeasured["status"] == "MISS" and unmeasured["misc"]["unmeasured"] == "no frame reached igb_poll"
     check = tests[f"net_rx.claims.{claims[0]['id']}.{claims[0]['checks'][0]['id']}"]
