@@ -7,8 +7,8 @@ shards is one build), and tests under the path `net_rx`:
   net_rx.claims.<claim>.<check>    each check of it (PASS / FAIL, or MISS when the
                                    check had no measurement, ERROR when its claim erred)
   net_rx.survey.<nic>.<technique>  each survey cell (DONE with the value; PASS / FAIL
-                                   for the cells that are verdicts; SKIP with the
-                                   reason when the technique does not apply)
+                                   for the cells that are verdicts; ERROR when its
+                                   experiment failed, else SKIP, with the reason)
   net_rx.selftests.<nic>.<file>[.<case>]  the kernel's own selftests, file and case
 The evidence travels in `misc` (the rule, the value, how it was measured) and as
 output files (the report, results.json, the KTAP), by URL: `--artifacts-url` where
@@ -168,11 +168,15 @@ def add_survey(k: Kcidb, doc: dict, where: Path) -> None:
     started = rfc3339(kernel.get("started"))
     build = k.build_of(kernel, started)
     evidence = k.files(where / "report.html", where / "survey.json")
+    errors = set(doc.get("errors", []))
     for model, d in doc["drivers"].items():
         for technique, cell in d["cells"].items():
             value = cell.get("value")
             verdict = value.split(":")[0] if isinstance(value, str) else ""
-            status = (SKIP if value is None else PASS if verdict == "pass" else FAIL if verdict == "fail" else DONE)
+            # No value: an experiment that failed (a kernel report, a dead guest) is an error;
+            # otherwise the technique does not apply to this driver or kernel.
+            status = ((ERROR if cell.get("why_not") in errors else SKIP) if value is None
+                      else PASS if verdict == "pass" else FAIL if verdict == "fail" else DONE)
             k.test(build, ["survey", model, technique], status, started,
                    comment=cell.get("why_not") or cell.get("how", ""), files=evidence,
                    number=float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None,

@@ -260,8 +260,9 @@ def write_merged(m: Merged, out: Path, baseline: Path | None, tol) -> int:
     for s in m.selftests:
         _copy(s.path, (out / s.labels[0] if several and len(s.labels) == 1 else out) / "selftests")
     status = run_status([r.record for r in runs]) if runs else 0
-    # A survey's failed experiments are in its log and its exit status, not in survey.json.
-    survey_errors = [label for label, s in m.survey.items() if s.shard and s.shard.get("exit_status") == EXIT_ERROR]
+    # A survey's failed experiments: in survey.json, and in its shard's exit status.
+    survey_errors = [label for label, s in m.survey.items()
+                     if s.doc.get("errors") or (s.shard and s.shard.get("exit_status") == EXIT_ERROR)]
     selftests_failed = [f"{k['label']}: {f['test']} on {f['nic']}" for s in m.selftests for k in s.doc["kernels"]
                         for f in k["files"] if selftest_failed(f)]
     if selftests_failed and status == 0:

@@ -41,10 +41,10 @@ def survey_kernel(choice: KernelChoice, models: tuple[str, ...], cache: Cache, o
                    "source": kernel.meta.get("source"), "patches": kernel.meta.get("patches", []),
                    "wall_s": round(time.monotonic() - started, 1),
                    "bound": {n["mac"]: n["driver"] for b in lab.boots for n in b.get("nics", [])}}
-    result = SurveyResult(kernel_meta, models, {m: cells_for(lab, m, barriers[m]) for m in models},
-                          {m: peer_of(m, models) for m in models})
-    write_survey(out, result, lab.table())
     errors = [f.headline for f in lab.failures.values() if f.kind == ERROR]
+    result = SurveyResult(kernel_meta, models, {m: cells_for(lab, m, barriers[m]) for m in models},
+                          {m: peer_of(m, models) for m in models}, errors)
+    write_survey(out, result, lab.table())
     for e in errors:
         log(f"error: {e}")
     unmeasured = sum(1 for cells in result.cells.values() for c in cells.values() if c.value is None)

@@ -429,6 +429,7 @@ class SurveyResult:
     nics: tuple[str, ...]
     cells: dict[str, dict[str, Cell]] = field(default_factory=dict)  # model -> technique -> cell
     peers: dict[str, str] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)  # failed experiments' headlines (their cells say the same)
 
     @property
     def techniques(self) -> tuple[Technique, ...]:
@@ -443,7 +444,8 @@ class SurveyResult:
                 "techniques": [t.__dict__ for t in self.techniques],
                 "drivers": {m: {"driver": nic(m).driver, "qemu_device": nic(m).qemu_device, "title": nic(m).title,
                                 "cells": {t: c.to_json() for t, c in cells.items()}}
-                            for m, cells in self.cells.items()}}
+                            for m, cells in self.cells.items()},
+                "errors": self.errors}
 
     def rows(self) -> list[dict]:
         return [{"nic": m, "driver": nic(m).driver, "technique": t, **c.to_json()}

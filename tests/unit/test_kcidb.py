@@ -76,9 +76,11 @@ def test_survey_cells_and_selftest_cases_join_the_claims_build(tmp_path):
     cells = {"igb": {t.id: Cell(1.0, "dma:* events") for t in TECHNIQUES}}
     cells["igb"]["xdp-mode"] = Cell(None, "", "no XDP in this driver")
     cells["igb"]["rx-alloc-failure"] = Cell("fail: the ring stopped refilling", "harness faults")
+    cells["igb"]["page-allocs"] = Cell(None, "", "rx:igb: kernel WARNING@igb_poll")
     # What a survey records of its kernel: no source id, so the build's checkout is the claims'.
     survey_kernel = {k: kernel[k] for k in ("key", "label", "release", "source")}
-    write_survey(out / "survey", SurveyResult(survey_kernel, ("igb",), cells, {"igb": "e1000e"}), pd.DataFrame())
+    write_survey(out / "survey", SurveyResult(survey_kernel, ("igb",), cells, {"igb": "e1000e"},
+                                                    ["rx:igb: kernel WARNING@igb_poll"]), pd.DataFrame())
     files = [FileResult("ping.py", "igb", 1, 3.5, parse_ktap(KSFT), KSFT),
              FileResult("hang.py", "igb", None, 60, parse_ktap(""), "")]
     write_selftests(out / "selftests", [KernelSelftests(kernel["label"], kernel["release"], files, [])])
@@ -90,6 +92,7 @@ def test_survey_cells_and_selftest_cases_join_the_claims_build(tmp_path):
     assert tests["net_rx.survey.igb.xdp-mode"]["status"] == "SKIP"
     assert tests["net_rx.survey.igb.xdp-mode"]["comment"] == "no XDP in this driver"
     assert tests["net_rx.survey.igb.rx-alloc-failure"]["status"] == "FAIL"
+    assert tests["net_rx.survey.igb.page-allocs"]["status"] == "ERROR"  # its experiment failed
     assert tests["net_rx.selftests.igb.ping"]["status"] == "FAIL"
     assert [tests[f"net_rx.selftests.igb.ping.ping_test_{c}"]["status"] for c in ("v4", "v6", "tcp")] == [
         "PASS", "FAIL", "SKIP"]

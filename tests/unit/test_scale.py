@@ -178,3 +178,23 @@ def test_a_shard_runs_its_job_and_says_what_it_covered(tmp_path, plan):
 def test_a_job_not_in_the_plan_is_refused_with_the_plans_jobs(tmp_path, plan):
     with pytest.raises(HarnessError, match=r"job 'x' is not in plan \w+ \(its jobs: source-claims-1of3"):
         run_shard(tmp_path / "plan.json", "x", tmp_path / "o", [], lambda argv: 0)
+
+
+def test_a_survey_whose_experiment_failed_fails_the_merge_without_its_exit_status(tmp_path, plan):
+    """survey.json names its failed experiments: a merge of a plain survey out directory
+    (no shard.json, so no exit status) still ends in an error."""
+    import pandas as pd
+
+    from harness.survey.files import write_survey
+    from harness.survey.techniques import TECHNIQUES, Cell, SurveyResult
+
+    write_shards(tmp_path, plan)
+    kernel = json.loads((RUN / "results.json").read_text())["kernel"]
+    cells = {"igb": {t.id: Cell(1.0, "dma:* events") for t in TECHNIQUES}}
+    cells["igb"]["page-allocs"] = Cell(None, "", "rx:igb: kernel WARNING@igb_poll")
+    survey = tmp_path / "shards" / "survey-by-hand"
+    write_survey(survey, SurveyResult({k: kernel[k] for k in ("key", "label", "release")}, ("igb",), cells,
+                                      {"igb": "e1000e"}, ["rx:igb: kernel WARNING@igb_poll"]), pd.DataFrame())
+    merged = merge([tmp_path / "shards"], tmp_path / "plan.json")
+    assert write_merged(merged, tmp_path / "out", None, TOL) == EXIT_ERROR
+    assert json.loads((tmp_path / "out" / "merge.json").read_text())["survey_errors"] == ["source"]
