@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.scale.plan import RECORDS
 
 # KCIDB test statuses (schema v5).
 PASS, FAIL, ERROR, MISS, DONE, SKIP = "PASS", "FAIL", "ERROR", "MISS", "DONE", "SKIP"
@@ -38,7 +39,6 @@ VERDICT_STATUS = {"confirmed": PASS, "refuted": FAIL, "error": ERROR, "unmeasure
 CASE_STATUS = {"pass": PASS, "fail": FAIL, "skip": SKIP, "xfail": PASS}
 ROOT = "net_rx"
 ORIGIN_RE = re.compile(r"^[a-z0-9_]+$")
-RECORDS = ("results.json", "survey.json", "selftests.json")
 
 
 def path_part(s: str) -> str:
@@ -125,6 +125,11 @@ class Kcidb:
                 "tests": self.tests}
 
 
+def numeric(value: object) -> float | None:
+    """A measured number for KCIDB's `number` (a string or a verdict is not one)."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def rfc3339(started: str | None) -> str:
     """The records' '2026-12-02 08:37:35 UTC' (or an ISO time) as RFC 3339."""
     if not started:
@@ -158,7 +163,7 @@ def add_claims(k: Kcidb, record: dict, where: Path) -> None:
             value = check.get("value")
             k.test(build, ["claims", c["id"], check["id"]], status, started,
                    comment=check.get("rule", ""), environment=env,
-                   number=float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None,
+                   number=numeric(value),
                    misc={"rule": check.get("rule"), "value": value, "how": check.get("how"),
                          "unmeasured": check.get("unmeasured") or None})
 
@@ -179,7 +184,7 @@ def add_survey(k: Kcidb, doc: dict, where: Path) -> None:
                       else PASS if verdict == "pass" else FAIL if verdict == "fail" else DONE)
             k.test(build, ["survey", model, technique], status, started,
                    comment=cell.get("why_not") or cell.get("how", ""), files=evidence,
-                   number=float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None,
+                   number=numeric(value),
                    misc={"nic": model, "driver": d.get("driver"), "value": value, "how": cell.get("how"),
                          "why_not": cell.get("why_not") or None})
 

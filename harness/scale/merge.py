@@ -19,12 +19,11 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.outdir import write_text
-from harness.scale.plan import find_job, load_plan
+from harness.scale.plan import RECORDS, find_job, load_plan
 from harness.scale.shard import SHARD_FILE
 
 # Exit statuses as `harness run` (cli.EXIT_*): a gap in the nightly is an error.
 EXIT_REFUTED, EXIT_ERROR = 1, 5
-KINDS = {"results.json": "claims", "survey.json": "survey", "selftests.json": "selftests"}
 
 
 def log(msg: str) -> None:
@@ -74,7 +73,7 @@ def read_outs(paths: list[Path]) -> tuple[list[ShardOut], list[str]]:
                                f"selftests.json in it or in its subdirectories)")
         for d in dirs:
             shard = json.loads((d / SHARD_FILE).read_text()) if (d / SHARD_FILE).is_file() else None
-            found = [(kind, d / name) for name, kind in KINDS.items() if (d / name).is_file()]
+            found = [(kind, d / name) for name, kind in RECORDS.items() if (d / name).is_file()]
             if not found:
                 problems.append(f"shard {shard['job'] if shard else d}: no output (exit status "
                                 f"{shard.get('exit_status') if shard else '?'}"
@@ -86,7 +85,7 @@ def read_outs(paths: list[Path]) -> tuple[list[ShardOut], list[str]]:
 
 
 def _is_out(d: Path) -> bool:
-    return (d / SHARD_FILE).is_file() or any((d / n).is_file() for n in KINDS)
+    return (d / SHARD_FILE).is_file() or any((d / n).is_file() for n in RECORDS)
 
 
 def check_plan(outs: list[ShardOut], plan: dict | None, failed: list[str]) -> list[str]:
@@ -283,9 +282,11 @@ def write_merged(m: Merged, out: Path, baseline: Path | None, tol) -> int:
 
 
 def selftest_failed(f: dict) -> bool:
-    """suite.FileResult.failed, read back from selftests.json."""
-    return (f.get("rc") not in (0, 4) or any(c.get("status") == "fail" for c in f.get("cases", []))
-            or bool(f.get("problems")) or bool(f.get("kmemleak")))
+    """A file of selftests.json judged as the suite judged it."""
+    from harness.selftests.suite import file_failed
+
+    return file_failed(f.get("rc"), [c.get("status") for c in f.get("cases", [])], f.get("problems") or [],
+                       f.get("kmemleak") or [])
 
 
 def _copy(src: Path, dst: Path) -> None:

@@ -65,7 +65,8 @@ class Timings:
         return WHOLE_JOB_S[what] if self.measured else WHOLE_JOB_UNITS[what]
 
 
-RECORDS = ("results.json", "survey.json", "selftests.json")
+# The records a run writes, by what wrote them: `harness run`, `survey`, `selftests`.
+RECORDS = {"results.json": "claims", "survey.json": "survey", "selftests.json": "selftests"}
 
 
 def record_files(path: Path) -> list[Path]:

@@ -57,8 +57,14 @@ class FileResult:
 
     @property
     def failed(self) -> bool:
-        return (self.rc not in (0, 4) or any(r.status == "fail" for r in self.doc.results)
-                or bool(self.doc.problems()) or bool(self.leaks))
+        return file_failed(self.rc, [r.status for r in self.doc.results], self.doc.problems(), self.leaks)
+
+
+def file_failed(rc: int | None, statuses: list[str], problems: list[str], leaks: list[str]) -> bool:
+    """A test file fails on an exit status other than pass (0) or skip (4), a failed case,
+    a KTAP problem, or an object leaked from a NIC's driver. FileResult.failed, and a
+    merge that reads selftests.json back, both judge by this."""
+    return rc not in (0, 4) or "fail" in statuses or bool(problems) or bool(leaks)
 
 
 def source_tree(kernel: Kernel) -> Path:
