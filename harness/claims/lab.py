@@ -324,7 +324,7 @@ class Lab:
 
     # ---- measurements --------------------------------------------------------
     def measure(self, name: str, variant: str, dma_mode: str, run: Callable[[Guest], Measurement],
-                cost: bool = False) -> None:
+                cost: bool = False, setup: Callable[[Guest], None] | None = None) -> None:
         """Measure `name` once per run on a guest of (variant, DMA mode); the rows
         join the run's table under `name`. Each experiment is watched: a kernel
         report on the console (other than a DMA-API report, which is evidence and
@@ -336,7 +336,11 @@ class Lab:
         (`retried`): the measuring side failing (MeasurementFailure: a receiver that
         did not read what the kernel delivered) on the same guest; QEMU aborting, and
         frames lost before the NIC model at every pace measure_rx tried (it sends them
-        again slower first), on a fresh guest. A second failure is the experiment's error."""
+        again slower first), on a fresh guest. A second failure is the experiment's error.
+
+        `setup` prepares the guest before the experiment's watch starts (a ring resized
+        with ethtool -G): what it allocates is the guest's state, not the experiment's,
+        for the DMA-API count and the debug flavour's leak check."""
         if name in self.results or name in self.failures:
             return
         started = time.monotonic()
@@ -348,7 +352,7 @@ class Lab:
         carried: dma_debug.DmaApiCount | None = None
         while True:
             try:
-                m = self._attempt(name, variant, dma_mode, run, retried, cost, carried)
+                m = self._attempt(name, variant, dma_mode, run, retried, cost, carried, setup)
                 break
             except _Retry as r:
                 retried.append(r.why)
@@ -363,8 +367,8 @@ class Lab:
         log(f"measured {name}: {m.traffic.received} frames in {time.monotonic() - started:.1f}s")
 
     def _attempt(self, name: str, variant: str, dma_mode: str, run: Callable[[Guest], Measurement],
-                 retried: list[str], cost: bool = False,
-                 carried: dma_debug.DmaApiCount | None = None) -> Measurement | None:
+                 retried: list[str], cost: bool = False, carried: dma_debug.DmaApiCount | None = None,
+                 setup: Callable[[Guest], None] | None = None) -> Measurement | None:
         """One attempt at `name`: its measurement, or None with the failure recorded;
         raises _Retry for a failure of the test bed when no attempt was retried yet.
         `carried`: the DMA-API errors and reports of the attempt before, which count too."""
@@ -381,6 +385,8 @@ class Lab:
         earlier = f" (and before its one retry: {retried[0]})" if retried else ""
         dma_before: int | None = None
         try:
+            if setup is not None:
+                setup(g)
             dma_before = dma_debug.arm(g)
             pages_before = leaks.arm(g)
             m = run(g)
@@ -395,8 +401,18 @@ class Lab:
                     return None
             if not crashes and dma_before is not None:
                 dma = dma_debug.read(g, dma_before, reports).plus(carried)
-                m.add("dma_api_errors", dma.errors, "", "debugfs dma-api/error_count delta over the experiment "
-                      "(every driver; CONFIG_DMA_API_DEBUG)", dma.detail())
+                if dma.disabled:
+                    # The checker stopped counting (out of entries, or its own allocation failed):
+                    # a 0 would be blind, and it stays off for the rest of this boot.
+                    m.add("dma_api_errors", float("nan"), "", "debugfs dma-api: the checker switched itself off "
+                          "(dma-api/disabled; the console says why): errors after that were not counted",
+                          dma.detail())
+                    log(f"{name}: the DMA-API checker switched itself off; the next experiment boots a fresh guest")
+                    self._accounted = g.console.line_count() if g.console else 0
+                    self.stop_guest()
+                else:
+                    m.add("dma_api_errors", dma.errors, "", "debugfs dma-api/error_count delta over the experiment "
+                          "(every driver; CONFIG_DMA_API_DEBUG)", dma.detail())
             elif not crashes:
                 m.add("dma_api_errors", float("nan"), "", "no debugfs dma-api: kernel without CONFIG_DMA_API_DEBUG",
                       {"unavailable": True})
@@ -452,9 +468,13 @@ class Lab:
         m.add("leaked_driver_objects", len(check.objects), "", "kmemleak: unreferenced slab objects allocated "
               "under a driver under test, two scans after the experiment", check.to_json())
         m.add("leaked_driver_pages", check.leaked_pages, "", "page_owner: base pages live from the drivers' "
-              "allocation stacks after the experiment minus before", {"floor": leaks.PAGE_LEAK_FLOOR})
+              "allocation stacks after the experiment minus before (past the floor: after the NICs under test "
+              "were set down and up, which frees and refills their rings)",
+              {"floor": leaks.PAGE_LEAK_FLOOR, "before_ring_cycle": check.grown_before_cycle})
+        cycled = (f" ({check.grown_before_cycle:+d} before the rings were cycled)"
+                  if check.grown_before_cycle is not None else "")
         log(f"{name}: leak check in {check.scans_s:.0f}s: {len(check.objects)} driver object(s) unreferenced "
-            f"({len(check.other_objects)} elsewhere), driver pages {check.leaked_pages:+d}")
+            f"({len(check.other_objects)} elsewhere), driver pages {check.leaked_pages:+d}{cycled}")
         return check.reports(drivers)
 
     def _note_abort(self, abort: QemuAbort, during: str, then: str) -> None:

@@ -127,14 +127,15 @@ def callers(lab: Lab, experiments: tuple[str, ...], func: str, driver: str,
 def dma_api_errors(lab: Lab, experiments: tuple[str, ...], driver: str) -> tuple[float | None, list[str]]:
     """DMA-API errors that may be `driver`'s over the experiments (the reports naming
     it and every error counted but not printed), and their fingerprints. None when
-    no experiment had the checker (CONFIG_DMA_API_DEBUG off) or none was measured."""
+    an experiment had no counting checker (CONFIG_DMA_API_DEBUG off, or switched off
+    during it) or none was measured."""
     total, reports, measured_any = 0, [], False
     for e in experiments:
         m = measured(lab, e)
         if m is None:
             continue
         v = value(lab, e, "dma_api_errors", "")
-        if v is None or v != v:  # NaN: no DMA-API debugging in this kernel
+        if v is None or v != v:  # NaN: no DMA-API debugging in this kernel, or it switched itself off
             return None, []
         measured_any = True
         d = detail(lab, e, "dma_api_errors", "")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from harness.claims.lab import Lab
@@ -155,28 +156,30 @@ def probes_for(models: tuple[str, ...], events: tuple[str, ...] = ()) -> list:
     return out
 
 
-def ring_setup(g: Guest, model: str) -> None:
-    """The catalogue's rx ring size for the NIC, once per guest."""
-    n = nic(model)
-    if n.rx_ring and g.facts.get(f"rx ring:{model}") != n.rx_ring:
-        g.run(["ethtool", "-G", g.nic(model), "rx", str(n.rx_ring)])
-        g.facts[f"rx ring:{model}"] = n.rx_ring
+def ring_setup(model: str) -> Callable[[Guest], None]:
+    """The catalogue's rx ring size for the NIC, set once per guest: an experiment's
+    `setup` (Lab.measure), so the resized ring's fill happens before the experiment's
+    watch (e1000's 4,096 buffers are ~1,900 pages a leak check would count as grown)."""
+    def setup(g: Guest) -> None:
+        n = nic(model)
+        if n.rx_ring and g.facts.get(f"rx ring:{model}") != n.rx_ring:
+            g.run(["ethtool", "-G", g.nic(model), "rx", str(n.rx_ring)])
+            g.facts[f"rx ring:{model}"] = n.rx_ring
+    return setup
 
 
 def rx_experiment(lab: Lab, model: str, models: tuple[str, ...]) -> None:
     def run(g: Guest) -> Measurement:
-        ring_setup(g, model)
         ctx = RunContext(lab.run_id, g.kernel.key, "stock", "direct", "")
         events = PAGE_POOL_EVENTS + (PAGE_REF_EVENTS if _has_page_ref(g) else ())
         return measure_rx(g, ctx, probes_for(models, events), src=peer_of(model, models), dst=model,
                           pktgen=SURVEY_PKTGEN, max_loss=0.01)
-    lab.measure(exp_name("rx", model), "stock", "direct", run)
+    lab.measure(exp_name("rx", model), "stock", "direct", run, setup=ring_setup(model))
 
 
 def memory_experiment(lab: Lab, model: str, models: tuple[str, ...], size: int) -> None:
     """skb->truesize of the NIC's frames at the GRO hand-off (a hist trigger keyed by device)."""
     def run(g: Guest) -> Measurement:
-        ring_setup(g, model)
         ctx = RunContext(lab.run_id, g.kernel.key, "stock", "direct", "")
         m = measure_rx(g, ctx, [EventCountProbe([GRO_HANDOFF], keys="name,truesize")], src=peer_of(model, models),
                        dst=model, pktgen=replace(SURVEY_PKTGEN, pkt_size=size), max_loss=0.01)
@@ -187,7 +190,7 @@ def memory_experiment(lab: Lab, model: str, models: tuple[str, ...], size: int) 
                                                                                  for r in rows}})
         m.add("rx_truesize_frames", frames, nic(model).driver, how.replace("the sum of skb->truesize", "frames"))
         return m
-    lab.measure(exp_name(f"memory-{size}", model), "stock", "direct", run)
+    lab.measure(exp_name(f"memory-{size}", model), "stock", "direct", run, setup=ring_setup(model))
 
 
 def detail_rows(m: Measurement, metric: str) -> list[dict]:
@@ -197,16 +200,14 @@ def detail_rows(m: Measurement, metric: str) -> list[dict]:
 
 def swiotlb_experiment(lab: Lab, model: str, models: tuple[str, ...]) -> None:
     def run(g: Guest) -> Measurement:
-        ring_setup(g, model)
         ctx = RunContext(lab.run_id, g.kernel.key, "stock", "swiotlb", "swiotlb=force")
         return measure_rx(g, ctx, [DmaProbe(drivers=tuple(nic(m).driver for m in models))],
                           src=peer_of(model, models), dst=model, pktgen=SWIOTLB_PKTGEN, max_loss=0.01, retries=3)
-    lab.measure(exp_name("swiotlb", model), "stock", "swiotlb", run)
+    lab.measure(exp_name("swiotlb", model), "stock", "swiotlb", run, setup=ring_setup(model))
 
 
 def xdp_experiment(lab: Lab, model: str, models: tuple[str, ...], program: str) -> None:
     def run(g: Guest) -> Measurement:
-        ring_setup(g, model)
         ifname = g.nic(model)
         objs = xdp.build_programs(lab.cache)
         mode = "native" if _native_attaches(g, ifname, objs[program]) else "generic"
@@ -220,7 +221,7 @@ def xdp_experiment(lab: Lab, model: str, models: tuple[str, ...], program: str) 
             return m
         finally:
             xdp.detach(g, ifname)
-    lab.measure(exp_name(program, model), "stock", "direct", run)
+    lab.measure(exp_name(program, model), "stock", "direct", run, setup=ring_setup(model))
 
 
 def _native_attaches(g: Guest, ifname: str, obj) -> bool:
@@ -246,12 +247,11 @@ def cost_experiment(lab: Lab, model: str, models: tuple[str, ...]) -> None:
     from harness.measurement.cost import CostProbe
 
     def run(g: Guest) -> Measurement:
-        ring_setup(g, model)
         ctx = RunContext(lab.run_id, g.kernel.key, "stock", "direct", " ".join(g.options.cmdline_extra))
         peer = peer_of(model, models)
         return measure_rx(g, ctx, [CostProbe(model, peer)], src=peer, dst=model, pktgen=COST_PKTGEN,
                           max_loss=0.01)
-    lab.measure(exp_name("cost", model), "stock", "direct", run, cost=True)
+    lab.measure(exp_name("cost", model), "stock", "direct", run, cost=True, setup=ring_setup(model))
 
 
 def run_survey(lab: Lab, models: tuple[str, ...], cost: bool = False) -> None:

@@ -295,3 +295,32 @@ def test_a_boot_that_hangs_quietly_boots_once_more(tmp_path, monkeypatch):
     assert g is BootGuest.started[1] and BootGuest.started[0].stopped
     (retry,) = lab.boot_retries
     assert retry["why"].startswith("guest not ready after 120s") and not lab.qemu_aborts
+
+
+def test_setup_runs_before_the_watch_starts(lab, monkeypatch):
+    # A ring resized for the experiment (e1000's 4,096 buffers) is the guest's state:
+    # its fill must come before the DMA-API count and the leak check are armed.
+    order: list[str] = []
+    monkeypatch.setattr(lab_module.dma_debug, "arm", lambda g: order.append("armed") or 0)
+    monkeypatch.setattr(lab_module.dma_debug, "read", lambda g, before, reports: DmaApiCount(0, (), False))
+
+    def run(g):
+        order.append("run")
+        return measurement()
+
+    lab.measure("rx:e1000", "stock", "direct", run, setup=lambda g: order.append("setup"))
+    assert order == ["setup", "armed", "run"]
+
+
+def test_a_checker_that_switched_itself_off_is_no_count_and_the_guest_is_booted_again(lab, monkeypatch):
+    monkeypatch.setattr(lab_module.dma_debug, "arm", lambda g: 0)
+    counts = iter([DmaApiCount(0, (), True), DmaApiCount(0, (), False)])
+    monkeypatch.setattr(lab_module.dma_debug, "read", lambda g, before, reports: next(counts))
+    lab.measure("faults", "stock", "direct", lambda g: measurement())
+    (row,) = lab.results["faults"].frame.query("metric == 'dma_api_errors'").itertuples()
+    assert row.value != row.value and "switched itself off" in row.method  # NaN, not a blind 0
+    assert not lab.booted[0].alive()
+    lab.measure("rx", "stock", "direct", lambda g: measurement())
+    assert lab.booted == lab.fakes
+    (row,) = lab.results["rx"].frame.query("metric == 'dma_api_errors'").itertuples()
+    assert row.value == 0
