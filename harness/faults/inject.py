@@ -13,7 +13,8 @@ after is the count injected."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import KW_ONLY, dataclass
 
 DEBUGFS = "/sys/kernel/debug"
 KINDS = {  # kind -> (debugfs directory, its Kconfig option, what it fails)
@@ -36,22 +37,71 @@ class TextRange:
 KALLSYMS_LINE = re.compile(r"^([0-9a-f]+) [tT] (\S+)(?:\s+\[(\w+)\])?$")
 # The last function's size is not in kallsyms: the range runs this far past its start.
 LAST_FUNCTION_SLACK = 0x1000
+# Two functions of one built-in object are never further apart than this in .text
+# (KASAN makes a large function 20-30 KiB); a larger gap is another section
+# (.init.text, .exit.text: the driver's module_init and module_exit, megabytes away).
+OBJECT_GAP = 0x20000
+# The DMA-API checker's entry points (kernel/dma/debug.c, built in: every map and
+# sync passes through one). Its own allocations (the active-cacheline radix tree,
+# GFP_ATOMIC) sit under the driver's map call: failing one switches the checker off
+# for the rest of the boot ("DMA-API: cacheline tracking ENOMEM, dma-debug disabled").
+DMA_DEBUG_PREFIX = "debug_dma_"
+
+
+def _text_symbols(kallsyms: str) -> list[tuple[int, str, str | None]]:
+    """(address, name, module) of every text symbol, by address."""
+    out = []
+    for line in kallsyms.splitlines():
+        if m := KALLSYMS_LINE.match(line.strip()):
+            out.append((int(m.group(1), 16), m.group(2), m.group(3)))
+    return sorted(out)
 
 
 def text_range(kallsyms: str, module: str | None = None, functions: set[str] | None = None) -> TextRange:
     """The text of `module` (kallsyms entries tagged [module]), or of the built-in
-    `functions`, from /proc/kallsyms as root reads it (real addresses)."""
-    addrs = []
-    for line in kallsyms.splitlines():
-        if not (m := KALLSYMS_LINE.match(line.strip())):
-            continue
-        if (module and m.group(3) == module) or (not module and functions and m.group(2) in functions
-                                                  and not m.group(3)):
-            addrs.append(int(m.group(1), 16))
-    what = f"module {module}" if module else f"{len(functions or ())} built-in functions"
-    if not addrs or not any(addrs):
-        raise ValueError(f"no text of {what} in kallsyms (not loaded, or addresses hidden: kptr_restrict)")
-    return TextRange(min(addrs), max(addrs) + LAST_FUNCTION_SLACK, what)
+    `functions`, from /proc/kallsyms as root reads it (real addresses).
+
+    A built-in object's .text is contiguous, but its names are not all its own: a
+    static function of the same name elsewhere (virtio_net.c's mergeable_buf_free),
+    and its module_init/exit in .init.text/.exit.text, would stretch [min, max] over
+    most of the kernel, and the stack filter would then pass the page-fault path's
+    allocations too (measured: "VM_FAULT_OOM leaked out to the #PF handler" and a dead
+    ssh on 6.12.95). So only names unique in kallsyms count, only their largest
+    cluster (no gap over OBJECT_GAP), and the range ends at the next symbol."""
+    symbols = _text_symbols(kallsyms)
+    if module:
+        addrs = [a for a, _, mod in symbols if mod == module]
+        what = f"module {module}"
+        if not addrs or not any(addrs):
+            raise ValueError(f"no text of {what} in kallsyms (not loaded, or addresses hidden: kptr_restrict)")
+        return TextRange(min(addrs), max(addrs) + LAST_FUNCTION_SLACK, what)
+    builtin = [(a, name) for a, name, mod in symbols if not mod]
+    what = f"{len(functions or ())} built-in functions"
+    seen = Counter(name for _, name in builtin)  # foo and foo.part.0 are one function's parts
+    own = [(a, name) for a, name in builtin if _base(name) in (functions or ()) and seen[name] == 1]
+    if not own or not any(a for a, _ in own):
+        raise ValueError(f"no text of {what} in kallsyms (not built in, or addresses hidden: kptr_restrict)")
+    clusters = [[own[0]]]
+    for sym in own[1:]:
+        if sym[0] - clusters[-1][-1][0] > OBJECT_GAP:
+            clusters.append([])
+        clusters[-1].append(sym)
+    best = max(clusters, key=len)
+    last = best[-1][0]
+    end = next((a for a, _ in builtin if a > last), last + LAST_FUNCTION_SLACK)
+    return TextRange(best[0][0], end, f"{len(best)} of {what} ({best[0][1]} .. {best[-1][1]})")
+
+
+def _base(name: str) -> str:
+    """A compiler clone's function: foo.isra.0, foo.constprop.0, foo.cold -> foo."""
+    return name.partition(".")[0]
+
+
+def dma_debug_text(kallsyms: str) -> TextRange | None:
+    """The DMA-API checker's text (its debug_dma_* functions and what lies between),
+    or None in a kernel without it."""
+    names = {n for _, n, mod in _text_symbols(kallsyms) if not mod and n.startswith(DMA_DEBUG_PREFIX)}
+    return text_range(kallsyms, functions=names) if names else None
 
 
 @dataclass(frozen=True)
@@ -60,7 +110,9 @@ class Injection:
     times: int  # at most this many failures
     probability: int = 100  # percent of the eligible calls that fail
     text: TextRange | None = None  # only calls from this code (the stack filter)
+    _: KW_ONLY
     function: str = ""  # function: what fails
+    reject: TextRange | None = None  # never calls through this code (the DMA-API checker's)
     # Frames the filter looks through. Everything the stack does with a frame runs under
     # the driver's NAPI poll, so a deep filter would fail the IP stack's allocations too;
     # the driver's own allocations are within about 7 frames of the injection point
@@ -85,6 +137,9 @@ class Injection:
         if self.text is not None:
             lines += [f"echo {self.stack_depth} > {d}/stacktrace-depth",
                       f"echo {self.text.start:#x} > {d}/require-start", f"echo {self.text.end:#x} > {d}/require-end"]
+            # Written every time (0, 0: nothing rejected): debugfs keeps the last values.
+            reject = self.reject or TextRange(0, 0, "nothing")
+            lines += [f"echo {reject.start:#x} > {d}/reject-start", f"echo {reject.end:#x} > {d}/reject-end"]
         if self.kind == "page":
             lines += [f"echo N > {d}/ignore-gfp-highmem", f"echo 0 > {d}/min-order"]
         if self.kind == "function":

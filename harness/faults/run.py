@@ -97,7 +97,9 @@ POOL_UNDER_XDP = ", ".join(m for m, n in CATALOGUE.items() if n.rx_pool_under_xd
 HOW = (f"Per NIC, on the debug kernel: fail_page_alloc, then failslab (and fail_function on page_pool's "
        f"allocation, under an XDP_PASS program, for {POOL_UNDER_XDP}), each failing {PROBABILITY} % "
        f"of the calls whose call stack passes through the driver's text (stack filter), at most {FAILURES}, "
-       f"while {FAULT_PKTGEN.count} frames arrive at {FAULT_PKTGEN.rate_pps}/s from its peer; then injection off, "
+       f"while {FAULT_PKTGEN.count} frames arrive at {FAULT_PKTGEN.rate_pps}/s from its peer and a UDP socket that "
+       f"never reads holds them (a driver that recycles its pages must allocate); then injection off, the frames "
+       f"given back, "
        f"{RECOVERY_WAIT_S:.0f} s, and a clean burst of {CLEAN_PKTGEN.count} frames, every one of which must arrive. "
        f"kmemleak (two scans) and page_owner (live pages per allocation stack, before and after) look for what the "
        f"driver leaked; any kernel report (KASAN, lockdep, WARNING, ...) fails it.")

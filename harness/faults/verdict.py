@@ -54,4 +54,11 @@ def judge(model: str, values: dict[str, float], failure: tuple[str, str] | None 
             v = None
         if v:
             reasons.append(f"{int(v)} {what}")
-    return FaultRow(model, FAIL if reasons else PASS, reasons, figures)
+    if reasons:
+        return FaultRow(model, FAIL, reasons, figures)
+    if _n(values.get("dma_api_errors")) is None:
+        # Absent or NaN: the checker was not counting, so "no DMA-API error" cannot be said.
+        return FaultRow(model, UNMEASURED, ["the DMA-API checker did not count over the experiment (switched "
+                                            "itself off, or not in this kernel): its error count is unknown"],
+                        figures)
+    return FaultRow(model, PASS, reasons, figures)

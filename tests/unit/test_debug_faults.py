@@ -7,14 +7,16 @@ from pathlib import Path
 import pytest
 
 from harness.cli import _user_build, build_parser
-from harness.faults.inject import Injection, TextRange, text_range
+from harness.faults.inject import Injection, TextRange, dma_debug_text, text_range
 from harness.faults.verdict import FAIL, PASS, UNMEASURED, judge
 from harness.guest.console import is_crash_line
 from harness.guest.crash import classify
+from harness.measurement import leaks
 from harness.measurement.leaks import (
     PAGE_LEAK_FLOOR,
     Drivers,
     LeakCheck,
+    PageGrowth,
     first_driver_frame,
     page_growth,
     page_owner_of,
@@ -105,6 +107,66 @@ def test_ring_churn_below_the_floor_is_no_leak():
     after = with_refill(STACKS, 510 + PAGE_LEAK_FLOOR - 1)
     check = LeakCheck(page_growth=page_growth(parse_page_stacks(STACKS), parse_page_stacks(after), IGB))
     assert not check.page_leak and check.reports(IGB) == ()
+
+
+class LeakGuest:
+    """What leaks.read asks of a guest: kmemleak (nothing unreferenced), page_owner's
+    stacks in turn, and the commands it ran."""
+
+    def __init__(self, *readings: str) -> None:
+        from harness.guest.console import NicInfo
+        from harness.nics import MGMT_MAC, nic
+
+        self.readings, self.commands = list(readings), []
+        self.options = type("Options", (), {"nics": ("igb", "e1000e"), "cpus": 2})()
+        self.nics = [NicInfo("eth0", "virtio_net", MGMT_MAC), NicInfo("eth1", "igb", nic("igb").mac),
+                     NicInfo("eth2", "e1000e", nic("e1000e").mac)]
+        self.facts: dict = {}
+
+    def run(self, cmd: str, timeout: float = 0, check: bool = True):
+        self.commands.append(cmd)
+        out = self.readings.pop(0) if "show_stacks" in cmd else ""
+        return type("Result", (), {"stdout": out, "rc": 0})()
+
+
+def test_growth_the_ring_holds_is_gone_after_the_rings_are_cycled():
+    """e1000 refilled from order-0 pages while its order-3 ones failed: +77 pages live
+    after the experiment, all freed when the ring was refilled (set down and up)."""
+    g = LeakGuest(with_refill(STACKS, 510 + 77), STACKS)
+    check = leaks.read(g, parse_page_stacks(STACKS), IGB)  # type: ignore[arg-type]
+    assert check.grown_before_cycle == 77 and check.leaked_pages == 0 and check.reports(IGB) == ()
+    (cycle,) = [c for c in g.commands if "down" in c]
+    assert cycle == ("ip link set dev eth1 down && ip link set dev eth1 up && "
+                     "ip link set dev eth2 down && ip link set dev eth2 up")  # never eth0, the management NIC
+
+
+def test_a_leak_survives_the_ring_cycle():
+    g = LeakGuest(with_refill(STACKS, 510 + 40), with_refill(STACKS, 510 + 40))
+    check = leaks.read(g, parse_page_stacks(STACKS), IGB)  # type: ignore[arg-type]
+    assert check.page_leak and check.grown_before_cycle == 40
+    (report,) = check.reports(IGB)
+    assert "+40 before the rings were cycled" in report.lines[0]
+
+
+E1000_FRAG = ("post_alloc_hook", "__alloc_pages_noprof", "__page_frag_alloc_align", "__napi_alloc_frag_align",
+              "e1000_alloc_frag.isra.0 [e1000]", "e1000_alloc_rx_buffers [e1000]")
+
+
+def test_the_page_frag_caches_pages_are_allowed_only_to_page_frag_stacks():
+    """Each per-CPU page-frag cache keeps one order-3 page (8 base pages) between refills:
+    e1000 ended +16 after its ring was cycled on 2 vCPUs. igb's own pages get no such allowance."""
+    held = LeakCheck(page_growth=[PageGrowth(E1000_FRAG, 16)], frag_allowance=32)
+    assert held.leaked_pages == 0 and not held.page_leak
+    leaking = LeakCheck(page_growth=[PageGrowth(E1000_FRAG, 48)], frag_allowance=32)
+    assert leaking.leaked_pages == 16 and leaking.page_leak
+    igb = LeakCheck(page_growth=[PageGrowth(REFILL, 16)], frag_allowance=32)
+    assert igb.leaked_pages == 16 and igb.page_leak
+
+
+def test_no_growth_reads_page_owner_once():
+    g = LeakGuest(STACKS)
+    check = leaks.read(g, parse_page_stacks(STACKS), IGB)  # type: ignore[arg-type]
+    assert check.grown_before_cycle is None and not any("down" in c for c in g.commands)
 
 
 def test_builtin_driver_frames_by_function():
@@ -265,3 +327,40 @@ def test_driver_counts_come_from_the_catalogue_counter():
     assert counted("igb", *runs) == 6
     assert counted("virtio-net", *runs) is None
     assert kinds_for("vmxnet3") == ("page", "slab", "function") and kinds_for("igb") == ("page", "slab")
+
+
+# ---- the stack filter's ranges for built-in code -----------------------------------------------
+VIRTIO_KALLSYMS = (FIXTURES / "kallsyms_builtin_virtio_net.txt").read_text()
+VIRTIO_FUNCTIONS = {n for n in re.findall(r" [tT] (\S+)", VIRTIO_KALLSYMS) if n.startswith("virtnet_")} | {
+    "vq_type", "mergeable_buf_free", "virtio_net_driver_init", "virtio_net_driver_exit"}
+
+
+def test_builtin_text_range_is_the_objects_text_only():
+    """module_init/exit (.init.text, .exit.text) and a same-named static function
+    elsewhere stay out: [min, max] over them spanned most of the kernel."""
+    r = text_range(VIRTIO_KALLSYMS, functions=VIRTIO_FUNCTIONS)
+    assert r.start == 0xFFFFFFFF81B3C3D0  # vq_type, the object's first
+    assert r.end == 0xFFFFFFFF81B57119  # the symbol after virtnet_poll, its last
+    assert not r.start <= 0xFFFFFFFF81700000 < r.end  # the other virtnet_poll_tx
+    assert r.end - r.start < 0x20000
+
+
+def test_dma_debug_text_covers_the_checkers_helpers():
+    r = dma_debug_text(VIRTIO_KALLSYMS)
+    add_dma_entry = int(re.search(r"^([0-9a-f]+) t add_dma_entry$", VIRTIO_KALLSYMS, re.M).group(1), 16)
+    assert r is not None and r.start <= add_dma_entry < r.end
+    assert dma_debug_text(KALLSYMS) is None
+
+
+def test_injection_rejects_the_checkers_stacks_and_resets_the_reject_range():
+    text, checker = TextRange(0x1000, 0x2000, "module igb"), TextRange(0x5000, 0x6000, "checker")
+    assert "echo 0x5000 > /sys/kernel/debug/failslab/reject-start" in Injection(
+        "slab", 128, 50, text, reject=checker).arm_script()
+    assert "echo 0x0 > /sys/kernel/debug/failslab/reject-end" in Injection("slab", 128, 50, text).arm_script()
+
+
+def test_a_checker_that_switched_itself_off_leaves_the_row_unmeasured():
+    row = judge("igb", {**GOOD, "dma_api_errors": float("nan")})
+    assert row.verdict == UNMEASURED and "DMA-API checker did not count" in row.reasons[0]
+    leaking = judge("igb", {**GOOD, "dma_api_errors": float("nan"), "leaked_driver_pages": 40})
+    assert leaking.verdict == FAIL
