@@ -43,7 +43,6 @@ PAGE_LEAK_FLOOR = 8
 # +16 after its ring was cycled on a 2-vCPU guest, 6.12.95).
 FRAG_CACHE_PAGES = 8
 FRAG_CACHES_PER_CPU = 2
-FRAG_FRAME = re.compile(r"^(__?page_frag_\w+|page_frag_\w+|__?netdev_alloc_frag\w*|__?napi_alloc_frag\w*)(\.\w+)*$")
 
 OBJECT = re.compile(r"^unreferenced object (0x[0-9a-f]+) \(size (\d+)\):")
 COMM = re.compile(r'^\s+comm "([^"]*)", pid (\d+)')
@@ -71,10 +70,11 @@ class Drivers:
 # frame past these is a driver's holds that driver's pages. Pages the slab allocator,
 # vmalloc, the DMA-API checker or kmemleak took while a driver ran are not (their
 # first frame past the allocator is alloc_slab_page, __vmalloc_*, ...).
+FRAG_FUNCTIONS = r"__?page_frag_\w+|page_frag_\w+|__?netdev_alloc_frag\w*|__?napi_alloc_frag\w*"
 ALLOCATOR_FRAME = re.compile(r"^(post_alloc_hook|get_page_from_freelist|__?alloc_pages\w*|alloc_pages\w*"
                              r"|__?folio_alloc\w*|__get_free_pages\w*|__?page_pool_\w+|page_pool_\w+"
-                             r"|__?page_frag_\w+|page_frag_\w+|__?netdev_alloc_frag\w*|__?napi_alloc_frag\w*"
-                             r"|dev_alloc_pages?\w*)(\.\w+)*$")
+                             rf"|{FRAG_FUNCTIONS}|dev_alloc_pages?\w*)(\.\w+)*$")
+FRAG_FRAME = re.compile(rf"^({FRAG_FUNCTIONS})(\.\w+)*$")  # a page-frag cache's pages (FRAG_CACHE_PAGES)
 
 
 def page_owner_of(stack: Iterable[str], drivers: Drivers) -> tuple[str, str] | None:
