@@ -9,6 +9,8 @@ from harness.measurement.traffic import PktgenConfig, PktgenResult, TrafficRun
 
 
 class FakeGuest:
+    kernel = type("Kernel", (), {"debug": False})()
+
     def nic(self, driver):
         return {"igb": "eth2", "e1000e": "eth1"}[driver]
 
@@ -61,3 +63,14 @@ def test_bad_frames_the_nic_counted_are_not_retried(monkeypatch):
     with pytest.raises(FramesLost, match="rx_crc_errors"):
         go()
     assert rates == [5000]
+
+
+def test_a_debug_kernel_is_paced_down_two_halvings_further(monkeypatch):
+    rates, _ = run_with(monkeypatch, [(990, None)] * 4 + [(1000, None)])
+
+    class DebugGuest(FakeGuest):
+        kernel = type("Kernel", (), {"debug": True})()
+
+    ctx = RunContext("run", "kernel", "stock", "direct", "")
+    m = measure_rx(DebugGuest(), ctx, [], pktgen=PktgenConfig(count=1000, rate_pps=5000))
+    assert rates == [5000, 2500, 1250, 625, 312] and m.traffic.received == 1000
