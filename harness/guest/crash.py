@@ -21,6 +21,11 @@ TRACE_FRAME = re.compile(r"^\s*(\? )?([\w.]+)\+0x[0-9a-f]+/0x[0-9a-f]+")
 # A DMA-API report fires in the checker (check_unmap, check_sync): the
 # fingerprint names the first caller outside the DMA API instead, the driver.
 DMA_API_INTERNALS = ("check_", "debug_dma_", "dma_", "__dma_", "iommu_dma_", "swiotlb_", "err_printk")
+# A lockdep report names no location (RCU's names a file:line): its fingerprint names
+# the first frame of its backtrace past lockdep and the locking primitives.
+LOCKDEP_INTERNALS = re.compile(r"^(dump_stack\w*|show_stack|lockdep_\w+|__?lock_\w+|lock_\w+|print_\w+|check_\w+"
+                               r"|validate_chain|mark_\w+|debug_check_\w+|_raw_\w+|__?mutex_\w+|mutex_\w+"
+                               r"|down_\w+|up_\w+|rcu_read_lock\w*|rcu_dereference\w*)$")
 NOISE = (
     (re.compile(r"\b(?:0x)?[0-9a-f]{8,16}\b"), "ADDR"),
     (re.compile(r"\b(?:CPU|PID|pid|cpu): ?\d+"), lambda m: m.group(0).split(":")[0] + ": N"),
@@ -109,6 +114,9 @@ def classify(lines: list[str]) -> KernelReport:
         reliable = [f for unsure, f in frames if not unsure and not f.startswith(DMA_API_INTERNALS)]
         # Without frame pointers every frame is `? f+0x..` (unreliable): take the first of those then.
         function = (reliable or callers or ["?"])[0]
+    elif kind == "lockdep":
+        function = next((m.group(2) for line in stripped if (m := TRACE_FRAME.match(line)) and not m.group(1)
+                         and not LOCKDEP_INTERNALS.match(m.group(2))), "?")
     for line in ([] if function != "?" else stripped):
         if (m := SANITIZER_IN.search(line)) or (m := WARNING_AT.search(line)) or (m := RIP.search(line)):
             function = m.group(m.lastindex or 1)

@@ -364,3 +364,11 @@ def test_a_checker_that_switched_itself_off_leaves_the_row_unmeasured():
     assert row.verdict == UNMEASURED and "DMA-API checker did not count" in row.reasons[0]
     leaking = judge("igb", {**GOOD, "dma_api_errors": float("nan"), "leaked_driver_pages": 40})
     assert leaking.verdict == FAIL
+
+
+def test_a_lockdep_report_is_named_by_its_first_frame_past_lockdep():
+    """RCU-lockdep's splat names a file:line, no function: the backtrace's first frame
+    that is not lockdep's (7.3.4, vmxnet3 attaching XDP)."""
+    report = classify((FIXTURES / "console_lockdep_vmxnet3_xdp.txt").read_text().splitlines())
+    assert (report.kind, report.function) == ("lockdep", "vmxnet3_xdp")
+    assert "lockdep@vmxnet3_xdp" in report.fingerprint
