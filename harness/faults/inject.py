@@ -61,12 +61,12 @@ def text_range(kallsyms: str, module: str | None = None, functions: set[str] | N
     """The text of `module` (kallsyms entries tagged [module]), or of the built-in
     `functions`, from /proc/kallsyms as root reads it (real addresses).
 
-    A built-in object's .text is contiguous, but its names are not all its own: a
-    static function of the same name elsewhere (virtio_net.c's mergeable_buf_free),
-    and its module_init/exit in .init.text/.exit.text, would stretch [min, max] over
-    most of the kernel, and the stack filter would then pass the page-fault path's
-    allocations too (measured: "VM_FAULT_OOM leaked out to the #PF handler" and a dead
-    ssh on 6.12.95). So only names unique in kallsyms count, only their largest
+    A built-in object's .text is contiguous, but not all of its functions are there:
+    its module_init/exit sit in .init.text/.exit.text, and a static function may share
+    its name with one in another file. Either stretches [min, max] over most of the
+    kernel, and the stack filter then passes the page-fault path's allocations too
+    (measured on 6.12.95, virtio_net's init/exit: "VM_FAULT_OOM leaked out to the #PF
+    handler", ssh died). So only names unique in kallsyms count, only their largest
     cluster (no gap over OBJECT_GAP), and the range ends at the next symbol."""
     symbols = _text_symbols(kallsyms)
     if module:
