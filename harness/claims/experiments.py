@@ -473,8 +473,6 @@ BASE_EXPERIMENTS = [
     Experiment("xdp-drop", xdp="xdp_drop", pktgen=dataclasses.replace(CLAIM_PKTGEN, imix=XDP_MIX)),
     Experiment("xdp-pass", xdp="xdp_pass"),
     Experiment("xdp-tx", xdp="xdp_tx", pktgen=XDP_TX_PKTGEN),
-    Experiment("xdp-headroom", pktgen=PktgenConfig(count=HEADROOM_FRAMES, rate_pps=2000), probes=(),
-               procedure=xdp_headroom, note="xdp_headroom.o attached, a kprobe on bpf_xdp_adjust_head"),
     Experiment("rx-page-refs", probes=("page_ref", "graph", "dma"), needs_config="CONFIG_DEBUG_PAGE_REF"),
     swiotlb("rx-swiotlb", pktgen=dataclasses.replace(CLAIM_PKTGEN, imix=SYNC_MIX)),
     swiotlb("rx-swiotlb-legacy", pktgen=BUFSZ_PKTGEN, ring="legacy-rx"),
@@ -504,6 +502,11 @@ BASE_EXPERIMENTS = [
                  note=f"into an AF_XDP socket bound with {flag} on their rx queue (queue 0: igb reduced to one "
                  "channel)")
       for name, flag in ((XSK_ZC, "XDP_ZEROCOPY"), (XSK_COPY, "XDP_COPY"))],
+    # The guest's only kprobe, after every function_graph experiment of its guest: on
+    # 7.3.4's debug flavour, function_graph set up after a kprobe had been armed and
+    # removed crashed the kernel in 2 of 2 runs (README, known issues).
+    Experiment("xdp-headroom", pktgen=PktgenConfig(count=HEADROOM_FRAMES, rate_pps=2000), probes=(),
+               procedure=xdp_headroom, note="xdp_headroom.o attached, a kprobe on bpf_xdp_adjust_head"),
     Experiment(TRACE_COST_EXPERIMENT, sender="igb", receiver="e1000e", probes=(), pktgen=PktgenConfig(count=TX_FRAMES),
                procedure=tx_trace_cost, note="unpaced, QEMU trace events off, then on (their cost)"),
     # The cost guest's: instructions per frame, one regime (cost_claims.COST_PKTGEN), no tracer in the guest.

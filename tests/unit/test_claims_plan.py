@@ -82,3 +82,14 @@ def test_docs_list_every_claims_region_and_sample():
     for claim in ALL_CLAIMS + COST_CLAIMS:
         assert claim.region in rows[claim.id], f"docs/claims.md: {claim.id}'s region"
         assert all(f"`{e}`" in rows[claim.id] for e in claim.experiments), f"docs/claims.md: {claim.id}'s sample"
+
+
+def test_the_kprobe_comes_after_every_function_graph_experiment_of_its_guest():
+    """7.3.4 (debug flavour) crashed when function_graph was set up after xdp-headroom's
+    kprobe had been armed and removed (README, known issues)."""
+    from harness.claims.experiments import EXPERIMENTS
+
+    same_guest = [e for e in EXPERIMENTS.base.values()
+                  if (e.variant, e.dma_mode, e.cost) == ("stock", "direct", False)]
+    graphs = [e.name for e in same_guest if "graph" in e.probes]
+    assert graphs and all(EXPERIMENTS.rank(g) < EXPERIMENTS.rank("xdp-headroom") for g in graphs)
