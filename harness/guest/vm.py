@@ -238,8 +238,7 @@ class Guest:
     def _check_behind_iommu(self) -> None:
         """With --iommu every NIC under test must be in an IOMMU group: a kernel
         without the Intel IOMMU driver boots fine and silently maps directly."""
-        macs = {nic(m).mac for m in self.options.nics}
-        nics = [n for n in self.nics if n.mac in macs]
+        nics = self.nics_under_test()
         out = self.run(" ; ".join(f"readlink /sys/class/net/{n.name}/device/iommu_group || echo none"
                                   for n in nics), check=False).stdout.split()
         missing = [n.name for n, group in zip(nics, out, strict=False) if group == "none"]
@@ -376,6 +375,12 @@ class Guest:
     def nics(self) -> list[NicInfo]:
         assert self.console is not None and self.console.nics is not None
         return self.console.nics
+
+    def nics_under_test(self) -> list[NicInfo]:
+        """The guest's NICs of its --nics models (by the catalogue's MAC): never the
+        management NIC, whatever its driver."""
+        macs = {nic(m).mac for m in self.options.nics}
+        return [n for n in self.nics if n.mac in macs]
 
     def nic(self, model: str) -> str:
         """The guest interface of the NIC `model` (e.g. "igb" -> "eth2"), found by the

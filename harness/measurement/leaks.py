@@ -287,11 +287,8 @@ def live_pages(guest: Guest) -> dict[tuple[str, ...], int]:
 def cycle_rings(guest: Guest) -> None:
     """The NICs under test set down (every rx buffer freed) and up (the rings filled
     afresh), as a ring-size change does; never the management NIC."""
-    from harness.nics import nic
-
-    macs = {nic(model).mac for model in guest.options.nics}
-    names = [n.name for n in guest.nics if n.mac in macs]
-    guest.run(" && ".join(f"ip link set dev {name} down && ip link set dev {name} up" for name in names))
+    guest.run(" && ".join(f"ip link set dev {n.name} down && ip link set dev {n.name} up"
+                          for n in guest.nics_under_test()))
 
 
 def split_objects(objects: list[UnreferencedObject], drivers: Drivers

@@ -11,6 +11,7 @@ from harness.faults.inject import Injection, TextRange, dma_debug_text, text_ran
 from harness.faults.verdict import FAIL, PASS, UNMEASURED, judge
 from harness.guest.console import is_crash_line
 from harness.guest.crash import classify
+from harness.guest.vm import Guest
 from harness.measurement import leaks
 from harness.measurement.leaks import (
     PAGE_LEAK_FLOOR,
@@ -122,6 +123,8 @@ class LeakGuest:
         self.nics = [NicInfo("eth0", "virtio_net", MGMT_MAC), NicInfo("eth1", "igb", nic("igb").mac),
                      NicInfo("eth2", "e1000e", nic("e1000e").mac)]
         self.facts: dict = {}
+
+    nics_under_test = Guest.nics_under_test
 
     def run(self, cmd: str, timeout: float = 0, check: bool = True):
         self.commands.append(cmd)
