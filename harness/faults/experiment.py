@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from harness.claims.experiments import held_skbs
 from harness.claims.lab import Lab
 from harness.errors import Unmeasurable
-from harness.faults.inject import DEBUGFS, KINDS, Injection, TextRange, dma_debug_text, text_range
+from harness.faults.inject import DEBUGFS, KINDS, Injection, TextRange, dma_debug_text, text_range, text_symbols
 from harness.guest.vm import Guest
 from harness.measurement import xdp
 from harness.measurement.measure import Measurement, RunContext, to_frame
@@ -75,10 +75,10 @@ def driver_text(g: Guest, model: str) -> tuple[TextRange, TextRange | None]:
     from harness.measurement.cost import driver_functions
 
     n = nic(model)
-    kallsyms = g.run("grep -E ' [tT] ' /proc/kallsyms").stdout
-    text = (text_range(kallsyms, module=n.module) if n.module
-            else text_range(kallsyms, functions=driver_functions(g.kernel, n)))
-    return text, dma_debug_text(kallsyms)
+    symbols = text_symbols(g.run("grep -E ' [tT] ' /proc/kallsyms").stdout)
+    text = (text_range(symbols, module=n.module) if n.module
+            else text_range(symbols, functions=driver_functions(g.kernel, n)))
+    return text, dma_debug_text(symbols)
 
 
 def counted(model: str, *runs: TrafficRun) -> int | None:

@@ -48,8 +48,12 @@ OBJECT_GAP = 0x20000
 DMA_DEBUG_PREFIX = "debug_dma_"
 
 
-def _text_symbols(kallsyms: str) -> list[tuple[int, str, str | None]]:
-    """(address, name, module) of every text symbol, by address."""
+Symbols = list[tuple[int, str, str | None]]
+
+
+def text_symbols(kallsyms: str) -> Symbols:
+    """(address, name, module) of every text symbol of /proc/kallsyms, by address: read
+    once, for the driver's range and the DMA-API checker's."""
     out = []
     for line in kallsyms.splitlines():
         if m := KALLSYMS_LINE.match(line.strip()):
@@ -57,9 +61,9 @@ def _text_symbols(kallsyms: str) -> list[tuple[int, str, str | None]]:
     return sorted(out)
 
 
-def text_range(kallsyms: str, module: str | None = None, functions: set[str] | None = None) -> TextRange:
+def text_range(symbols: Symbols, module: str | None = None, functions: set[str] | None = None) -> TextRange:
     """The text of `module` (kallsyms entries tagged [module]), or of the built-in
-    `functions`, from /proc/kallsyms as root reads it (real addresses).
+    `functions`, from /proc/kallsyms as root reads it (real addresses; text_symbols).
 
     A built-in object's .text is contiguous, but not all of its functions are there:
     its module_init/exit sit in .init.text/.exit.text, and a static function may share
@@ -68,7 +72,6 @@ def text_range(kallsyms: str, module: str | None = None, functions: set[str] | N
     (measured on 6.12.95, virtio_net's init/exit: "VM_FAULT_OOM leaked out to the #PF
     handler", ssh died). So only names unique in kallsyms count, only their largest
     cluster (no gap over OBJECT_GAP), and the range ends at the next symbol."""
-    symbols = _text_symbols(kallsyms)
     if module:
         addrs = [a for a, _, mod in symbols if mod == module]
         what = f"module {module}"
@@ -97,11 +100,11 @@ def _base(name: str) -> str:
     return name.partition(".")[0]
 
 
-def dma_debug_text(kallsyms: str) -> TextRange | None:
+def dma_debug_text(symbols: Symbols) -> TextRange | None:
     """The DMA-API checker's text (its debug_dma_* functions and what lies between),
     or None in a kernel without it."""
-    names = {n for _, n, mod in _text_symbols(kallsyms) if not mod and n.startswith(DMA_DEBUG_PREFIX)}
-    return text_range(kallsyms, functions=names) if names else None
+    names = {n for _, n, mod in symbols if not mod and n.startswith(DMA_DEBUG_PREFIX)}
+    return text_range(symbols, functions=names) if names else None
 
 
 @dataclass(frozen=True)

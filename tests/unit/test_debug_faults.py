@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import _user_build, build_parser
-from harness.faults.inject import Injection, TextRange, dma_debug_text, text_range
+from harness.faults.inject import Injection, TextRange, dma_debug_text, text_range, text_symbols
 from harness.faults.verdict import FAIL, PASS, UNMEASURED, judge
 from harness.guest.console import is_crash_line
 from harness.guest.crash import classify
@@ -190,18 +190,18 @@ ffffffff81000000 T _stext
 
 
 def test_module_text_range():
-    r = text_range(KALLSYMS, module="igb")
+    r = text_range(text_symbols(KALLSYMS), module="igb")
     assert (r.start, r.end) == (0xFFFFFFFFC0200000, 0xFFFFFFFFC0230000 + 0x1000)
 
 
 def test_module_text_range_from_a_guests_kallsyms():
-    r = text_range((FIXTURES / "kallsyms_igb.txt").read_text(), module="igb")
+    r = text_range(text_symbols((FIXTURES / "kallsyms_igb.txt").read_text()), module="igb")
     assert r.start == 0xFFFFFFFFA0220000 and r.end - r.start > 0x10000 and r.what == "module igb"
 
 
 def test_hidden_addresses_are_an_error():
     with pytest.raises(ValueError, match="kptr_restrict"):
-        text_range(re.sub(r"^[0-9a-f]{16}", "0" * 16, KALLSYMS, flags=re.M), module="igb")
+        text_range(text_symbols(re.sub(r"^[0-9a-f]{16}", "0" * 16, KALLSYMS, flags=re.M)), module="igb")
 
 
 def test_page_injection_script_aims_at_the_text():
@@ -341,7 +341,7 @@ VIRTIO_FUNCTIONS = {n for n in re.findall(r" [tT] (\S+)", VIRTIO_KALLSYMS) if n.
 def test_builtin_text_range_is_the_objects_text_only():
     """module_init/exit (.init.text, .exit.text) and a same-named static function
     elsewhere stay out: [min, max] over them spanned most of the kernel."""
-    r = text_range(VIRTIO_KALLSYMS, functions=VIRTIO_FUNCTIONS)
+    r = text_range(text_symbols(VIRTIO_KALLSYMS), functions=VIRTIO_FUNCTIONS)
     assert r.start == 0xFFFFFFFF81B3C3D0  # vq_type, the object's first
     assert r.end == 0xFFFFFFFF81B57119  # the symbol after virtnet_poll, its last
     assert not r.start <= 0xFFFFFFFF81700000 < r.end  # the other virtnet_poll_tx
@@ -349,10 +349,10 @@ def test_builtin_text_range_is_the_objects_text_only():
 
 
 def test_dma_debug_text_covers_the_checkers_helpers():
-    r = dma_debug_text(VIRTIO_KALLSYMS)
+    r = dma_debug_text(text_symbols(VIRTIO_KALLSYMS))
     add_dma_entry = int(re.search(r"^([0-9a-f]+) t add_dma_entry$", VIRTIO_KALLSYMS, re.M).group(1), 16)
     assert r is not None and r.start <= add_dma_entry < r.end
-    assert dma_debug_text(KALLSYMS) is None
+    assert dma_debug_text(text_symbols(KALLSYMS)) is None
 
 
 def test_injection_rejects_the_checkers_stacks_and_resets_the_reject_range():
