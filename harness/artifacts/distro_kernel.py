@@ -27,8 +27,8 @@ SERIES = ("6.12", "6.1")  # of the host's suites; "latest" asks the newer ones
 # To mount the root disk (virtio_pci is built in from 6.12 on, a module in 6.1;
 # modprobe --show-depends skips built-ins).
 BOOT_MODULES = ("virtio_pci", "virtio_blk", "ext4")
-# Staged for harness-init (it loads those of the NICs on the hub, nics.boot_modules):
-# the management NIC's virtio_net, pktgen, and every catalogue NIC's driver.
+# Staged for harness-init (it loads those of the NICs on the hub and of the management
+# NIC, nics.boot_modules): virtio_net, pktgen, and every catalogue NIC's driver.
 GUEST_MODULES = ("virtio_net", "pktgen", *sorted(module_dirs()))
 BUSYBOX = Path("/bin/busybox")
 

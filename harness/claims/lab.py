@@ -166,8 +166,9 @@ class Lab:
         self._image_job: BackgroundJob[GuestImage] | None = None
         self._kernel_jobs: dict[str, BackgroundJob[Kernel]] = {}
         self._guest: Guest | None = None
-        self._guest_key: tuple[str, str, bool] | None = None  # (base kernel key, DMA mode, cost plugin)
-        self._boot_errors: dict[tuple[str, str, bool], str] = {}
+        # (base kernel key, DMA mode, cost plugin, the NICs on its hub)
+        self._guest_key: tuple[str, str, bool, tuple[str, ...]] | None = None
+        self._boot_errors: dict[tuple[str, str, bool, tuple[str, ...]], str] = {}
         self.results: dict[str, Measurement] = {}
         self.failures: dict[str, ExperimentFailure] = {}  # experiment -> why it has no measurement
         self.stray_reports: list[KernelReport] = []  # kernel reports outside any experiment (boot, teardown)
@@ -233,21 +234,25 @@ class Lab:
         return self._image
 
     # ---- guests ------------------------------------------------------------
-    def guest(self, variant: str = "stock", dma_mode: str = "direct", cost: bool = False) -> Guest:
+    def guest(self, variant: str = "stock", dma_mode: str = "direct", cost: bool = False,
+              nics: tuple[str, ...] | None = None) -> Guest:
         """A booted guest of (variant, DMA mode), with the cost probe's plugin loaded when
-        `cost`. One guest lives at a time (2 cores): asking for another stops the current
-        one, except that a variant that differs only by its driver modules is loaded into
-        the running guest of its base kernel."""
-        if (variant, dma_mode, cost) in self._boot_errors:  # a failed guest is not booted again for every experiment
-            raise HarnessError(self._boot_errors[(variant, dma_mode, cost)])
+        `cost`, and `nics` on its hub (the lab's by default; nics.hub_apart). One guest
+        lives at a time (2 cores): asking for another stops the current one, except that
+        a variant that differs only by its driver modules is loaded into the running
+        guest of its base kernel."""
+        hub = nics or self.nics
+        failed = (variant, dma_mode, cost, hub)
+        if failed in self._boot_errors:  # a failed guest is not booted again for every experiment
+            raise HarnessError(self._boot_errors[failed])
         kernel = self.kernel(variant)
         g = self._guest
-        if g is not None and g.alive() and self._guest_key == (kernel.base_key or kernel.key, dma_mode, cost):
+        if g is not None and g.alive() and self._guest_key == (kernel.base_key or kernel.key, dma_mode, cost, hub):
             if g.kernel.key != kernel.key:
                 self._swap_modules(g, kernel, variant, dma_mode)
             return g
         self.stop_guest()
-        opts = GuestOptions(accel=self.accel, nics=self.nics, **DMA_MODES[dma_mode])
+        opts = GuestOptions(accel=self.accel, nics=hub, **DMA_MODES[dma_mode])
         if cost:
             opts = cost_guest(opts, self.cache)
         for attempt in (1, 2):
@@ -274,10 +279,10 @@ class Lab:
                     g.__exit__(None, None, None)
                     continue
                 why = f"QEMU aborted twice ({abort.fingerprint})" if abort else str(e).splitlines()[0]
-                self._boot_errors[(variant, dma_mode, cost)] = (f"{variant} kernel, DMA mode {dma_mode}: "
+                self._boot_errors[failed] = (f"{variant} kernel, DMA mode {dma_mode}: "
                                                                 f"boot failed: {why}")
                 raise
-        self._guest, self._guest_key = g, (kernel.base_key or kernel.key, dma_mode, cost)
+        self._guest, self._guest_key = g, (kernel.base_key or kernel.key, dma_mode, cost, hub)
         self._accounted = 0
         self._check_quiet(g, variant, dma_mode, "during boot")
         self.boots.append({"variant": variant, "dma_mode": dma_mode, "cost": cost, "debug": kernel.debug,
@@ -307,7 +312,7 @@ class Lab:
         if reports:
             self.stray_reports += reports
             self.stop_guest()
-            key = (variant, dma_mode, g.options.cost_plugin is not None)
+            key = (variant, dma_mode, g.options.cost_plugin is not None, g.options.nics)
             self._boot_errors[key] = (f"{variant} kernel, DMA mode {dma_mode}: the kernel reported "
                                       f"{when}: {reports[0].fingerprint}")
             raise HarnessError(self._boot_errors[key])
@@ -324,7 +329,8 @@ class Lab:
 
     # ---- measurements --------------------------------------------------------
     def measure(self, name: str, variant: str, dma_mode: str, run: Callable[[Guest], Measurement],
-                cost: bool = False, setup: Callable[[Guest], None] | None = None) -> None:
+                cost: bool = False, setup: Callable[[Guest], None] | None = None,
+                nics: tuple[str, ...] | None = None) -> None:
         """Measure `name` once per run on a guest of (variant, DMA mode); the rows
         join the run's table under `name`. Each experiment is watched: a kernel
         report on the console (other than a DMA-API report, which is evidence and
@@ -340,7 +346,8 @@ class Lab:
 
         `setup` prepares the guest before the experiment's watch starts (a ring resized
         with ethtool -G): what it allocates is the guest's state, not the experiment's,
-        for the DMA-API count and the debug flavour's leak check."""
+        for the DMA-API count and the debug flavour's leak check. `nics`: the guest's hub
+        when not the lab's (nics.hub_apart)."""
         if name in self.results or name in self.failures:
             return
         started = time.monotonic()
@@ -352,7 +359,7 @@ class Lab:
         carried: dma_debug.DmaApiCount | None = None
         while True:
             try:
-                m = self._attempt(name, variant, dma_mode, run, retried, cost, carried, setup)
+                m = self._attempt(name, variant, dma_mode, run, retried, cost, carried, setup, nics)
                 break
             except _Retry as r:
                 retried.append(r.why)
@@ -368,12 +375,13 @@ class Lab:
 
     def _attempt(self, name: str, variant: str, dma_mode: str, run: Callable[[Guest], Measurement],
                  retried: list[str], cost: bool = False, carried: dma_debug.DmaApiCount | None = None,
-                 setup: Callable[[Guest], None] | None = None) -> Measurement | None:
+                 setup: Callable[[Guest], None] | None = None,
+                 nics: tuple[str, ...] | None = None) -> Measurement | None:
         """One attempt at `name`: its measurement, or None with the failure recorded;
         raises _Retry for a failure of the test bed when no attempt was retried yet.
         `carried`: the DMA-API errors and reports of the attempt before, which count too."""
         try:
-            g = self.guest(variant, dma_mode, cost=cost)
+            g = self.guest(variant, dma_mode, cost=cost, nics=nics)
         except Unmeasurable as e:
             self._fail(name, UNMEASURABLE, str(e).splitlines()[0])
             return None

@@ -12,7 +12,9 @@ an error). What it measures, per NIC:
 - the driver's own count of them (its ethtool -S counter, where it has one),
 - recovery: after injection stops and RECOVERY_WAIT has passed, every frame of a
   clean burst arrives (a driver that stops refilling after a failure keeps an
-  empty ring and loses them)."""
+  empty ring and loses them).
+Its guest's management NIC never shares the driver (nics.hub_apart): injected into
+the driver's text, the failures would also hit the harness's own ssh."""
 
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from harness.measurement import xdp
 from harness.measurement.measure import Measurement, RunContext, to_frame
 from harness.measurement.probes import Observation
 from harness.measurement.traffic import PktgenConfig, TrafficRun, run_pktgen
-from harness.nics import nic
+from harness.nics import hub_apart, nic
 
 # Failures per kind, and the share of the driver's allocations that fail until then.
 # Half, not all: a driver retries a failed buffer on its next poll, so failing every
@@ -184,4 +186,5 @@ def fault_experiment(lab: Lab, model: str, peer: str) -> None:
         phases = {"driver text": found, **o.phases}
         return Measurement(o.clean, frame, time.monotonic() - started, {k: round(v, 1) for k, v in phases.items()})
 
-    lab.measure(exp_name(model), "stock", "direct", run, setup=ring_setup(model))
+    lab.measure(exp_name(model), "stock", "direct", run, setup=ring_setup(model),
+                nics=hub_apart(lab.nics, model, peer))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.nics import DEFAULT_NICS, MGMT_MAC, MGMT_SLOT, nic
+from harness.nics import DEFAULT_NICS, MGMT_MAC, MGMT_SLOT, management_model, nic
 
 # The NICs under test sit on QEMU hub 0: they see each other's frames and
 # nothing else (no host network). Their fixed PCI slots (the catalogue's) keep
@@ -97,6 +97,9 @@ def module_share_args(share: Path | None) -> list[str]:
 
 def qemu_argv(spec: GuestSpec, qemu: str = "qemu-system-x86_64") -> list[str]:
     machine = "q35,kernel-irqchip=split" if spec.iommu else "q35"
+    # The management NIC's model shares no driver with a NIC under test (where one is
+    # left); a plain device, with none of the options a NIC under test gets.
+    mgmt_device = nic(management_model(spec.nics)).qemu_device
     argv = [
         qemu, "-name", spec.name,
         "-machine", machine, *accel_args(spec.accel),
@@ -120,7 +123,7 @@ def qemu_argv(spec: GuestSpec, qemu: str = "qemu-system-x86_64") -> list[str]:
         # Management NIC: user networking, restricted (no way out), one port
         # forwarded from 127.0.0.1 only, to the guest's sshd.
         "-netdev", f"user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22",
-        "-device", f"virtio-net-pci,netdev=mgmt,mac={MGMT_MAC},bus=pcie.0,addr={MGMT_SLOT:#x}",
+        "-device", f"{mgmt_device},netdev=mgmt,mac={MGMT_MAC},bus=pcie.0,addr={MGMT_SLOT:#x}",
         *nic_args(spec.nics),
         *module_share_args(spec.module_share),
         *(["-D", str(spec.trace_log)] if spec.trace_log is not None else []),

@@ -34,7 +34,7 @@ from harness.guest.qemu_cmd import GuestSpec, qemu_argv
 from harness.guest.qmp import QMP, QMPError
 from harness.guest.ssh import CommandResult, CommandTimeout, SSHSession
 from harness.hostcmd import run_checked
-from harness.nics import DEFAULT_NICS, boot_modules, nic
+from harness.nics import DEFAULT_NICS, boot_modules, management_model, nic
 
 QEMU = "qemu-system-x86_64"
 PR_SET_PDEATHSIG = 1
@@ -213,7 +213,10 @@ class Guest:
         if kernel.base_key != self.kernel.base_key or not kernel.module_files:
             raise HarnessError(f"{kernel.label} is not a variant of the running kernel {self.kernel.label}")
         assert self.spec is not None and self.spec.module_share is not None
-        swapped = [m for m, f in kernel.module_files.items() if self._loaded.get(m) != f and m in self.spec.modules]
+        # Never the management NIC's driver: ssh runs through it, and it is no NIC under test.
+        mgmt = nic(management_model(self.spec.nics)).module
+        swapped = [m for m, f in kernel.module_files.items()
+                   if self._loaded.get(m) != f and m in self.spec.modules and m != mgmt]
         for module in swapped:
             rel = f"variants/{kernel.key}/{module}.ko"
             _link_or_copy(kernel.module_files[module], self.spec.module_share / rel)

@@ -14,7 +14,7 @@ def test_the_reloaded_driver_opens_its_nics_before_any_experiment(tmp_path):
     variant.write_text("variant")
     g = Guest.__new__(Guest)
     g.kernel = SimpleNamespace(base_key="base", label="6.12 stock", module_files={"igb": stock})
-    g.spec = SimpleNamespace(module_share=tmp_path / "share", modules=("igb", "e1000e"))
+    g.spec = SimpleNamespace(module_share=tmp_path / "share", modules=("igb", "e1000e"), nics=("igb", "e1000e"))
     g._loaded = {"igb": stock, "e1000e": tmp_path / "e1000e.ko"}
     g.console = SimpleNamespace(nics=None)
     g.facts = {}

@@ -1,10 +1,24 @@
 """The NIC catalogue: one entry per emulated NIC, the facts every other module reads."""
 
+import itertools
+
 import pytest
 
 from harness.errors import HarnessError
 from harness.guest.qemu_cmd import MODULES_SLOT, ROOT_DISK_SLOT, nic_args
-from harness.nics import CATALOGUE, DEFAULT_NICS, MGMT_MAC, MGMT_SLOT, boot_modules, module_dirs, nic, parse_nics
+from harness.nics import (
+    CATALOGUE,
+    DEFAULT_NICS,
+    MGMT_MAC,
+    MGMT_MODELS,
+    MGMT_SLOT,
+    boot_modules,
+    hub_apart,
+    management_model,
+    module_dirs,
+    nic,
+    parse_nics,
+)
 
 
 def test_five_nics_whose_drivers_matter():
@@ -63,7 +77,28 @@ def test_boot_modules_keep_the_management_nic_and_pktgen_of_a_distro_kernel():
     assert boot_modules(distro, ("igb", "e1000e")) == ("virtio_net", "pktgen", "e1000e", "igb")
     assert boot_modules(distro, ("vmxnet3", "e1000")) == ("virtio_net", "pktgen", "e1000", "vmxnet3")
     # A self-built kernel's modules are NIC drivers only (virtio_net is built in).
-    assert boot_modules(("e1000", "e1000e", "igb", "vmxnet3"), ("igb", "virtio-net")) == ("igb",)
+    assert boot_modules(("e1000", "e1000e", "igb", "vmxnet3"), ("igb", "e1000")) == ("e1000", "igb")
+    # With virtio-net under test the management NIC is another model, whose driver loads too.
+    assert boot_modules(("e1000", "e1000e", "igb", "vmxnet3"), ("igb", "virtio-net")) == ("e1000e", "igb")
+
+
+def test_the_management_nic_shares_no_driver_with_a_nic_under_test_while_a_model_is_left():
+    assert management_model(("igb", "e1000e")) == "virtio-net"
+    assert management_model(("virtio-net", "e1000e")) == "igb"
+    assert management_model(("virtio-net", "igb", "e1000e", "vmxnet3")) == "e1000"
+    assert set(MGMT_MODELS) == set(CATALOGUE)
+    for pair in itertools.permutations(CATALOGUE, 2):
+        assert management_model(pair) not in pair
+    # Every model under test: nothing is left, virtio-net carries ssh beside its NIC under test.
+    assert management_model(tuple(CATALOGUE)) == "virtio-net"
+
+
+def test_a_measurement_that_must_not_share_its_driver_with_ssh_gets_the_pair_alone():
+    every = tuple(CATALOGUE)
+    assert hub_apart(every, "igb", "e1000e") == every  # the management NIC is virtio-net, not igb's driver
+    assert hub_apart(every, "virtio-net", "e1000e") == ("virtio-net", "e1000e")
+    assert management_model(hub_apart(every, "virtio-net", "e1000e")) == "igb"
+    assert hub_apart(("virtio-net", "e1000e"), "virtio-net", "e1000e") == ("virtio-net", "e1000e")
 
 
 def test_tail_registers_of_models_sharing_a_trace_event_never_overlap():

@@ -51,6 +51,20 @@ def test_management_nic_is_restricted_and_bound_to_loopback_only():
     assert all(n.startswith(("user,", "hubport,")) for n in netdevs)
 
 
+def mgmt_device(argv: list[str]) -> str:
+    (device,) = [d for d in arg_after(argv, "-device") if "netdev=mgmt" in d]
+    return device
+
+
+def test_the_management_nic_is_a_plain_virtio_net_unless_one_is_under_test():
+    assert mgmt_device(qemu_argv(spec())) == "virtio-net-pci,netdev=mgmt,mac=52:54:00:00:00:0a,bus=pcie.0,addr=0x2"
+    # virtio-net under test: ssh goes through another driver, none of the hub's.
+    argv = qemu_argv(spec(nics=("virtio-net", "e1000e")))
+    assert mgmt_device(argv) == "igb,netdev=mgmt,mac=52:54:00:00:00:0a,bus=pcie.0,addr=0x2"
+    assert "virtio-net-pci,netdev=nut0,mac=52:54:00:12:34:07,bus=pcie.0,addr=0x7,disable-legacy=on," \
+           "iommu_platform=on" in arg_after(argv, "-device")
+
+
 def test_root_image_is_never_written():
     drives = arg_after(qemu_argv(spec()), "-drive")
     assert drives == ["file=/i/rootfs.ext4,if=none,id=root,format=raw,snapshot=on"]

@@ -74,7 +74,7 @@ def lab(tmp_path, monkeypatch):
     lab.fakes = [FakeGuest(), FakeGuest()]
     lab.booted = []
 
-    def guest(variant, dma_mode, cost=False):
+    def guest(variant, dma_mode, cost=False, nics=None):
         if not lab.booted or not lab.booted[-1].alive():
             lab.booted.append(lab.fakes[len(lab.booted)])
         lab._guest = lab.booted[-1]
@@ -324,3 +324,26 @@ def test_a_checker_that_switched_itself_off_is_no_count_and_the_guest_is_booted_
     assert lab.booted == lab.fakes
     (row,) = lab.results["rx"].frame.query("metric == 'dma_api_errors'").itertuples()
     assert row.value == 0
+
+
+class QuietGuest(BootGuest):
+    """Boots at once with no report; keeps the options it was booted with."""
+
+    def __init__(self, kernel, image, options, cache) -> None:
+        super().__init__(kernel, image, options, cache)
+        self.kernel, self.options = kernel, options
+
+    def __enter__(self) -> QuietGuest:
+        return self
+
+
+def test_a_guest_with_its_own_hub_is_booted_for_it_and_the_labs_again_after(tmp_path, monkeypatch):
+    # The fault experiment on virtio-net among every model (nics.hub_apart): its guest
+    # carries the pair only, so the management NIC is not a virtio-net too.
+    lab = booting_lab(tmp_path, monkeypatch, QuietGuest)
+    lab.nics = ("igb", "e1000e", "e1000", "virtio-net", "vmxnet3")
+    assert lab.guest("stock", "direct").options.nics == lab.nics
+    apart = lab.guest("stock", "direct", nics=("virtio-net", "e1000e"))
+    assert apart.options.nics == ("virtio-net", "e1000e") and BootGuest.started[0].status != "running"
+    assert lab.guest("stock", "direct", nics=("virtio-net", "e1000e")) is apart  # kept while asked for
+    assert lab.guest("stock", "direct").options.nics == lab.nics and len(BootGuest.started) == 3
