@@ -35,7 +35,8 @@ BISECT = {EXIT_OK: 0, EXIT_REFUTED: 1, EXIT_REGRESSION: 1, EXIT_INCONCLUSIVE: 12
 BISECT_SKIP, BISECT_ABORT = 125, 128
 
 
-def _add_kernel_args(p: argparse.ArgumentParser) -> None:
+def _add_kernel_args(p: argparse.ArgumentParser, boots: bool = True) -> None:
+    """The kernel options; `boots`: the command boots guests, so it takes an exported image too."""
     g = p.add_argument_group("kernel")
     g.add_argument("--kernel", action="append", choices=KINDS, metavar="KIND",
                    help="source: build Debian's linux-source-6.12 with the fragments (default); source-latest: the "
@@ -61,6 +62,10 @@ def _add_kernel_args(p: argparse.ArgumentParser) -> None:
                         "UBSAN, lockdep, kmemleak and page_owner (scanned after every experiment: a leak from a "
                         "driver under test is an error), fault injection; a kernel of its own, slower guests")
     p.add_argument("--cache", type=Path, help="cache directory (default ~/.cache/harness or $HARNESS_CACHE)")
+    if boots:
+        p.add_argument("--image-artifact", type=Path, metavar="FILE",
+                       help="a guest image exported elsewhere (harness image --export FILE): checked, imported "
+                            "into the cache as its image, booted without building one")
 
 
 def _add_guest_args(p: argparse.ArgumentParser) -> None:
@@ -157,7 +162,12 @@ def cmd_kernel(args: argparse.Namespace) -> int:
 
 
 def cmd_image(args: argparse.Namespace) -> int:
-    image = build_image(args.recipe, Cache(args.cache))
+    from harness.artifacts.image_export import export_image, import_image
+
+    cache = Cache(args.cache)
+    image = import_image(args.import_, cache) if args.import_ else build_image(args.recipe, cache)
+    if args.export:
+        export_image(image, args.export)
     print(f"image {image.recipe}  key {image.key}\n  rootfs     {image.rootfs}\n  ssh key    {image.ssh_key}")
     return 0
 
@@ -417,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     k = sub.add_parser("kernel", help="build or fetch the kernel; print its artifact paths")
-    _add_kernel_args(k)
+    _add_kernel_args(k, boots=False)
     k.add_argument("--export", type=Path, metavar="FILE",
                    help="also write the kernel as one archive (its build, driver sources, Debian source tarball, "
                         "sha256 of each file) for --kernel-artifact on other hosts")
@@ -425,6 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("image", help="build the guest image; print its paths")
     i.add_argument("--recipe", default="default")
     i.add_argument("--cache", type=Path)
+    i.add_argument("--export", type=Path, metavar="FILE",
+                   help="also write the image as one archive (the image, its SSH key pair, sha256 of each file) "
+                        "for --image-artifact or --import on other hosts")
+    i.add_argument("--import", dest="import_", type=Path, metavar="FILE",
+                   help="make an exported image this cache's image for its recipe (every command and the "
+                        "pytest plugin then boot it)")
     i.set_defaults(func=cmd_image)
     b = sub.add_parser("boot", help="boot a fresh guest, run CMD over ssh, exit with its status")
     _add_guest_args(b)
@@ -570,6 +586,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     bisect = getattr(args, "bisect", False)
     try:
+        if getattr(args, "image_artifact", None) is not None:
+            from harness.artifacts.image_export import import_image
+
+            import_image(args.image_artifact, Cache(args.cache))
         return args.func(args)
     except HarnessError as e:
         print(f"harness: error: {e}", file=sys.stderr)

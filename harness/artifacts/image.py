@@ -12,6 +12,7 @@ A recipe directory holds:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -218,18 +219,56 @@ def _generate_key(ssh_dir: Path, key: Path, pub: Path) -> None:
 # ---------------------------------------------------------------- build
 
 
+def _recipe_parts(recipe: Recipe) -> list[tuple[str, bytes | str]]:
+    return ([(f"file:{name}", recipe.files[name]) for name in sorted(recipe.files)]
+            + [("init", render_init(recipe))])  # the template's values too (INIT_CONTEXT)
+
+
 def image_key(recipe: Recipe, pubkey: str, mirror: str, suite: str = SUITE) -> str:
-    return hash_parts(
-        [("format", RECIPE_FORMAT_VERSION), ("suite", suite), ("mirror", mirror), ("pubkey", pubkey.strip())]
-        + [(f"file:{name}", recipe.files[name]) for name in sorted(recipe.files)]
-        + [("init", render_init(recipe))]  # the template's values too (INIT_CONTEXT)
-    )
+    return hash_parts([("format", RECIPE_FORMAT_VERSION), ("suite", suite), ("mirror", mirror),
+                       ("pubkey", pubkey.strip()), *_recipe_parts(recipe)])
+
+
+def recipe_digest(recipe: Recipe, suite: str = SUITE) -> str:
+    """What an image must have been built from to serve this harness's `recipe`
+    (image_key without the host's mirror and SSH key): an imported image must match it."""
+    return hash_parts([("format", RECIPE_FORMAT_VERSION), ("suite", suite), *_recipe_parts(recipe)])
+
+
+def imported_record(cache: Cache, recipe: str) -> Path:
+    """Where `harness image --import` notes the image it imported for `recipe`."""
+    return cache.dir("imports") / f"image-{recipe}.json"
+
+
+def imported_image(rec: Recipe, cache: Cache) -> GuestImage | None:
+    """The image imported into this cache for `rec` (harness image --import, or
+    --image-artifact), while it is there and was built from this very recipe."""
+    record = imported_record(cache, rec.name)
+    if not record.is_file():
+        return None
+    noted = json.loads(record.read_text())
+    here = recipe_digest(rec)
+    art = cache.lookup("images", noted["key"])
+    if noted["recipe_digest"] != here or art is None:
+        why = "built from another recipe than this harness's" if art else "no longer in the cache (pruned)"
+        print(f"harness: the imported guest image {noted['key']} ({noted['archive']}) is {why}: not used",
+              file=sys.stderr, flush=True)
+        return None
+    ssh_key = art.file("ssh/id_ed25519")
+    if not ssh_key.is_file():  # this host's own build under the same key: the same key pair
+        ssh_key = ensure_ssh_key(cache)
+    os.chmod(ssh_key, 0o600)  # ssh refuses a key others can read
+    return GuestImage(rootfs=art.file("rootfs.ext4"), ssh_key=ssh_key, recipe=rec.name, key=noted["key"],
+                      meta=art.meta)
 
 
 def build_image(recipe: str = "default", cache: Cache | None = None) -> GuestImage:
-    """The guest image for `recipe`, built with mmdebstrap unless already cached."""
+    """The guest image for `recipe`: the one imported into this cache for it, else
+    built with mmdebstrap unless already cached."""
     cache = cache or Cache()
     rec = load_recipe(recipe)
+    if (imported := imported_image(rec, cache)) is not None:
+        return imported
     ssh_key = ensure_ssh_key(cache)
     pubkey = ssh_key.with_name(ssh_key.name + ".pub").read_text()
     mirror = host_mirror()

@@ -15,19 +15,19 @@ different one is said, not hidden."""
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import sys
-import tarfile
 import time
 from pathlib import Path
 
+from harness.artifacts import archive as arc
 from harness.cache import Artifact, Cache, sha256_file
 from harness.errors import HarnessError
 
 EXPORT_FORMAT = 1
-EXPORT_INFO = "export.json"
+EXPORT_INFO = arc.EXPORT_INFO
+FLAG = "--kernel-artifact"
 KERNEL_DIR = "kernel"
 SOURCE_DIR = "source"
 
@@ -60,45 +60,22 @@ def export_kernel(base: Artifact, label: str, dest: Path) -> dict:
                            "source-latest) are exported (a prebuilt Debian kernel is fetched by each job itself)")
     started = time.monotonic()
     tarball = source_tarball(base)
-    files = {f"{KERNEL_DIR}/{p.relative_to(base.path)}": sha256_file(p)
-             for p in sorted(base.path.rglob("*")) if p.is_file()}
+    files = arc.digests(base.path, KERNEL_DIR)
     files[f"{SOURCE_DIR}/{tarball.name}"] = sha256_file(tarball)
-    info = {"format": EXPORT_FORMAT, "key": base.path.name, "label": label, "release": base.meta["release"],
+    info = {"format": EXPORT_FORMAT, "kind": "kernel", "key": base.path.name,
+            "label": label, "release": base.meta["release"],
             "compiler": base.meta.get("compiler"), "fragments": base.meta.get("fragments", []),
             "source_id": base.meta.get("source_id"), "exported": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "files": files}
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
     log(f"exporting kernel {base.meta['release']} ({base.path.name}) and {tarball.name} to {dest} ...")
-    # gzip level 1: most of the size is vmlinux's DWARF and the xz source, which gain little from more.
-    with tarfile.open(tmp, "w:gz", compresslevel=1) as tf:
-        data = json.dumps(info, indent=1).encode()
-        member = tarfile.TarInfo(EXPORT_INFO)
-        member.size, member.mtime = len(data), int(time.time())
-        tf.addfile(member, io.BytesIO(data))
-        tf.add(base.path, KERNEL_DIR)
-        tf.add(tarball, f"{SOURCE_DIR}/{tarball.name}")
-    tmp.replace(dest)
+    arc.write_archive(dest, info, [(base.path, KERNEL_DIR), (tarball, f"{SOURCE_DIR}/{tarball.name}")])
     log(f"exported {dest} ({dest.stat().st_size / 2**20:.0f} MiB) in {time.monotonic() - started:.0f}s")
     return info
 
 
 def read_info(archive: Path) -> dict:
-    """export.json of an archive (its first member: no need to read the rest)."""
-    if not archive.is_file():
-        raise HarnessError(f"--kernel-artifact {archive}: no such file (write one with harness kernel --export)")
-    try:
-        with tarfile.open(archive, "r:gz") as tf:
-            first = tf.next()
-            if first is None or first.name != EXPORT_INFO:
-                raise HarnessError(f"--kernel-artifact {archive}: not a kernel export (no {EXPORT_INFO} first)")
-            info = json.loads(tf.extractfile(first).read())  # type: ignore[union-attr]
-    except (tarfile.TarError, OSError, ValueError) as e:
-        raise HarnessError(f"--kernel-artifact {archive}: unreadable ({e})") from e
-    if info.get("format") != EXPORT_FORMAT:
-        raise HarnessError(f"--kernel-artifact {archive}: export format {info.get('format')}, this harness "
-                           f"reads {EXPORT_FORMAT}")
-    return info
+    """export.json of a kernel archive."""
+    return arc.read_info(archive, FLAG, "kernel", EXPORT_FORMAT)
 
 
 def import_kernel(archive: Path, cache: Cache) -> Artifact:
@@ -114,13 +91,7 @@ def import_kernel(archive: Path, cache: Cache) -> Artifact:
         log(f"importing kernel {info['release']} ({info['key']}) from {archive} ...")
         staging = Path(cache.dir("imports")) / f".{info['key']}-{time.time_ns()}"
         try:
-            with tarfile.open(archive, "r:gz") as tf:
-                tf.extractall(staging, filter="data")
-            for rel, digest in info["files"].items():
-                f = staging / rel
-                if not f.is_file() or sha256_file(f) != digest:
-                    raise HarnessError(f"--kernel-artifact {archive}: {rel} is "
-                                       f"{'missing' if not f.is_file() else 'corrupt (sha256 differs)'}")
+            arc.unpack_checked(archive, info, staging, FLAG)
             tarballs = list((staging / SOURCE_DIR).iterdir())
             keep = Path(cache.dir("imports", info["key"])) / tarballs[0].name
             shutil.move(tarballs[0], keep)
