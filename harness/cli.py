@@ -517,7 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="which jobs: claims, survey, selftests (default all three)")
     pl.add_argument("--debug", action="store_true", help="every job on the debug flavour")
     pl.add_argument("--artifact-dir", metavar="DIR", help="jobs import each built kernel from DIR/KIND.tar.gz "
-                    "(harness kernel --export in a build job) instead of building it")
+                    "(harness kernel --export in a build job) instead of building it, and the guest image from "
+                    "DIR/image.tar.gz (harness image --export)")
     pl.add_argument("--timings", type=Path, action="append", metavar="PATH",
                     help="earlier results.json / survey.json / selftests.json or out directories to balance by "
                          "(repeatable; without: every experiment counts as one)")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The scale-out nightly rehearsed on one host (docs/scale-out.md): a build job
-# exports the kernel; two test jobs, each in its own empty HARNESS_CACHE (as fresh
-# runners), import it and run one claims shard each; merge puts them together and is
+# exports the kernel, an image job the guest image; two test jobs, each in its own
+# empty HARNESS_CACHE (as fresh runners), import both and run one claims shard each; merge puts them together and is
 # compared with one process that ran every claim; a merge with a shard missing must
 # fail naming it. Prints the time of each step.
 #   scripts/scale-rehearsal.sh WORKDIR [KIND [WHAT]]
@@ -30,6 +30,7 @@ step() {  # step NAME COMMAND...: run, log, record its seconds and exit status
 }
 
 step build "$harness" kernel --kernel "$kind" --export "$work/kernels/$kind.tar.gz"
+step image "$harness" image --export "$work/kernels/image.tar.gz"
 step plan "$harness" plan --kernel "$kind" --what "$what" --shards 2 --artifact-dir "$work/kernels" \
     --out "$work/plan.json"
 jobs=$(python3 -c 'import json,sys; print(" ".join(j["job"] for j in json.load(open(sys.argv[1]))["jobs"]))' \
@@ -45,4 +46,4 @@ first=${jobs%% *}
 mkdir -p "$work/partial" && cp -a "$work/shards/$first" "$work/partial/"
 step merge-missing "$harness" merge "$work/partial" --plan "$work/plan.json" --out "$work/merged-partial"
 grep -h "missing shard" "$work/merge-missing.log" || echo "merge-missing: no 'missing shard' line" | tee -a "$times"
-du -h "$work/kernels/$kind.tar.gz" | tee -a "$times"
+du -h "$work/kernels/$kind.tar.gz" "$work/kernels/image.tar.gz" | tee -a "$times"

@@ -146,7 +146,8 @@ def make_plan(kernels: list[str], claims: list, shards: int, what: tuple[str, ..
               extra_args: tuple[str, ...] = (), artifact_dir: str | None = None) -> dict:
     """The plan: every job with the harness command it runs and its estimate. With
     `artifact_dir`, a kernel the harness builds is the build job's export there
-    (`--kernel-artifact DIR/KIND.tar.gz`: built once, imported by every job)."""
+    (`--kernel-artifact DIR/KIND.tar.gz`: built once, imported by every job), and so
+    is the guest image (`--image-artifact DIR/image.tar.gz`)."""
     if shards < 1:
         raise HarnessError(f"--shards {shards}: give at least 1")
     unknown = [k for k in kernels if k not in KINDS]
@@ -171,6 +172,7 @@ def make_plan(kernels: list[str], claims: list, shards: int, what: tuple[str, ..
             "shards_per_kernel": shards, "claims": [c.id for c in claims], "artifact_dir": artifact_dir,
             "exports": {k: export_path(artifact_dir, k) for k in dict.fromkeys(kernels)
                         if artifact_dir and k not in PREBUILT_SERIES},
+            "image_export": image_export_path(artifact_dir) if artifact_dir else None,
             "estimates": ("seconds from " + ", ".join(t.sources)) if t.measured else
             "units (no --timings: every experiment and boot counts as one)", "jobs": jobs}
     plan_id = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
@@ -183,10 +185,16 @@ def export_path(artifact_dir: str | None, kernel: str) -> str:
     return f"{artifact_dir}/{kernel}.tar.gz"
 
 
+def image_export_path(artifact_dir: str) -> str:
+    return f"{artifact_dir}/image.tar.gz"
+
+
 def job(job_id: str, kernel: str, command: str, args: list[str], estimate: float, covers: dict,
         artifact_dir: str | None = None) -> dict:
     imported = artifact_dir is not None and kernel not in PREBUILT_SERIES
     which = ["--kernel-artifact", export_path(artifact_dir, kernel)] if imported else ["--kernel", kernel]
+    if artifact_dir is not None:
+        which += ["--image-artifact", image_export_path(artifact_dir)]
     return {"job": job_id, "kernel": kernel, "command": command, "argv": [command, *which, *args],
             "estimate": round(estimate, 1), "covers": covers}
 

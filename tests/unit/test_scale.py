@@ -49,6 +49,20 @@ def test_shards_are_balanced_by_the_seconds_a_claim_adds_to_its_job():
     assert sum(p.seconds for p in parts) < alone
 
 
+def test_with_an_artifact_dir_every_job_imports_its_kernel_and_the_guest_image():
+    plan = make_plan(["source", "debian"], select(None), 2, ("claims", "survey"), Timings(), artifact_dir="kernels")
+    assert plan["exports"] == {"source": "kernels/source.tar.gz"} and plan["image_export"] == "kernels/image.tar.gz"
+    for j in plan["jobs"]:
+        argv = j["argv"]
+        assert argv[argv.index("--image-artifact") + 1] == "kernels/image.tar.gz", j["job"]
+        # Debian's prebuilt kernel is fetched by the job itself; a built one is imported.
+        which = (["--kernel", "debian"] if j["kernel"] == "debian"
+                 else ["--kernel-artifact", "kernels/source.tar.gz"])
+        assert argv[1:3] == which
+    assert not any("--image-artifact" in j["argv"]
+                   for j in make_plan(["source"], select(None), 2, ("claims",), Timings())["jobs"])
+
+
 def test_without_timings_every_experiment_and_boot_is_one_unit():
     (claim,) = select(["page-reuse"])
     (one,) = split_claims([claim], 1, Timings())
