@@ -170,6 +170,14 @@ def exp_name(model: str) -> str:
     return f"rx-alloc-failure:{model}"
 
 
+def fault_order(models: tuple[str, ...]) -> list[str]:
+    """`models` with those that need a guest of their own (nics.hub_apart) last: the
+    others share the lab's guest, and it is booted once."""
+    from harness.survey.techniques import peer_of
+
+    return sorted(models, key=lambda m: hub_apart(models, m, peer_of(m, models)) != models)
+
+
 def fault_experiment(lab: Lab, model: str, peer: str) -> None:
     from harness.survey.techniques import ring_setup
 

@@ -25,6 +25,7 @@ from harness.faults.experiment import (
     RECOVERY_WAIT_S,
     exp_name,
     fault_experiment,
+    fault_order,
 )
 from harness.faults.verdict import FAIL, PASS, FaultRow, judge
 from harness.nics import CATALOGUE
@@ -77,7 +78,7 @@ def faults_kernel(choice: KernelChoice, models: tuple[str, ...], cache: Cache, o
         raise HarnessError(f"{kernel.label} is not the debug flavour: `harness faults` needs its fault injection "
                            "and leak checks (it builds the debug kernel itself unless --fragment replaces the list)")
     try:
-        for model in models:
+        for model in fault_order(models):
             fault_experiment(lab, model, peer_of(model, models))
     finally:
         lab.close()
@@ -102,7 +103,9 @@ HOW = (f"Per NIC, on the debug kernel: fail_page_alloc, then failslab (and fail_
        f"given back, "
        f"{RECOVERY_WAIT_S:.0f} s, and a clean burst of {CLEAN_PKTGEN.count} frames, every one of which must arrive. "
        f"kmemleak (two scans) and page_owner (live pages per allocation stack, before and after) look for what the "
-       f"driver leaked; any kernel report (KASAN, lockdep, WARNING, ...) fails it.")
+       f"driver leaked; any kernel report (KASAN, lockdep, WARNING, ...) fails it. The guest's management NIC "
+       f"(ssh) never shares the driver under test: with every model on the hub, the virtio-net row gets a guest of "
+       f"its own with its peer, whose management NIC is an igb.")
 
 
 def write_faults(out: Path, run: FaultsRun) -> None:

@@ -31,7 +31,7 @@ from harness.claims.rules import (
 )
 from harness.errors import HarnessError, Unmeasurable
 from harness.faults.experiment import exp_name as fault_exp_name
-from harness.faults.experiment import fault_experiment
+from harness.faults.experiment import fault_experiment, fault_order
 from harness.guest.vm import Guest
 from harness.measurement import xdp
 from harness.measurement.dma_probe import DmaProbe
@@ -266,7 +266,7 @@ def run_survey(lab: Lab, models: tuple[str, ...], cost: bool = False) -> None:
                 memory_experiment(lab, model, models, size)
         for model in models:
             swiotlb_experiment(lab, model, models)
-        for model in models if lab.kernel("stock").debug else ():
+        for model in fault_order(models) if lab.kernel("stock").debug else ():
             fault_experiment(lab, model, peer_of(model, models))
         for model in models if cost else ():
             cost_experiment(lab, model, models)

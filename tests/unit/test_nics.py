@@ -113,3 +113,11 @@ def test_tail_registers_of_models_sharing_a_trace_event_never_overlap():
         for regs in (n.device_trace.rx_tail, n.device_trace.tx_tail):
             for offset in regs.offsets():
                 assert seen.setdefault(offset, n.model) == n.model, f"{offset:#x}: {seen[offset]} and {n.model}"
+
+
+def test_faults_run_the_nics_that_need_a_guest_of_their_own_last():
+    from harness.faults.experiment import fault_order
+
+    every = ("igb", "e1000e", "e1000", "virtio-net", "vmxnet3")
+    assert fault_order(every) == ["igb", "e1000e", "e1000", "vmxnet3", "virtio-net"]
+    assert fault_order(("virtio-net", "e1000e")) == ["virtio-net", "e1000e"]
