@@ -105,7 +105,7 @@ HOW = (f"Per NIC, on the debug kernel: fail_page_alloc, then failslab (and fail_
        f"kmemleak (two scans) and page_owner (live pages per allocation stack, before and after) look for what the "
        f"driver leaked; any kernel report (KASAN, lockdep, WARNING, ...) fails it. The guest's management NIC "
        f"(ssh) never shares the driver under test: with every model on the hub, the virtio-net row gets a guest of "
-       f"its own with its peer, whose management NIC is an igb.")
+       f"its own with its peer, whose management NIC is of another model (nics.MGMT_MODELS).")
 
 
 def write_faults(out: Path, run: FaultsRun) -> None:
