@@ -5,7 +5,8 @@ the survey, or the selftests. Each kernel's claims are split into `--shards` job
 balanced by time: a claim costs the experiments it adds to its job (an experiment
 two claims share runs once per job) and the boot of each guest (kernel variant, DMA
 mode) it adds. The seconds come from earlier results.json (`timings.experiments`,
-`boots[].boot_s`); what no earlier run measured counts as the median of what was
+`boots[].boot_s`), the kernel's own where an earlier run had that kernel (its label),
+else every kernel's; what no earlier run measured counts as the median of what was
 measured, or as one unit each when nothing was (the plan says which).
 
 The plan is a JSON file every job reads (`harness shard PLAN JOB`) and `harness
@@ -44,6 +45,14 @@ class Timings:
     boots: dict[tuple[str, str], float] = field(default_factory=dict)  # (variant, dma_mode)
     whole: dict[str, float] = field(default_factory=dict)  # "survey" / "selftests": a job's seconds
     sources: list[str] = field(default_factory=list)
+    # The same, from the records of one kernel (its label: source, source-latest, ...).
+    kernels: dict[str, Timings] = field(default_factory=dict)
+
+    def of(self, kernel: str) -> Timings:
+        """`kernel`'s own timings where an earlier run measured it (a 7.3 guest, or a
+        debug one, is not as fast as a 6.12 one), else those of every kernel."""
+        own = self.kernels.get(kernel)
+        return own if own is not None and own.measured else self
 
     @property
     def measured(self) -> bool:
@@ -83,25 +92,34 @@ def record_files(path: Path) -> list[Path]:
 
 def load_timings(paths: list[Path]) -> Timings:
     """The slowest time seen per experiment and per boot over the given runs (a
-    plan that underestimates one shard makes the whole nightly wait for it)."""
+    plan that underestimates one shard makes the whole nightly wait for it), over
+    every kernel and per kernel label."""
     t = Timings()
     for p in (f for path in paths for f in record_files(path)):
         try:
             record = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise HarnessError(f"--timings {p}: not a readable record ({e})") from e
-        if p.name == "survey.json" and "wall_s" in record.get("kernel", {}):
-            t.whole["survey"] = max(t.whole.get("survey", 0.0), float(record["kernel"]["wall_s"]))
         if p.name == "selftests.json":
-            per_kernel = [sum(f.get("seconds", 0.0) for f in k.get("files", [])) for k in record.get("kernels", [])]
-            t.whole["selftests"] = max([t.whole.get("selftests", 0.0), *per_kernel])
-        for name, s in (record.get("timings", {}).get("experiments") or {}).items():
-            t.experiments[name] = max(t.experiments.get(name, 0.0), float(s))
-        for b in record.get("boots") or []:
-            key = (b.get("variant", "stock"), b.get("dma_mode", "direct"))
-            t.boots[key] = max(t.boots.get(key, 0.0), float(b.get("boot_s", 0.0)))
-        t.sources.append(str(p))
+            for k in record.get("kernels", []):
+                seconds = sum(f.get("seconds", 0.0) for f in k.get("files", []))
+                for into in _both(t, k.get("label")):
+                    into.whole["selftests"] = max(into.whole.get("selftests", 0.0), seconds)
+        for into in _both(t, (record.get("kernel") or {}).get("label")):
+            if p.name == "survey.json" and "wall_s" in record.get("kernel", {}):
+                into.whole["survey"] = max(into.whole.get("survey", 0.0), float(record["kernel"]["wall_s"]))
+            for name, s in (record.get("timings", {}).get("experiments") or {}).items():
+                into.experiments[name] = max(into.experiments.get(name, 0.0), float(s))
+            for b in record.get("boots") or []:
+                key = (b.get("variant", "stock"), b.get("dma_mode", "direct"))
+                into.boots[key] = max(into.boots.get(key, 0.0), float(b.get("boot_s", 0.0)))
+            into.sources.append(str(p))
     return t
+
+
+def _both(t: Timings, label: str | None) -> list[Timings]:
+    """Where a record's figures go: every kernel's timings, and its own kernel's."""
+    return [t] if not label else [t, t.kernels.setdefault(label, Timings())]
 
 
 @dataclass
@@ -158,15 +176,16 @@ def make_plan(kernels: list[str], claims: list, shards: int, what: tuple[str, ..
         raise HarnessError(f"--what {','.join(bad)}: give some of {', '.join(WHAT)}")
     jobs = []
     for kernel in dict.fromkeys(kernels):
+        tk = t.of(kernel)
         if "claims" in what:
-            parts = split_claims(claims, shards, t)
+            parts = split_claims(claims, shards, tk)
             for i, part in enumerate(parts, 1):
                 jobs.append(job(f"{kernel}-claims-{i}of{len(parts)}", kernel, "run",
                                 ["--claims", ",".join(part.claims), *extra_args], part.seconds,
                                 {"claims": part.claims, "experiments": sorted(part.experiments)}, artifact_dir))
         for whole in ("survey", "selftests"):
             if whole in what:
-                jobs.append(job(f"{kernel}-{whole}", kernel, whole, list(extra_args), t.whole_job(whole), {},
+                jobs.append(job(f"{kernel}-{whole}", kernel, whole, list(extra_args), tk.whole_job(whole), {},
                                 artifact_dir))
     body = {"format": PLAN_FORMAT, "kernels": list(dict.fromkeys(kernels)), "what": list(what),
             "shards_per_kernel": shards, "claims": [c.id for c in claims], "artifact_dir": artifact_dir,
@@ -174,7 +193,9 @@ def make_plan(kernels: list[str], claims: list, shards: int, what: tuple[str, ..
                         if artifact_dir and k not in PREBUILT_SERIES},
             "image_export": image_export_path(artifact_dir) if artifact_dir else None,
             "estimates": ("seconds from " + ", ".join(t.sources)) if t.measured else
-            "units (no --timings: every experiment and boot counts as one)", "jobs": jobs}
+            "units (no --timings: every experiment and boot counts as one)",
+            "timings_of": {k: "its own runs" if t.of(k) is not t else "every kernel's runs"
+                           for k in dict.fromkeys(kernels)} if t.measured else {}, "jobs": jobs}
     plan_id = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
     for j in jobs:
         j["plan"] = plan_id

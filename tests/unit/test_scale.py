@@ -49,6 +49,21 @@ def test_shards_are_balanced_by_the_seconds_a_claim_adds_to_its_job():
     assert sum(p.seconds for p in parts) < alone
 
 
+def test_each_kernel_is_planned_by_its_own_earlier_timings_where_it_has_them():
+    xsk73 = RUN.parent / "7.3.4-xsk"
+    t = load_timings([RUN, xsk73])
+    assert set(t.kernels) == {"source", "source-latest"}
+    assert t.of("source").experiments["rx"] == 5.2 and "rx" not in t.of("source-latest").experiments
+    assert t.of("source-latest").experiments["xsk-zc"] == 5.9
+    assert t.of("debian") is t  # no earlier run of it: every kernel's
+    plan = make_plan(["source", "source-latest", "debian"], CLAIMS, 2, ("claims",), t)
+    assert plan["timings_of"] == {"source": "its own runs", "source-latest": "its own runs",
+                                  "debian": "every kernel's runs"}
+    # 7.3's jobs are estimated from its own four experiments (the rest at their median), not 6.12's.
+    by_kernel = {k: sum(j["estimate"] for j in plan["jobs"] if j["kernel"] == k) for k in plan["kernels"]}
+    assert by_kernel["source-latest"] != by_kernel["source"]
+
+
 def test_with_an_artifact_dir_every_job_imports_its_kernel_and_the_guest_image():
     plan = make_plan(["source", "debian"], select(None), 2, ("claims", "survey"), Timings(), artifact_dir="kernels")
     assert plan["exports"] == {"source": "kernels/source.tar.gz"} and plan["image_export"] == "kernels/image.tar.gz"
