@@ -5,10 +5,13 @@ the archive is unpacked on the other side."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import shutil
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from harness.cache import sha256_file
@@ -68,3 +71,25 @@ def unpack_checked(archive: Path, info: dict, staging: Path, flag: str) -> None:
         if not f.is_file() or sha256_file(f) != digest:
             raise HarnessError(f"{flag} {archive}: {rel} is "
                                f"{'missing' if not f.is_file() else 'corrupt (sha256 differs)'}")
+
+
+@contextlib.contextmanager
+def unpacked(archive: Path, info: dict, imports: Path, flag: str) -> Iterator[Path]:
+    """`archive` unpacked and checked in a staging directory under `imports` (the
+    cache's, so moving out of it is a rename), removed afterwards whatever happens."""
+    staging = imports / f".{info.get('kind', 'kernel')}-{info['key']}-{time.time_ns()}"
+    try:
+        unpack_checked(archive, info, staging, flag)
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def adopt_entry(entry: Path, out: Path) -> dict:
+    """Move an exported cache entry's files into `out` (the entry being made); returns
+    the meta of its manifest, which the cache writes again for the new entry."""
+    meta = json.loads((entry / "manifest.json").read_text())["meta"]
+    for p in entry.iterdir():
+        if p.name != "manifest.json":
+            shutil.move(p, out / p.name)
+    return meta

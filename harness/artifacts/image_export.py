@@ -70,16 +70,9 @@ def import_image(archive: Path, cache: Cache) -> GuestImage:
     def unpack(out: Path) -> dict:
         started = time.monotonic()
         log(f"importing guest image {rec.name} ({info['key']}) from {archive} ...")
-        staging = Path(cache.dir("imports")) / f".image-{info['key']}-{time.time_ns()}"
-        try:
-            arc.unpack_checked(archive, info, staging, FLAG)
-            meta = json.loads((staging / IMAGE_DIR / "manifest.json").read_text())["meta"]
-            for p in (staging / IMAGE_DIR).iterdir():
-                if p.name != "manifest.json":
-                    shutil.move(p, out / p.name)
+        with arc.unpacked(archive, info, cache.dir("imports"), FLAG) as staging:
+            meta = arc.adopt_entry(staging / IMAGE_DIR, out)
             shutil.move(staging / SSH_DIR, out / SSH_DIR)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         log(f"imported guest image {rec.name} in {time.monotonic() - started:.0f}s")
         return {**meta, "imported_from": {"archive": str(archive), "exported": info["exported"]}}
 

@@ -89,18 +89,11 @@ def import_kernel(archive: Path, cache: Cache) -> Artifact:
     def unpack(out: Path) -> dict:
         started = time.monotonic()
         log(f"importing kernel {info['release']} ({info['key']}) from {archive} ...")
-        staging = Path(cache.dir("imports")) / f".{info['key']}-{time.time_ns()}"
-        try:
-            arc.unpack_checked(archive, info, staging, FLAG)
+        with arc.unpacked(archive, info, cache.dir("imports"), FLAG) as staging:
             tarballs = list((staging / SOURCE_DIR).iterdir())
             keep = Path(cache.dir("imports", info["key"])) / tarballs[0].name
             shutil.move(tarballs[0], keep)
-            for p in (staging / KERNEL_DIR).iterdir():
-                if p.name != "manifest.json":
-                    shutil.move(p, out / p.name)
-            meta = json.loads((staging / KERNEL_DIR / "manifest.json").read_text())["meta"]
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            meta = arc.adopt_entry(staging / KERNEL_DIR, out)
         origin = extract_debian_source(cache, keep)
         here = _compiler_id()
         if meta.get("compiler") != here:
