@@ -344,8 +344,7 @@ def cmd_shard(args: argparse.Namespace) -> int:
     passthrough = [*(["--cache", str(args.cache)] if args.cache else []), "--accel", args.accel]
 
     def dispatch(argv: list[str]) -> int:
-        sub = build_parser().parse_args(argv)
-        return sub.func(sub)
+        return run_command(build_parser().parse_args(argv))
 
     return run_shard(args.plan, args.job, args.out, passthrough, dispatch)
 
@@ -581,17 +580,23 @@ def _make_interruptible() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
+def run_command(args: argparse.Namespace) -> int:
+    """The parsed command, after what its options bring into the cache (an exported
+    guest image): the one way `main` and `harness shard` run a command."""
+    if getattr(args, "image_artifact", None) is not None:
+        from harness.artifacts.image_export import import_image
+
+        import_image(args.image_artifact, Cache(args.cache))
+    return args.func(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     _make_interruptible()
     args = build_parser().parse_args(argv)
     started = time.monotonic()
     bisect = getattr(args, "bisect", False)
     try:
-        if getattr(args, "image_artifact", None) is not None:
-            from harness.artifacts.image_export import import_image
-
-            import_image(args.image_artifact, Cache(args.cache))
-        return args.func(args)
+        return run_command(args)
     except HarnessError as e:
         print(f"harness: error: {e}", file=sys.stderr)
         if not bisect:

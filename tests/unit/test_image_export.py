@@ -112,3 +112,19 @@ def test_an_imported_image_that_was_pruned_is_built_again(exported, tmp_path, mo
     shutil.rmtree(imported.rootfs.parent)
     assert image_module.imported_image(load_recipe("default"), runner) is None
     assert "no longer in the cache (pruned): not used" in capsys.readouterr().err
+
+
+def test_a_shard_imports_the_image_its_job_names_before_the_job_runs(exported, tmp_path, monkeypatch):
+    from harness import cli
+    from harness.scale.plan import PLAN_FORMAT
+
+    seen = []
+    monkeypatch.setattr(cli, "cmd_check", lambda args: seen.append(imported_record(Cache(args.cache), "default")
+                                                                   .is_file()) or 0)
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"format": PLAN_FORMAT, "plan": "p1", "jobs": [
+        {"job": "j1", "kernel": "source", "command": "check", "covers": {},
+         "argv": ["check", "--image-artifact", str(exported)]}]}))
+    runner = tmp_path / "runner"
+    assert main(["shard", str(plan), "j1", "--out", str(tmp_path / "out"), "--cache", str(runner)]) == 0
+    assert seen == [True]
