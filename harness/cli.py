@@ -272,9 +272,20 @@ def cmd_survey(args: argparse.Namespace) -> int:
     from harness.survey.run import survey_kernel
 
     cache = Cache(args.cache)
-    results = [survey_kernel(choice, models, cache, out, args.accel, args.cost)
+    measured = only_nics(args.only, models)
+    results = [survey_kernel(choice, models, cache, out, args.accel, args.cost, measured)
                for choice, out in zip(choices, outs, strict=True)]
     return EXIT_ERROR if any(r.errors for r in results) else EXIT_OK
+
+
+def only_nics(text: str | None, models: tuple[str, ...]) -> tuple[str, ...] | None:
+    """`--only igb,e1000`: NICs of the hub to measure (a shard of the survey)."""
+    if not text:
+        return None
+    only = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    if stray := [m for m in only if m not in models]:
+        raise HarnessError(f"--only {text}: {', '.join(stray)} not on the hub (--nics {','.join(models)})")
+    return only
 
 
 def cmd_selftests(args: argparse.Namespace) -> int:
@@ -327,7 +338,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     claims = select([c.strip() for c in args.claims.split(",")] if args.claims else None)
     timings = load_timings(args.timings) if args.timings else Timings()
     plan = make_plan(args.kernel or ["source"], claims, args.shards, tuple(w.strip() for w in args.what.split(",")),
-                     timings, ("--debug",) if args.debug else (), args.artifact_dir)
+                     timings, ("--debug",) if args.debug else (), args.artifact_dir, args.survey_shards)
     if args.out:
         write_text(args.out, json.dumps(plan, indent=1))
     shown = {"plan": plan, "github": github_matrix(plan), "gitlab": gitlab_child_pipeline(plan)}[args.format]
@@ -479,6 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kernel_args(sv)
     sv.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
     _add_nics_arg(sv.add_argument_group("guest"), default=",".join(CATALOGUE))
+    sv.add_argument("--only", metavar="MODEL,...",
+                    help="measure only these NICs of the hub, with the same peers (one shard of the survey; "
+                         "harness merge puts the shards back into one table)")
     sv.add_argument("--out", type=Path, default=Path("out/survey"),
                     help="directory for survey.json, survey.csv, report.html/md (default out/survey)")
     sv.add_argument("--cost", action="store_true",
@@ -512,6 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(repeatable; default source)")
     pl.add_argument("--claims", metavar="ID,...", help="the claims to split (default the talk's eight; all)")
     pl.add_argument("--shards", type=int, default=2, metavar="N", help="claims jobs per kernel (default 2)")
+    pl.add_argument("--survey-shards", type=int, default=1, metavar="N",
+                    help="survey jobs per kernel, its NICs split among them by earlier timings (each measured on the "
+                         "whole hub with `survey --only`; default 1: one survey job)")
     pl.add_argument("--what", default="claims,survey,selftests", metavar="KINDS",
                     help="which jobs: claims, survey, selftests (default all three)")
     pl.add_argument("--debug", action="store_true", help="every job on the debug flavour")

@@ -14,6 +14,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -21,6 +22,9 @@ from harness.errors import HarnessError
 from harness.outdir import write_text
 from harness.scale.plan import RECORDS, find_job, load_plan
 from harness.scale.shard import SHARD_FILE
+
+if TYPE_CHECKING:
+    from harness.survey.techniques import SurveyResult
 
 # Exit statuses as `harness run` (cli.EXIT_*): a gap in the nightly is an error.
 EXIT_REFUTED, EXIT_ERROR = 1, 5
@@ -55,7 +59,7 @@ class Merged:
     problems: list[str] = field(default_factory=list)  # gaps, doubles, mismatches: each fails the merge
     records: dict[str, dict] = field(default_factory=dict)  # kernel label -> merged claims record
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    survey: dict[str, ShardOut] = field(default_factory=dict)
+    survey: dict[str, list[ShardOut]] = field(default_factory=dict)  # kernel label -> its survey's shards
     selftests: list[ShardOut] = field(default_factory=list)
     shards: list[ShardOut] = field(default_factory=list)
 
@@ -221,13 +225,51 @@ def merge(paths: list[Path], plan_path: Path | None) -> Merged:
     m.problems += problems
     for s in outs:
         if s.kind == "survey":
-            label = s.labels[0]
-            if label in m.survey:
-                m.problems.append(f"{label}: two surveys ({m.survey[label].name} and {s.name})")
-            m.survey.setdefault(label, s)
+            m.survey.setdefault(s.labels[0], []).append(s)
         elif s.kind == "selftests":
             m.selftests.append(s)
+    m.problems += [p for label, shards in m.survey.items() for p in check_survey(label, shards)]
     return m
+
+
+def check_survey(label: str, shards: list[ShardOut]) -> list[str]:
+    """A kernel's survey from its shards (`survey --only`): one kernel build, one hub,
+    every NIC of the hub measured by exactly one shard."""
+    problems = []
+    keys = {s.doc["kernel"].get("key") for s in shards}
+    if len(keys) > 1:
+        problems.append(f"{label}: survey shards ran different kernel builds "
+                        f"(keys {', '.join(sorted(map(str, keys)))})")
+    hubs = {tuple(s.doc["nics"]) for s in shards}
+    if len(hubs) > 1:
+        problems.append(f"{label}: survey shards on different hubs ({'; '.join(','.join(h) for h in sorted(hubs))})")
+    seen: dict[str, str] = {}
+    for s in shards:
+        for model in s.doc["drivers"]:
+            if model in seen:
+                problems.append(f"{label}: {model} is in two surveys ({seen[model]} and {s.name})")
+            seen.setdefault(model, s.name)
+    problems += [f"{label}: survey of {model} missing (no shard measured it)"
+                 for model in dict.fromkeys(m for h in hubs for m in h) if model not in seen]
+    return problems
+
+
+def merged_survey(shards: list[ShardOut]) -> tuple[SurveyResult, pd.DataFrame]:
+    """One survey of the hub from its shards: cells in the hub's order, the kernel as
+    the first shard ran it with their wall times summed, every measurement row."""
+    from harness.measurement.measure import load
+    from harness.survey.techniques import SurveyResult
+
+    parts = [SurveyResult.from_json(s.doc) for s in shards]
+    hub = parts[0].nics
+    cells = {m: c for p in parts for m, c in p.cells.items()}
+    kernel = {**parts[0].kernel, "wall_s": round(sum(p.kernel.get("wall_s", 0.0) for p in parts), 1),
+              "shards": [s.name for s in shards]}
+    result = SurveyResult(kernel, hub, {m: cells[m] for m in hub if m in cells},
+                          {m: p.peers[m] for p in parts for m in p.peers}, [e for p in parts for e in p.errors],
+                          {"experiments": {n: t for p in parts for n, t in p.timings.get("experiments", {}).items()}})
+    tables = [load(s.path / "measurements.json") for s in shards if (s.path / "measurements.json").is_file()]
+    return result, pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
 def write_merged(m: Merged, out: Path, baseline: Path | None, tol) -> int:
@@ -254,14 +296,21 @@ def write_merged(m: Merged, out: Path, baseline: Path | None, tol) -> int:
         runs.append(KernelRun(label, record, m.tables[label]))
     if len(runs) > 1:
         write_matrix(out, runs, tol)
-    for label, s in m.survey.items():
-        _copy(s.path, (out / label if several else out) / "survey")
+    for label, shards in m.survey.items():
+        where = (out / label if several else out) / "survey"
+        if len(shards) == 1:
+            _copy(shards[0].path, where)
+        else:
+            from harness.survey.files import write_survey
+
+            write_survey(where, *merged_survey(shards))
     for s in m.selftests:
         _copy(s.path, (out / s.labels[0] if several and len(s.labels) == 1 else out) / "selftests")
     status = run_status([r.record for r in runs]) if runs else 0
     # A survey's failed experiments: in survey.json, and in its shard's exit status.
-    survey_errors = [label for label, s in m.survey.items()
-                     if s.doc.get("errors") or (s.shard and s.shard.get("exit_status") == EXIT_ERROR)]
+    survey_errors = [label for label, shards in m.survey.items()
+                     if any(s.doc.get("errors") or (s.shard and s.shard.get("exit_status") == EXIT_ERROR)
+                            for s in shards)]
     selftests_failed = [f"{k['label']}: {f['test']} on {f['nic']}" for s in m.selftests for k in s.doc["kernels"]
                         for f in k["files"] if selftest_failed(f)]
     if selftests_failed and status == 0:

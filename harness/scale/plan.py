@@ -24,15 +24,17 @@ from pathlib import Path
 from harness.artifacts.kernel_choice import KINDS, PREBUILT_SERIES
 from harness.claims.experiments import EXPERIMENTS
 from harness.errors import HarnessError
+from harness.nics import CATALOGUE
 
 PLAN_FORMAT = 1
 WHAT = ("claims", "survey", "selftests")
 # Without any earlier timing: every experiment and every boot weigh the same.
 UNIT_S = 1.0
-# The survey and the selftests are one job per kernel (a survey's NICs share guests;
-# a selftest file's remote is the next NIC). Their estimate when no earlier run is
-# given: seconds measured here (README: a warm survey of five NICs 167 s; selftests on
-# igb and e1000e, two kernels, 475 s), in units a guess of as many experiments.
+# The selftests are one job per kernel (a selftest file's remote is the next NIC), the
+# survey too unless --survey-shards splits its NICs (each still measured on the whole
+# hub). Their estimate when no earlier run is given: seconds measured here (README: a
+# warm survey of five NICs 167 s; selftests on igb and e1000e, two kernels, 475 s), in
+# units a guess of as many experiments.
 WHOLE_JOB_S = {"survey": 170.0, "selftests": 240.0}
 WHOLE_JOB_UNITS = {"survey": 20.0, "selftests": 30.0}
 
@@ -72,6 +74,12 @@ class Timings:
         if what in self.whole:
             return self.whole[what]
         return WHOLE_JOB_S[what] if self.measured else WHOLE_JOB_UNITS[what]
+
+    def survey_nic(self, model: str, models: tuple[str, ...]) -> float:
+        """One NIC's share of the survey: its experiments' seconds (survey.json names
+        them kind:model), else an equal share of the whole survey."""
+        own = [s for name, s in self.experiments.items() if name.endswith(f":{model}")]
+        return sum(own) if own else self.whole_job("survey") / len(models)
 
 
 # The records a run writes, by what wrote them: `harness run`, `survey`, `selftests`.
@@ -160,14 +168,26 @@ def split_claims(claims: list, shards: int, t: Timings) -> list[Shard]:
     return [b for b in bins if b.claims]
 
 
+def split_survey(models: tuple[str, ...], shards: int, t: Timings) -> list[tuple[list[str], float]]:
+    """The survey's NICs into at most `shards` jobs (each NIC measured on the whole hub,
+    as in one survey): the slowest NIC first, each into the least loaded job."""
+    bins: list[tuple[list[str], list[float]]] = [([], [0.0]) for _ in range(min(shards, len(models)))]
+    for m in sorted(models, key=lambda m: (-t.survey_nic(m, models), models.index(m))):
+        nics, total = min(bins, key=lambda b: (b[1][0], len(b[0])))
+        nics.append(m)
+        total[0] += t.survey_nic(m, models)
+    return [(sorted(nics, key=models.index), total[0]) for nics, total in bins if nics]
+
+
 def make_plan(kernels: list[str], claims: list, shards: int, what: tuple[str, ...], t: Timings,
-              extra_args: tuple[str, ...] = (), artifact_dir: str | None = None) -> dict:
+              extra_args: tuple[str, ...] = (), artifact_dir: str | None = None, survey_shards: int = 1,
+              survey_nics: tuple[str, ...] = tuple(CATALOGUE)) -> dict:
     """The plan: every job with the harness command it runs and its estimate. With
     `artifact_dir`, a kernel the harness builds is the build job's export there
     (`--kernel-artifact DIR/KIND.tar.gz`: built once, imported by every job), and so
     is the guest image (`--image-artifact DIR/image.tar.gz`)."""
-    if shards < 1:
-        raise HarnessError(f"--shards {shards}: give at least 1")
+    if shards < 1 or survey_shards < 1:
+        raise HarnessError(f"--shards {shards} / --survey-shards {survey_shards}: give at least 1")
     unknown = [k for k in kernels if k not in KINDS]
     if unknown:
         raise HarnessError(f"unknown --kernel {', '.join(unknown)}; known: {', '.join(KINDS)}")
@@ -183,8 +203,14 @@ def make_plan(kernels: list[str], claims: list, shards: int, what: tuple[str, ..
                 jobs.append(job(f"{kernel}-claims-{i}of{len(parts)}", kernel, "run",
                                 ["--claims", ",".join(part.claims), *extra_args], part.seconds,
                                 {"claims": part.claims, "experiments": sorted(part.experiments)}, artifact_dir))
+        if "survey" in what and survey_shards > 1:
+            parts = split_survey(survey_nics, survey_shards, tk)
+            for i, (nics, seconds) in enumerate(parts, 1):
+                jobs.append(job(f"{kernel}-survey-{i}of{len(parts)}", kernel, "survey",
+                                ["--nics", ",".join(survey_nics), "--only", ",".join(nics), *extra_args], seconds,
+                                {"nics": nics}, artifact_dir))
         for whole in ("survey", "selftests"):
-            if whole in what:
+            if whole in what and not (whole == "survey" and survey_shards > 1):
                 jobs.append(job(f"{kernel}-{whole}", kernel, whole, list(extra_args), tk.whole_job(whole), {},
                                 artifact_dir))
     body = {"format": PLAN_FORMAT, "kernels": list(dict.fromkeys(kernels)), "what": list(what),

@@ -254,21 +254,24 @@ def cost_experiment(lab: Lab, model: str, models: tuple[str, ...]) -> None:
     lab.measure(exp_name("cost", model), "stock", "direct", run, cost=True, setup=ring_setup(model))
 
 
-def run_survey(lab: Lab, models: tuple[str, ...], cost: bool = False) -> None:
-    """Every experiment, grouped by guest (direct-DMA guest first, then swiotlb, then
-    the cost guest when asked for)."""
+def run_survey(lab: Lab, models: tuple[str, ...], cost: bool = False,
+               measured: tuple[str, ...] | None = None) -> None:
+    """Every experiment of the `measured` NICs (default: all of `models`, the hub),
+    grouped by guest (direct-DMA guest first, then swiotlb, then the cost guest when
+    asked for)."""
+    rows = measured or models
     try:
-        for model in models:
+        for model in rows:
             rx_experiment(lab, model, models)
             for program in XDP_PROGRAMS:
                 xdp_experiment(lab, model, models, program)
             for size in MEMORY_SIZES:
                 memory_experiment(lab, model, models, size)
-        for model in models:
+        for model in rows:
             swiotlb_experiment(lab, model, models)
-        for model in fault_order(models) if lab.kernel("stock").debug else ():
+        for model in fault_order(rows) if lab.kernel("stock").debug else ():
             fault_experiment(lab, model, peer_of(model, models))
-        for model in models if cost else ():
+        for model in rows if cost else ():
             cost_experiment(lab, model, models)
     finally:
         lab.close()
@@ -430,6 +433,7 @@ class SurveyResult:
     cells: dict[str, dict[str, Cell]] = field(default_factory=dict)  # model -> technique -> cell
     peers: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)  # failed experiments' headlines (their cells say the same)
+    timings: dict = field(default_factory=dict)  # {"experiments": {name: seconds}}: what plans balance by
 
     @property
     def techniques(self) -> tuple[Technique, ...]:
@@ -445,11 +449,19 @@ class SurveyResult:
                 "drivers": {m: {"driver": nic(m).driver, "qemu_device": nic(m).qemu_device, "title": nic(m).title,
                                 "cells": {t: c.to_json() for t, c in cells.items()}}
                             for m, cells in self.cells.items()},
-                "errors": self.errors}
+                "errors": self.errors, "timings": self.timings}
 
     def rows(self) -> list[dict]:
         return [{"nic": m, "driver": nic(m).driver, "technique": t, **c.to_json()}
                 for m, cells in self.cells.items() for t, c in cells.items()]
+
+    @classmethod
+    def from_json(cls, doc: dict) -> SurveyResult:
+        """A survey.json read back (harness merge puts per-NIC shards together)."""
+        return cls(doc["kernel"], tuple(doc["nics"]),
+                   {m: {t: Cell(c["value"], c["how"], c["why_not"]) for t, c in d["cells"].items()}
+                    for m, d in doc["drivers"].items()},
+                   dict(doc.get("peers", {})), list(doc.get("errors", [])), dict(doc.get("timings", {})))
 
 
 def json_text(result: SurveyResult) -> str:

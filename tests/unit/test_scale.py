@@ -8,12 +8,14 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from harness.claims.experiments import EXPERIMENTS
 from harness.claims.runner import CLAIMS, select
 from harness.errors import HarnessError
 from harness.measurement.measure import load
+from harness.nics import nic
 from harness.report.compare import Tolerance
 from harness.scale.merge import EXIT_ERROR, merge, write_merged
 from harness.scale.plan import Timings, github_matrix, gitlab_child_pipeline, load_timings, make_plan, split_claims
@@ -227,3 +229,70 @@ def test_a_survey_whose_experiment_failed_fails_the_merge_without_its_exit_statu
     merged = merge([tmp_path / "shards"], tmp_path / "plan.json")
     assert write_merged(merged, tmp_path / "out", None, TOL) == EXIT_ERROR
     assert json.loads((tmp_path / "out" / "merge.json").read_text())["survey_errors"] == ["source"]
+
+
+# ---- the survey split by NIC, merged ---------------------------------------------
+HUB = ("igb", "e1000e", "e1000", "virtio-net", "vmxnet3")
+
+
+def survey_of(models: tuple[str, ...], key: str = "k1"):
+    """A survey.json of `models` measured on the whole hub, as `survey --only` writes it."""
+    from harness.survey.techniques import TECHNIQUES, Cell, SurveyResult, peer_of
+
+    cells = {m: {t.id: Cell(float(HUB.index(m) * 100 + i), f"how {t.id}") for i, t in enumerate(TECHNIQUES)}
+             for m in models}
+    return SurveyResult({"label": "source", "release": "6.12.95", "key": key, "wall_s": 30.0 * len(models)}, HUB,
+                        cells, {m: peer_of(m, HUB) for m in models}, [],
+                        {"experiments": {f"rx:{m}": 10.0 + HUB.index(m) for m in models}})
+
+
+def write_survey_shards(tmp_path: Path, plan: dict, **keys: str) -> None:
+    from harness.survey.files import write_survey
+
+    for j in plan["jobs"]:
+        d = tmp_path / "shards" / j["job"]
+        write_survey(d, survey_of(tuple(j["covers"]["nics"]), keys.get(j["job"], "k1")), pd.DataFrame())
+        (d / SHARD_FILE).write_text(json.dumps({"plan": plan["plan"], "job": j["job"], "exit_status": 0,
+                                                "jobs": [x["job"] for x in plan["jobs"]]}))
+
+
+def test_the_survey_split_by_nic_is_balanced_and_merges_into_the_one_table(tmp_path):
+    full = survey_of(HUB)
+    (tmp_path / "earlier").mkdir()
+    (tmp_path / "earlier" / "survey.json").write_text(json.dumps(full.to_json()))
+    t = load_timings([tmp_path / "earlier"])
+    plan = make_plan(["source"], CLAIMS, 2, ("survey",), t, survey_shards=2)
+    jobs = plan["jobs"]
+    assert [j["job"] for j in jobs] == ["source-survey-1of2", "source-survey-2of2"]
+    assert sorted(m for j in jobs for m in j["covers"]["nics"]) == sorted(HUB)
+    for j in jobs:  # every NIC is measured on the whole hub, with the peers of one survey
+        assert j["argv"][j["argv"].index("--nics") + 1] == ",".join(HUB)
+        assert j["argv"][j["argv"].index("--only") + 1] == ",".join(j["covers"]["nics"])
+    # Balanced by each NIC's own experiments (rx:igb 10 s ... rx:vmxnet3 14 s, the slowest first).
+    assert sorted(j["estimate"] for j in jobs) == [25.0, 35.0]
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    write_survey_shards(tmp_path, plan)
+    merged = merge([tmp_path / "shards"], tmp_path / "plan.json")
+    assert merged.problems == []
+    assert write_merged(merged, tmp_path / "out", None, TOL) == 0
+    doc = json.loads((tmp_path / "out" / "survey" / "survey.json").read_text())
+    assert list(doc["drivers"]) == list(HUB) and doc["drivers"] == full.to_json()["drivers"]
+    assert doc["peers"] == full.peers and doc["kernel"]["wall_s"] == 150.0
+    report = (tmp_path / "out" / "survey" / "report.md").read_text()
+    (header,) = [line for line in report.splitlines() if line.startswith("| technique | unit |")]
+    assert header == "| technique | unit | " + " | ".join(f"{m} ({nic(m).driver})" for m in HUB) + " |"
+
+
+def test_a_survey_shard_missing_or_of_another_build_is_named(tmp_path):
+    plan = make_plan(["source"], CLAIMS, 2, ("survey",), Timings(), survey_shards=3)
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    first, second = plan["jobs"][0]["job"], plan["jobs"][1]["job"]
+    write_survey_shards(tmp_path, plan, **{second: "k2"})
+    shutil.rmtree(tmp_path / "shards" / first)
+    merged = merge([tmp_path / "shards"], tmp_path / "plan.json")
+    gone = plan["jobs"][0]["covers"]["nics"]
+    assert any(p.startswith(f"missing shard {first} (harness survey --kernel source --nics") for p in merged.problems)
+    assert [p for p in merged.problems if "survey of" in p] == [f"source: survey of {m} missing (no shard measured it)"
+                                                                 for m in gone]
+    assert any("survey shards ran different kernel builds (keys k1, k2)" in p for p in merged.problems)
+    assert write_merged(merged, tmp_path / "out", None, TOL) == EXIT_ERROR
