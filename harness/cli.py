@@ -297,7 +297,7 @@ def cmd_selftests(args: argparse.Namespace) -> int:
 
     from harness.selftests.run import run_selftests
 
-    runs = run_selftests(choices, models, Cache(args.cache), out, args.accel, args.k)
+    runs = run_selftests(choices, models, Cache(args.cache), out, args.accel, args.k, only_nics(args.only, models))
     return EXIT_REFUTED if any(f.failed for r in runs for f in r.results) else EXIT_OK
 
 
@@ -338,7 +338,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     claims = select([c.strip() for c in args.claims.split(",")] if args.claims else None)
     timings = load_timings(args.timings) if args.timings else Timings()
     plan = make_plan(args.kernel or ["source"], claims, args.shards, tuple(w.strip() for w in args.what.split(",")),
-                     timings, ("--debug",) if args.debug else (), args.artifact_dir, args.survey_shards)
+                     timings, ("--debug",) if args.debug else (), args.artifact_dir,
+                     {"survey": args.survey_shards, "selftests": args.selftests_shards})
     if args.out:
         write_text(args.out, json.dumps(plan, indent=1))
     shown = {"plan": plan, "github": github_matrix(plan), "gitlab": gitlab_child_pipeline(plan)}[args.format]
@@ -504,6 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
     _add_nics_arg(st.add_argument_group("guest"))
     st.add_argument("-k", metavar="PATTERN", help="only the test files whose name contains PATTERN")
+    st.add_argument("--only", metavar="MODEL,...",
+                    help="run the suite with only these NICs of --nics as NETIF, each with the same remote (one "
+                         "shard of the selftests; harness merge puts the shards back into one report)")
     st.add_argument("--out", type=Path, default=Path("out/selftests"),
                     help="directory for selftests.json, junit.xml, report.html/md, ktap/ (default out/selftests)")
     st.set_defaults(func=cmd_selftests)
@@ -529,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--survey-shards", type=int, default=1, metavar="N",
                     help="survey jobs per kernel, its NICs split among them by earlier timings (each measured on the "
                          "whole hub with `survey --only`; default 1: one survey job)")
+    pl.add_argument("--selftests-shards", type=int, default=1, metavar="N",
+                    help="selftests jobs per kernel, its NICs (NETIF) split among them by earlier timings "
+                         "(`selftests --only`, the same remotes; default 1)")
     pl.add_argument("--what", default="claims,survey,selftests", metavar="KINDS",
                     help="which jobs: claims, survey, selftests (default all three)")
     pl.add_argument("--debug", action="store_true", help="every job on the debug flavour")

@@ -31,7 +31,8 @@ step() {  # step NAME COMMAND...: run, log, record its seconds and exit status
 
 step build "$harness" kernel --kernel "$kind" --export "$work/kernels/$kind.tar.gz"
 step image "$harness" image --export "$work/kernels/image.tar.gz"
-step plan "$harness" plan --kernel "$kind" --what "$what" --shards 2 --artifact-dir "$work/kernels" \
+step plan "$harness" plan --kernel "$kind" --what "$what" --shards 2 --survey-shards 2 --selftests-shards 2 \
+    --artifact-dir "$work/kernels" \
     --out "$work/plan.json"
 jobs=$(python3 -c 'import json,sys; print(" ".join(j["job"] for j in json.load(open(sys.argv[1]))["jobs"]))' \
     "$work/plan.json")

@@ -24,6 +24,7 @@ from harness.scale.plan import RECORDS, find_job, load_plan
 from harness.scale.shard import SHARD_FILE
 
 if TYPE_CHECKING:
+    from harness.selftests.run import KernelSelftests
     from harness.survey.techniques import SurveyResult
 
 # Exit statuses as `harness run` (cli.EXIT_*): a gap in the nightly is an error.
@@ -61,6 +62,8 @@ class Merged:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     survey: dict[str, list[ShardOut]] = field(default_factory=dict)  # kernel label -> its survey's shards
     selftests: list[ShardOut] = field(default_factory=list)
+    # kernel label -> (shard, its selftests of that kernel), where a kernel's selftests are split by NIC
+    selftest_parts: dict[str, list[tuple[ShardOut, KernelSelftests]]] = field(default_factory=dict)
     shards: list[ShardOut] = field(default_factory=list)
 
 
@@ -229,7 +232,51 @@ def merge(paths: list[Path], plan_path: Path | None) -> Merged:
         elif s.kind == "selftests":
             m.selftests.append(s)
     m.problems += [p for label, shards in m.survey.items() for p in check_survey(label, shards)]
+    m.selftest_parts = split_selftests(m.selftests)
+    m.problems += [p for label, parts in m.selftest_parts.items() for p in check_selftests(label, parts)]
     return m
+
+
+def split_selftests(shards: list[ShardOut]) -> dict[str, list[tuple[ShardOut, KernelSelftests]]]:
+    """The kernels whose selftests were split by NIC (`selftests --only`: more than one
+    shard, or one that ran fewer NICs than its hub), with each shard's part read back."""
+    from harness.selftests.run import read_selftests
+
+    parts: dict[str, list[tuple[ShardOut, KernelSelftests]]] = {}
+    for s in shards:
+        for run in read_selftests(s.path):
+            parts.setdefault(run.label, []).append((s, run))
+    return {label: p for label, p in parts.items()
+            if len(p) > 1 or set(p[0][1].nics) - {f.nic for f in p[0][1].results}}
+
+
+def check_selftests(label: str, parts: list[tuple[ShardOut, KernelSelftests]]) -> list[str]:
+    """A kernel's selftests from its shards: one hub, every NIC of it run as NETIF by
+    exactly one shard."""
+    problems = []
+    hubs = {run.nics for _, run in parts}
+    if len(hubs) > 1:
+        problems.append(f"{label}: selftests shards on different hubs ({'; '.join(','.join(h) for h in sorted(hubs))})")
+    seen: dict[str, str] = {}
+    for s, run in parts:
+        for model in dict.fromkeys(f.nic for f in run.results):
+            if model in seen:
+                problems.append(f"{label}: the selftests on {model} are in two shards ({seen[model]} and {s.name})")
+            seen.setdefault(model, s.name)
+    problems += [f"{label}: selftests on {model} missing (no shard ran them)"
+                 for model in dict.fromkeys(m for h in hubs for m in h) if model not in seen]
+    return problems
+
+
+def merged_selftests(label: str, parts: list[tuple[ShardOut, KernelSelftests]]) -> KernelSelftests:
+    """One kernel's selftests from its shards, the NICs in the hub's order."""
+    from harness.selftests.run import KernelSelftests
+
+    hub = parts[0][1].nics
+    results = sorted((f for _, run in parts for f in run.results),
+                     key=lambda f: hub.index(f.nic) if f.nic in hub else len(hub))
+    missing = sorted({t for _, run in parts for t in run.missing_tools})
+    return KernelSelftests(label, parts[0][1].release, results, missing, hub)
 
 
 def check_survey(label: str, shards: list[ShardOut]) -> list[str]:
@@ -305,7 +352,12 @@ def write_merged(m: Merged, out: Path, baseline: Path | None, tol) -> int:
 
             write_survey(where, *merged_survey(shards))
     for s in m.selftests:
-        _copy(s.path, (out / s.labels[0] if several and len(s.labels) == 1 else out) / "selftests")
+        if not set(s.labels) & set(m.selftest_parts):
+            _copy(s.path, (out / s.labels[0] if several and len(s.labels) == 1 else out) / "selftests")
+    for label, parts in m.selftest_parts.items():
+        from harness.selftests.run import write_selftests
+
+        write_selftests((out / label if several else out) / "selftests", [merged_selftests(label, parts)])
     status = run_status([r.record for r in runs]) if runs else 0
     # A survey's failed experiments: in survey.json, and in its shard's exit status.
     survey_errors = [label for label, shards in m.survey.items()

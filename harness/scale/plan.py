@@ -24,19 +24,21 @@ from pathlib import Path
 from harness.artifacts.kernel_choice import KINDS, PREBUILT_SERIES
 from harness.claims.experiments import EXPERIMENTS
 from harness.errors import HarnessError
-from harness.nics import CATALOGUE
+from harness.nics import CATALOGUE, DEFAULT_NICS
 
 PLAN_FORMAT = 1
 WHAT = ("claims", "survey", "selftests")
 # Without any earlier timing: every experiment and every boot weigh the same.
 UNIT_S = 1.0
-# The selftests are one job per kernel (a selftest file's remote is the next NIC), the
-# survey too unless --survey-shards splits its NICs (each still measured on the whole
-# hub). Their estimate when no earlier run is given: seconds measured here (README: a
-# warm survey of five NICs 167 s; selftests on igb and e1000e, two kernels, 475 s), in
+# The survey and the selftests are one job per kernel each, unless --survey-shards /
+# --selftests-shards split their NICs (each still run on the whole hub, with its peer).
+# Their estimate when no earlier run is given: seconds measured here (README: a warm
+# survey of five NICs 167 s; selftests on igb and e1000e, two kernels, 475 s), in
 # units a guess of as many experiments.
 WHOLE_JOB_S = {"survey": 170.0, "selftests": 240.0}
 WHOLE_JOB_UNITS = {"survey": 20.0, "selftests": 30.0}
+# The hub of each (their commands' default --nics): a shard runs some of its NICs.
+HUBS = {"survey": tuple(CATALOGUE), "selftests": DEFAULT_NICS}
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Timings:
     boots: dict[tuple[str, str], float] = field(default_factory=dict)  # (variant, dma_mode)
     whole: dict[str, float] = field(default_factory=dict)  # "survey" / "selftests": a job's seconds
     sources: list[str] = field(default_factory=list)
+    selftest_nics: dict[str, float] = field(default_factory=dict)  # NETIF model -> its files' seconds
     # The same, from the records of one kernel (its label: source, source-latest, ...).
     kernels: dict[str, Timings] = field(default_factory=dict)
 
@@ -75,11 +78,12 @@ class Timings:
             return self.whole[what]
         return WHOLE_JOB_S[what] if self.measured else WHOLE_JOB_UNITS[what]
 
-    def survey_nic(self, model: str, models: tuple[str, ...]) -> float:
-        """One NIC's share of the survey: its experiments' seconds (survey.json names
-        them kind:model), else an equal share of the whole survey."""
-        own = [s for name, s in self.experiments.items() if name.endswith(f":{model}")]
-        return sum(own) if own else self.whole_job("survey") / len(models)
+    def nic_share(self, what: str, model: str, models: tuple[str, ...]) -> float:
+        """One NIC's share of the survey (its experiments' seconds: survey.json names
+        them kind:model) or of the selftests (its files' seconds), else an equal share."""
+        own = ([s for name, s in self.experiments.items() if name.endswith(f":{model}")] if what == "survey"
+               else [self.selftest_nics[model]] if model in self.selftest_nics else [])
+        return sum(own) if own else self.whole_job(what) / len(models)
 
 
 # The records a run writes, by what wrote them: `harness run`, `survey`, `selftests`.
@@ -111,8 +115,13 @@ def load_timings(paths: list[Path]) -> Timings:
         if p.name == "selftests.json":
             for k in record.get("kernels", []):
                 seconds = sum(f.get("seconds", 0.0) for f in k.get("files", []))
+                per_nic: dict[str, float] = {}
+                for f in k.get("files", []):
+                    per_nic[f["nic"]] = per_nic.get(f["nic"], 0.0) + f.get("seconds", 0.0)
                 for into in _both(t, k.get("label")):
                     into.whole["selftests"] = max(into.whole.get("selftests", 0.0), seconds)
+                    for m, sec in per_nic.items():
+                        into.selftest_nics[m] = max(into.selftest_nics.get(m, 0.0), sec)
         for into in _both(t, (record.get("kernel") or {}).get("label")):
             if p.name == "survey.json" and "wall_s" in record.get("kernel", {}):
                 into.whole["survey"] = max(into.whole.get("survey", 0.0), float(record["kernel"]["wall_s"]))
@@ -168,26 +177,29 @@ def split_claims(claims: list, shards: int, t: Timings) -> list[Shard]:
     return [b for b in bins if b.claims]
 
 
-def split_survey(models: tuple[str, ...], shards: int, t: Timings) -> list[tuple[list[str], float]]:
-    """The survey's NICs into at most `shards` jobs (each NIC measured on the whole hub,
-    as in one survey): the slowest NIC first, each into the least loaded job."""
+def split_nics(what: str, models: tuple[str, ...], shards: int, t: Timings) -> list[tuple[list[str], float]]:
+    """The NICs of the survey or the selftests into at most `shards` jobs (each NIC run
+    on the whole hub, with the peer one job would give it): the slowest NIC first, each
+    into the least loaded job."""
     bins: list[tuple[list[str], list[float]]] = [([], [0.0]) for _ in range(min(shards, len(models)))]
-    for m in sorted(models, key=lambda m: (-t.survey_nic(m, models), models.index(m))):
+    for m in sorted(models, key=lambda m: (-t.nic_share(what, m, models), models.index(m))):
         nics, total = min(bins, key=lambda b: (b[1][0], len(b[0])))
         nics.append(m)
-        total[0] += t.survey_nic(m, models)
+        total[0] += t.nic_share(what, m, models)
     return [(sorted(nics, key=models.index), total[0]) for nics, total in bins if nics]
 
 
 def make_plan(kernels: list[str], claims: list, shards: int, what: tuple[str, ...], t: Timings,
-              extra_args: tuple[str, ...] = (), artifact_dir: str | None = None, survey_shards: int = 1,
-              survey_nics: tuple[str, ...] = tuple(CATALOGUE)) -> dict:
+              extra_args: tuple[str, ...] = (), artifact_dir: str | None = None,
+              nic_shards: dict[str, int] | None = None) -> dict:
     """The plan: every job with the harness command it runs and its estimate. With
     `artifact_dir`, a kernel the harness builds is the build job's export there
     (`--kernel-artifact DIR/KIND.tar.gz`: built once, imported by every job), and so
     is the guest image (`--image-artifact DIR/image.tar.gz`)."""
-    if shards < 1 or survey_shards < 1:
-        raise HarnessError(f"--shards {shards} / --survey-shards {survey_shards}: give at least 1")
+    split = {"survey": 1, "selftests": 1, **(nic_shards or {})}
+    if shards < 1 or min(split.values()) < 1:
+        raise HarnessError(f"--shards {shards}, --survey-shards {split['survey']}, --selftests-shards "
+                           f"{split['selftests']}: give at least 1 each")
     unknown = [k for k in kernels if k not in KINDS]
     if unknown:
         raise HarnessError(f"unknown --kernel {', '.join(unknown)}; known: {', '.join(KINDS)}")
@@ -203,16 +215,19 @@ def make_plan(kernels: list[str], claims: list, shards: int, what: tuple[str, ..
                 jobs.append(job(f"{kernel}-claims-{i}of{len(parts)}", kernel, "run",
                                 ["--claims", ",".join(part.claims), *extra_args], part.seconds,
                                 {"claims": part.claims, "experiments": sorted(part.experiments)}, artifact_dir))
-        if "survey" in what and survey_shards > 1:
-            parts = split_survey(survey_nics, survey_shards, tk)
-            for i, (nics, seconds) in enumerate(parts, 1):
-                jobs.append(job(f"{kernel}-survey-{i}of{len(parts)}", kernel, "survey",
-                                ["--nics", ",".join(survey_nics), "--only", ",".join(nics), *extra_args], seconds,
-                                {"nics": nics}, artifact_dir))
         for whole in ("survey", "selftests"):
-            if whole in what and not (whole == "survey" and survey_shards > 1):
+            if whole not in what:
+                continue
+            if split[whole] == 1:
                 jobs.append(job(f"{kernel}-{whole}", kernel, whole, list(extra_args), tk.whole_job(whole), {},
                                 artifact_dir))
+                continue
+            hub = HUBS[whole]
+            parts = split_nics(whole, hub, split[whole], tk)
+            for i, (nics, seconds) in enumerate(parts, 1):
+                jobs.append(job(f"{kernel}-{whole}-{i}of{len(parts)}", kernel, whole,
+                                ["--nics", ",".join(hub), "--only", ",".join(nics), *extra_args], seconds,
+                                {"nics": nics}, artifact_dir))
     body = {"format": PLAN_FORMAT, "kernels": list(dict.fromkeys(kernels)), "what": list(what),
             "shards_per_kernel": shards, "claims": [c.id for c in claims], "artifact_dir": artifact_dir,
             "exports": {k: export_path(artifact_dir, k) for k in dict.fromkeys(kernels)

@@ -39,6 +39,13 @@ class KtapResult:
         return {"number": self.number, "name": self.name, "status": self.status, "reason": self.reason,
                 "diagnostics": self.diagnostics, "subtests": [s.to_json() for s in self.subtests]}
 
+    @classmethod
+    def from_json(cls, d: dict) -> KtapResult:
+        status = d["status"]
+        return cls(d["number"], d["name"], status != "fail", {"skip": "SKIP", "xfail": "XFAIL"}.get(status, ""),
+                   d.get("reason", ""), list(d.get("diagnostics", [])),
+                   [cls.from_json(s) for s in d.get("subtests", [])])
+
 
 @dataclass
 class KtapDoc:
@@ -47,6 +54,9 @@ class KtapDoc:
     results: list[KtapResult]
     totals: dict[str, int] = field(default_factory=dict)
     trailing: list[str] = field(default_factory=list)  # diagnostics after the last result
+    # What problems() found when the doc was parsed, for a doc read back from selftests.json
+    # (no lines left to check); None: check the parsed lines.
+    recorded_problems: list[str] | None = None
 
     def counts(self) -> dict[str, int]:
         out = {"pass": 0, "fail": 0, "skip": 0, "xfail": 0}
@@ -57,6 +67,8 @@ class KtapDoc:
     def problems(self) -> list[str]:
         """What does not add up: a missing version or plan, a plan that does not match
         the results, totals that disagree with them."""
+        if self.recorded_problems is not None:
+            return list(self.recorded_problems)
         out = []
         if self.version is None:
             out.append("no KTAP version line")

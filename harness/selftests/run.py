@@ -20,8 +20,10 @@ from harness.cache import Cache
 from harness.guest.vm import Guest, GuestOptions
 from harness.nics import nic
 from harness.outdir import write_bytes, write_text
+from harness.selftests.ktap import KtapDoc, KtapResult
 from harness.selftests.suite import (
     SUITE,
+    TEST_TIMEOUT,
     FileResult,
     ensure_tools,
     installed_selftests,
@@ -37,6 +39,7 @@ class KernelSelftests:
     release: str
     results: list[FileResult]
     missing_tools: list[str]
+    nics: tuple[str, ...] = ()  # the hub: each NIC ran as NETIF with the next as its remote
 
 
 def log(msg: str) -> None:
@@ -44,28 +47,32 @@ def log(msg: str) -> None:
 
 
 def selftests_kernel(choice: KernelChoice, models: tuple[str, ...], cache: Cache, accel: str,
-                     pattern: str | None) -> KernelSelftests:
-    """The suite on each NIC of `models` as NETIF (the next one as its remote), each
-    in a fresh guest: a test that leaves a NIC in some state (an XDP program, an MTU,
-    a ring size) must not fail the next NIC's tests, where that NIC is the remote."""
+                     pattern: str | None, only: tuple[str, ...] | None = None) -> KernelSelftests:
+    """The suite on each NIC of `models` (or of `only` among them: a shard of the
+    nightly) as NETIF, the next one of `models` as its remote, each in a fresh guest:
+    a test that leaves a NIC in some state (an XDP program, an MTU, a ring size) must
+    not fail the next NIC's tests, where that NIC is the remote."""
     kernel = choice.get(cache)
     install = installed_selftests(kernel, cache)
     tests = select_tests(tests_in(install), pattern)
     image = build_image(cache=cache)
     results, missing = [], []
     for i, model in enumerate(models):
+        if only is not None and model not in only:
+            continue
         peer = models[(i + 1) % len(models)]
         log(f"booting {kernel.label} for the {SUITE} selftests on {model} (remote: {peer} in a netns) ...")
         with Guest(kernel, image, GuestOptions(accel=accel, nics=models), cache) as g:
             missing = ensure_tools(g)
             results += run_nic(g, install, model, peer, tests)
-    return KernelSelftests(choice.label, kernel.release, results, missing)
+    return KernelSelftests(choice.label, kernel.release, results, missing, models)
 
 
 def write_selftests(out: Path, runs: list[KernelSelftests]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     doc = {"suite": SUITE, "kernels": [{"label": r.label, "release": r.release, "missing_tools": r.missing_tools,
-                                        "files": [f.to_json() for f in r.results]} for r in runs]}
+                                        "nics": list(r.nics), "files": [f.to_json() for f in r.results]}
+                                       for r in runs]}
     write_text(out / "selftests.json", json.dumps(doc, indent=1))
     for r in runs:
         for f in r.results:
@@ -171,11 +178,31 @@ def junit(runs: list[KernelSelftests]) -> bytes:
 
 
 def run_selftests(choices: list[KernelChoice], models: tuple[str, ...], cache: Cache, out: Path, accel: str,
-                  pattern: str | None) -> list[KernelSelftests]:
+                  pattern: str | None, only: tuple[str, ...] | None = None) -> list[KernelSelftests]:
     started = time.monotonic()
-    runs = [selftests_kernel(c, models, cache, accel, pattern) for c in choices]
+    runs = [selftests_kernel(c, models, cache, accel, pattern, only) for c in choices]
     write_selftests(out, runs)
     failed = sum(1 for r in runs for f in r.results if f.failed)
     log(f"{SUITE} selftests on {len(runs)} kernel(s), {len(models)} NIC(s): {failed} test files with a failure, "
         f"{time.monotonic() - started:.0f}s; report: {out / 'report.html'}")
+    return runs
+
+
+def read_selftests(out: Path) -> list[KernelSelftests]:
+    """selftests.json read back, with each file's raw output from ktap/ (harness merge
+    puts per-NIC shards together): the cases, totals and problems as recorded."""
+    doc = json.loads((out / "selftests.json").read_text())
+    runs = []
+    for k in doc["kernels"]:
+        results = []
+        for f in k["files"]:
+            raw = out / "ktap" / k["label"] / f["nic"] / (Path(f["test"]).stem + ".ktap")
+            output = raw.read_text() if raw.is_file() else f.get("output", "")
+            timed_out = f"timed out after {TEST_TIMEOUT}s"  # FileResult.to_json adds it again
+            doc = KtapDoc(None, None, [KtapResult.from_json(c) for c in f["cases"]], f.get("totals", {}),
+                          recorded_problems=[p for p in f.get("problems", []) if p != timed_out])
+            results.append(FileResult(f["test"], f["nic"], f["rc"], f["seconds"], doc, output,
+                                      f.get("console", []), f.get("kmemleak", []), f.get("kmemleak_elsewhere", 0)))
+        runs.append(KernelSelftests(k["label"], k["release"], results, k.get("missing_tools", []),
+                                    tuple(k.get("nics", ()))))
     return runs

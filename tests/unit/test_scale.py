@@ -261,7 +261,7 @@ def test_the_survey_split_by_nic_is_balanced_and_merges_into_the_one_table(tmp_p
     (tmp_path / "earlier").mkdir()
     (tmp_path / "earlier" / "survey.json").write_text(json.dumps(full.to_json()))
     t = load_timings([tmp_path / "earlier"])
-    plan = make_plan(["source"], CLAIMS, 2, ("survey",), t, survey_shards=2)
+    plan = make_plan(["source"], CLAIMS, 2, ("survey",), t, nic_shards={"survey": 2})
     jobs = plan["jobs"]
     assert [j["job"] for j in jobs] == ["source-survey-1of2", "source-survey-2of2"]
     assert sorted(m for j in jobs for m in j["covers"]["nics"]) == sorted(HUB)
@@ -284,7 +284,7 @@ def test_the_survey_split_by_nic_is_balanced_and_merges_into_the_one_table(tmp_p
 
 
 def test_a_survey_shard_missing_or_of_another_build_is_named(tmp_path):
-    plan = make_plan(["source"], CLAIMS, 2, ("survey",), Timings(), survey_shards=3)
+    plan = make_plan(["source"], CLAIMS, 2, ("survey",), Timings(), nic_shards={"survey": 3})
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     first, second = plan["jobs"][0]["job"], plan["jobs"][1]["job"]
     write_survey_shards(tmp_path, plan, **{second: "k2"})
@@ -296,3 +296,62 @@ def test_a_survey_shard_missing_or_of_another_build_is_named(tmp_path):
                                                                  for m in gone]
     assert any("survey shards ran different kernel builds (keys k1, k2)" in p for p in merged.problems)
     assert write_merged(merged, tmp_path / "out", None, TOL) == EXIT_ERROR
+
+
+# ---- the selftests split by NIC, merged ------------------------------------------
+KSFT = ("KTAP version 1\n1..2\nok 1 ping.test_v4\n# Exception| CmdExitFailure: ping -c 1 -W0.5 2001:db8::2\n"
+        "not ok 2 ping.test_v6\n# Totals: pass:1 fail:1 xfail:0 xpass:0 skip:0 error:0\n")
+
+
+def selftest_shards(tmp_path: Path, plan: dict) -> None:
+    """Each job's NICs run ping.py (a failure: a KTAP case) and stats.py (no KTAP at all),
+    as `selftests --only` writes them."""
+    from harness.selftests.ktap import parse_ktap
+    from harness.selftests.run import KernelSelftests, write_selftests
+    from harness.selftests.suite import FileResult, whole_file_result
+
+    for j in plan["jobs"]:
+        files = [r for m in j["covers"]["nics"] for r in (
+            FileResult("ping.py", m, 1, 3.5, parse_ktap(KSFT), KSFT),
+            FileResult("stats.py", m, None, 300.0, whole_file_result("stats.py", None, ""), ""))]
+        d = tmp_path / "shards" / j["job"]
+        write_selftests(d, [KernelSelftests("source", "6.12.95", files, ["socat"], ("igb", "e1000e"))])
+        (d / SHARD_FILE).write_text(json.dumps({"plan": plan["plan"], "job": j["job"], "exit_status": 1,
+                                                "jobs": [x["job"] for x in plan["jobs"]]}))
+
+
+def test_the_selftests_split_by_nic_merge_into_the_one_report(tmp_path):
+    plan = make_plan(["source"], CLAIMS, 2, ("selftests",), Timings(), nic_shards={"selftests": 2})
+    assert [(j["job"], j["covers"]["nics"]) for j in plan["jobs"]] == [
+        ("source-selftests-1of2", ["igb"]), ("source-selftests-2of2", ["e1000e"])]
+    assert plan["jobs"][1]["argv"][-4:] == ["--nics", "igb,e1000e", "--only", "e1000e"]
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    selftest_shards(tmp_path, plan)
+    merged = merge([tmp_path / "shards"], tmp_path / "plan.json")
+    assert merged.problems == []
+    assert write_merged(merged, tmp_path / "out", None, TOL) == 1  # the failing ping case, as one run gives
+    doc = json.loads((tmp_path / "out" / "selftests" / "selftests.json").read_text())
+    (k,) = doc["kernels"]
+    assert [(f["test"], f["nic"]) for f in k["files"]] == [
+        ("ping.py", "igb"), ("stats.py", "igb"), ("ping.py", "e1000e"), ("stats.py", "e1000e")]
+    one = json.loads((tmp_path / "shards" / "source-selftests-1of2" / "selftests.json").read_text())
+    assert k["files"][:2] == one["kernels"][0]["files"]  # read back and written again: the same record
+    assert k["nics"] == ["igb", "e1000e"] and k["missing_tools"] == ["socat"]
+    junit = (tmp_path / "out" / "selftests" / "junit.xml").read_text()
+    assert junit.count('classname="source.igb"') == junit.count('classname="source.e1000e"') > 0
+    assert (tmp_path / "out" / "selftests" / "ktap" / "source" / "e1000e" / "ping.ktap").read_text() == KSFT
+
+
+def test_a_selftests_shard_missing_or_doubled_names_the_nic(tmp_path):
+    plan = make_plan(["source"], CLAIMS, 2, ("selftests",), Timings(), nic_shards={"selftests": 2})
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    selftest_shards(tmp_path, plan)
+    shutil.copytree(tmp_path / "shards" / "source-selftests-1of2", tmp_path / "again" / "a")
+    shutil.rmtree(tmp_path / "shards" / "source-selftests-2of2")
+    alone = merge([tmp_path / "shards"], None)  # the shards' own list of jobs, and the hub, name the gap
+    assert alone.problems == ["missing shard source-selftests-2of2 (see the plan)",
+                              "source: selftests on e1000e missing (no shard ran them)"]
+    # ping.py's failing case makes it 1, which goes before the gap's 5 (the CLI's order of statuses).
+    assert write_merged(alone, tmp_path / "out", None, TOL) == 1
+    twice = merge([tmp_path / "shards", tmp_path / "again"], None)
+    assert any(p.startswith("source: the selftests on igb are in two shards") for p in twice.problems)
