@@ -251,19 +251,24 @@ def split_selftests(shards: list[ShardOut]) -> dict[str, list[tuple[ShardOut, Ke
 
 
 def check_selftests(label: str, parts: list[tuple[ShardOut, KernelSelftests]]) -> list[str]:
-    """A kernel's selftests from its shards: one hub, every NIC of it run as NETIF by
-    exactly one shard."""
+    return check_nic_split(label, "selftests", [(s.name, run.nics, list(dict.fromkeys(f.nic for f in run.results)))
+                                                for s, run in parts])
+
+
+def check_nic_split(label: str, what: str, parts: list[tuple[str, tuple[str, ...], list[str]]]) -> list[str]:
+    """The shards that split a kernel's `what` (survey, selftests) by NIC, each as
+    (shard, its hub, the NICs it ran): one hub, every NIC of it run by exactly one."""
     problems = []
-    hubs = {run.nics for _, run in parts}
+    hubs = {hub for _, hub, _ in parts}
     if len(hubs) > 1:
-        problems.append(f"{label}: selftests shards on different hubs ({'; '.join(','.join(h) for h in sorted(hubs))})")
+        problems.append(f"{label}: {what} shards on different hubs ({'; '.join(','.join(h) for h in sorted(hubs))})")
     seen: dict[str, str] = {}
-    for s, run in parts:
-        for model in dict.fromkeys(f.nic for f in run.results):
+    for name, _, nics in parts:
+        for model in nics:
             if model in seen:
-                problems.append(f"{label}: the selftests on {model} are in two shards ({seen[model]} and {s.name})")
-            seen.setdefault(model, s.name)
-    problems += [f"{label}: selftests on {model} missing (no shard ran them)"
+                problems.append(f"{label}: {what} of {model} is in two shards ({seen[model]} and {name})")
+            seen.setdefault(model, name)
+    problems += [f"{label}: {what} of {model} missing (no shard ran it)"
                  for model in dict.fromkeys(m for h in hubs for m in h) if model not in seen]
     return problems
 
@@ -280,25 +285,15 @@ def merged_selftests(label: str, parts: list[tuple[ShardOut, KernelSelftests]]) 
 
 
 def check_survey(label: str, shards: list[ShardOut]) -> list[str]:
-    """A kernel's survey from its shards (`survey --only`): one kernel build, one hub,
-    every NIC of the hub measured by exactly one shard."""
+    """A kernel's survey from its shards (`survey --only`): one kernel build, and the
+    NICs split as check_nic_split wants."""
     problems = []
     keys = {s.doc["kernel"].get("key") for s in shards}
     if len(keys) > 1:
         problems.append(f"{label}: survey shards ran different kernel builds "
                         f"(keys {', '.join(sorted(map(str, keys)))})")
-    hubs = {tuple(s.doc["nics"]) for s in shards}
-    if len(hubs) > 1:
-        problems.append(f"{label}: survey shards on different hubs ({'; '.join(','.join(h) for h in sorted(hubs))})")
-    seen: dict[str, str] = {}
-    for s in shards:
-        for model in s.doc["drivers"]:
-            if model in seen:
-                problems.append(f"{label}: {model} is in two surveys ({seen[model]} and {s.name})")
-            seen.setdefault(model, s.name)
-    problems += [f"{label}: survey of {model} missing (no shard measured it)"
-                 for model in dict.fromkeys(m for h in hubs for m in h) if model not in seen]
-    return problems
+    return problems + check_nic_split(label, "survey", [(s.name, tuple(s.doc["nics"]), list(s.doc["drivers"]))
+                                                         for s in shards])
 
 
 def merged_survey(shards: list[ShardOut]) -> tuple[SurveyResult, pd.DataFrame]:

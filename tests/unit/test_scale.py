@@ -292,7 +292,7 @@ def test_a_survey_shard_missing_or_of_another_build_is_named(tmp_path):
     merged = merge([tmp_path / "shards"], tmp_path / "plan.json")
     gone = plan["jobs"][0]["covers"]["nics"]
     assert any(p.startswith(f"missing shard {first} (harness survey --kernel source --nics") for p in merged.problems)
-    assert [p for p in merged.problems if "survey of" in p] == [f"source: survey of {m} missing (no shard measured it)"
+    assert [p for p in merged.problems if "survey of" in p] == [f"source: survey of {m} missing (no shard ran it)"
                                                                  for m in gone]
     assert any("survey shards ran different kernel builds (keys k1, k2)" in p for p in merged.problems)
     assert write_merged(merged, tmp_path / "out", None, TOL) == EXIT_ERROR
@@ -350,8 +350,8 @@ def test_a_selftests_shard_missing_or_doubled_names_the_nic(tmp_path):
     shutil.rmtree(tmp_path / "shards" / "source-selftests-2of2")
     alone = merge([tmp_path / "shards"], None)  # the shards' own list of jobs, and the hub, name the gap
     assert alone.problems == ["missing shard source-selftests-2of2 (see the plan)",
-                              "source: selftests on e1000e missing (no shard ran them)"]
+                              "source: selftests of e1000e missing (no shard ran it)"]
     # ping.py's failing case makes it 1, which goes before the gap's 5 (the CLI's order of statuses).
     assert write_merged(alone, tmp_path / "out", None, TOL) == 1
     twice = merge([tmp_path / "shards", tmp_path / "again"], None)
-    assert any(p.startswith("source: the selftests on igb are in two shards") for p in twice.problems)
+    assert any(p.startswith("source: selftests of igb is in two shards") for p in twice.problems)
