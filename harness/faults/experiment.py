@@ -170,12 +170,13 @@ def exp_name(model: str) -> str:
     return f"rx-alloc-failure:{model}"
 
 
-def fault_order(models: tuple[str, ...]) -> list[str]:
-    """`models` with those that need a guest of their own (nics.hub_apart) last: the
-    others share the lab's guest, and it is booted once."""
+def fault_order(models: tuple[str, ...], hub: tuple[str, ...] | None = None) -> list[str]:
+    """`models` (of `hub`, by default all of it) with those that need a guest of their
+    own (nics.hub_apart) last: the others share the lab's guest, booted once."""
     from harness.survey.techniques import peer_of
 
-    return sorted(models, key=lambda m: hub_apart(models, m, peer_of(m, models)) != models)
+    hub = hub or models
+    return sorted(models, key=lambda m: hub_apart(hub, m, peer_of(m, hub)) != hub)
 
 
 def fault_experiment(lab: Lab, model: str, peer: str) -> None:

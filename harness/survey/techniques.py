@@ -269,7 +269,7 @@ def run_survey(lab: Lab, models: tuple[str, ...], cost: bool = False,
                 memory_experiment(lab, model, models, size)
         for model in rows:
             swiotlb_experiment(lab, model, models)
-        for model in fault_order(rows) if lab.kernel("stock").debug else ():
+        for model in fault_order(rows, models) if lab.kernel("stock").debug else ():
             fault_experiment(lab, model, peer_of(model, models))
         for model in rows if cost else ():
             cost_experiment(lab, model, models)

@@ -121,3 +121,6 @@ def test_faults_run_the_nics_that_need_a_guest_of_their_own_last():
     every = ("igb", "e1000e", "e1000", "virtio-net", "vmxnet3")
     assert fault_order(every) == ["igb", "e1000e", "e1000", "vmxnet3", "virtio-net"]
     assert fault_order(("virtio-net", "e1000e")) == ["virtio-net", "e1000e"]
+    # A survey shard's NICs, of the whole hub: virtio-net still needs its own guest.
+    assert fault_order(("virtio-net", "igb"), every) == ["igb", "virtio-net"]
+    assert fault_order(("virtio-net",), every) == ["virtio-net"]
