@@ -183,8 +183,8 @@ def run_selftests(choices: list[KernelChoice], models: tuple[str, ...], cache: C
     runs = [selftests_kernel(c, models, cache, accel, pattern, only) for c in choices]
     write_selftests(out, runs)
     failed = sum(1 for r in runs for f in r.results if f.failed)
-    log(f"{SUITE} selftests on {len(runs)} kernel(s), {len(models)} NIC(s): {failed} test files with a failure, "
-        f"{time.monotonic() - started:.0f}s; report: {out / 'report.html'}")
+    log(f"{SUITE} selftests on {len(runs)} kernel(s), {len(only or models)} NIC(s): {failed} test files with a "
+        f"failure, {time.monotonic() - started:.0f}s; report: {out / 'report.html'}")
     return runs
 
 
@@ -199,9 +199,9 @@ def read_selftests(out: Path) -> list[KernelSelftests]:
             raw = out / "ktap" / k["label"] / f["nic"] / (Path(f["test"]).stem + ".ktap")
             output = raw.read_text() if raw.is_file() else f.get("output", "")
             timed_out = f"timed out after {TEST_TIMEOUT}s"  # FileResult.to_json adds it again
-            doc = KtapDoc(None, None, [KtapResult.from_json(c) for c in f["cases"]], f.get("totals", {}),
-                          recorded_problems=[p for p in f.get("problems", []) if p != timed_out])
-            results.append(FileResult(f["test"], f["nic"], f["rc"], f["seconds"], doc, output,
+            ktap = KtapDoc(None, None, [KtapResult.from_json(c) for c in f["cases"]], f.get("totals", {}),
+                           recorded_problems=[p for p in f.get("problems", []) if p != timed_out])
+            results.append(FileResult(f["test"], f["nic"], f["rc"], f["seconds"], ktap, output,
                                       f.get("console", []), f.get("kmemleak", []), f.get("kmemleak_elsewhere", 0)))
         runs.append(KernelSelftests(k["label"], k["release"], results, k.get("missing_tools", []),
                                     tuple(k.get("nics", ()))))
