@@ -91,12 +91,12 @@ RECORDS = {"results.json": "claims", "survey.json": "survey", "selftests.json": 
 
 
 def record_files(path: Path) -> list[Path]:
-    """The records at `path`: a file, an out directory, or a directory of them (a
-    matrix or a merge: one subdirectory per kernel or job)."""
+    """The records at `path`: a file, an out directory, or a directory of them, two
+    levels down at most (a merge of one kernel: results.json, survey/, selftests/; of
+    several: one directory per kernel, each with its survey/ and selftests/)."""
     if path.is_file():
         return [path]
-    found = [path / n for n in RECORDS if (path / n).is_file()] or sorted(
-        f for n in RECORDS for f in path.glob(f"*/{n}"))
+    found = sorted({f for n in RECORDS for pattern in (n, f"*/{n}", f"*/*/{n}") for f in path.glob(pattern)})
     if not found:
         raise HarnessError(f"--timings {path}: no {', '.join(RECORDS)} there or in its subdirectories")
     return found

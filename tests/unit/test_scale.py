@@ -355,3 +355,16 @@ def test_a_selftests_shard_missing_or_doubled_names_the_nic(tmp_path):
     assert write_merged(alone, tmp_path / "out", None, TOL) == 1
     twice = merge([tmp_path / "shards", tmp_path / "again"], None)
     assert any(p.startswith("source: selftests of igb is in two shards") for p in twice.problems)
+
+
+def test_timings_come_from_every_record_of_a_merged_out(tmp_path):
+    """The nightly's baseline is the last merge: results.json on top, survey/ and
+    selftests/ below it (one kernel), or all of it one level further down (several)."""
+    for where in (tmp_path / "one", tmp_path / "two" / "source"):
+        (where / "survey").mkdir(parents=True)
+        shutil.copy(RUN / "results.json", where / "results.json")
+        (where / "survey" / "survey.json").write_text(json.dumps(survey_of(HUB).to_json()))
+    for path in (tmp_path / "one", tmp_path / "two"):
+        t = load_timings([path])
+        assert len(t.sources) == 2 and t.experiments["rx:vmxnet3"] == 14.0 and t.experiments["rx"] == 5.2
+        assert t.whole["survey"] == 150.0 and t.of("source") is not t
