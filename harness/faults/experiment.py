@@ -170,15 +170,6 @@ def exp_name(model: str) -> str:
     return f"rx-alloc-failure:{model}"
 
 
-def fault_order(models: tuple[str, ...], hub: tuple[str, ...] | None = None) -> list[str]:
-    """`models` (of `hub`, by default all of it) with those that need a guest of their
-    own (nics.hub_apart) last: the others share the lab's guest, booted once."""
-    from harness.survey.techniques import peer_of
-
-    hub = hub or models
-    return sorted(models, key=lambda m: hub_apart(hub, m, peer_of(m, hub)) != hub)
-
-
 def fault_experiment(lab: Lab, model: str, peer: str) -> None:
     from harness.survey.techniques import ring_setup
 

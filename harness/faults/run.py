@@ -25,11 +25,10 @@ from harness.faults.experiment import (
     RECOVERY_WAIT_S,
     exp_name,
     fault_experiment,
-    fault_order,
 )
 from harness.faults.verdict import FAIL, PASS, FaultRow, judge
 from harness.nics import CATALOGUE
-from harness.survey.techniques import peer_of
+from harness.survey.techniques import apart_last, peer_of
 
 
 @dataclass
@@ -78,7 +77,7 @@ def faults_kernel(choice: KernelChoice, models: tuple[str, ...], cache: Cache, o
         raise HarnessError(f"{kernel.label} is not the debug flavour: `harness faults` needs its fault injection "
                            "and leak checks (it builds the debug kernel itself unless --fragment replaces the list)")
     try:
-        for model in fault_order(models):
+        for model in apart_last(models, models):
             fault_experiment(lab, model, peer_of(model, models))
     finally:
         lab.close()

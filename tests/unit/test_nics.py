@@ -115,12 +115,13 @@ def test_tail_registers_of_models_sharing_a_trace_event_never_overlap():
                 assert seen.setdefault(offset, n.model) == n.model, f"{offset:#x}: {seen[offset]} and {n.model}"
 
 
-def test_faults_run_the_nics_that_need_a_guest_of_their_own_last():
-    from harness.faults.experiment import fault_order
+def test_the_nics_that_need_a_guest_of_their_own_are_measured_last():
+    from harness.survey.techniques import apart_last, guest_hub
 
     every = ("igb", "e1000e", "e1000", "virtio-net", "vmxnet3")
-    assert fault_order(every) == ["igb", "e1000e", "e1000", "vmxnet3", "virtio-net"]
-    assert fault_order(("virtio-net", "e1000e")) == ["virtio-net", "e1000e"]
+    assert apart_last(every, every) == ["igb", "e1000e", "e1000", "vmxnet3", "virtio-net"]
+    assert apart_last(("virtio-net", "e1000e"), ("virtio-net", "e1000e")) == ["virtio-net", "e1000e"]
     # A survey shard's NICs, of the whole hub: virtio-net still needs its own guest.
-    assert fault_order(("virtio-net", "igb"), every) == ["igb", "virtio-net"]
-    assert fault_order(("virtio-net",), every) == ["virtio-net"]
+    assert apart_last(("virtio-net", "igb"), every) == ["igb", "virtio-net"]
+    assert apart_last(("virtio-net",), every) == ["virtio-net"]
+    assert guest_hub("virtio-net", every) == ("virtio-net", "e1000e") and guest_hub("igb", every) == every
