@@ -21,7 +21,7 @@ from harness.artifacts.kernel_choice import KINDS, kernel_choices, single_choice
 from harness.cache import Cache
 from harness.errors import HarnessError, does_not_build
 from harness.guest.vm import Guest, GuestOptions
-from harness.nics import CATALOGUE, DEFAULT_NICS, parse_nics
+from harness.nics import CATALOGUE, DEFAULT_NICS, parse_nics, parse_only
 
 # Exit statuses (README lists them): 0 every claim confirmed, 1 a claim refuted,
 # 2 a user or set-up error, 3 a regression against the baseline, 4 inconclusive
@@ -272,20 +272,10 @@ def cmd_survey(args: argparse.Namespace) -> int:
     from harness.survey.run import survey_kernel
 
     cache = Cache(args.cache)
-    measured = only_nics(args.only, models)
+    measured = parse_only(args.only, models)
     results = [survey_kernel(choice, models, cache, out, args.accel, args.cost, measured)
                for choice, out in zip(choices, outs, strict=True)]
     return EXIT_ERROR if any(r.errors for r in results) else EXIT_OK
-
-
-def only_nics(text: str | None, models: tuple[str, ...]) -> tuple[str, ...] | None:
-    """`--only igb,e1000`: NICs of the hub to measure (a shard of the survey)."""
-    if not text:
-        return None
-    only = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
-    if stray := [m for m in only if m not in models]:
-        raise HarnessError(f"--only {text}: {', '.join(stray)} not on the hub (--nics {','.join(models)})")
-    return only
 
 
 def cmd_selftests(args: argparse.Namespace) -> int:
@@ -297,7 +287,7 @@ def cmd_selftests(args: argparse.Namespace) -> int:
 
     from harness.selftests.run import run_selftests
 
-    runs = run_selftests(choices, models, Cache(args.cache), out, args.accel, args.k, only_nics(args.only, models))
+    runs = run_selftests(choices, models, Cache(args.cache), out, args.accel, args.k, parse_only(args.only, models))
     return EXIT_REFUTED if any(f.failed for r in runs for f in r.results) else EXIT_OK
 
 

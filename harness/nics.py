@@ -144,12 +144,27 @@ def nic(model: str) -> NicModel:
 def parse_nics(text: str) -> tuple[str, ...]:
     """`--nics igb,e1000e` -> ("igb", "e1000e"): known models, each once, at least two
     (every NIC under test receives from a peer on the same hub)."""
-    models = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    models = model_list(text)
     for m in models:
         nic(m)
     if len(models) < 2:
         raise HarnessError(f"--nics {text!r}: give at least two NICs (each receives from a peer NIC on the hub)")
     return models
+
+
+def model_list(text: str) -> tuple[str, ...]:
+    """"igb, e1000e,igb" -> ("igb", "e1000e"): a comma list, each once, in order."""
+    return tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+
+
+def parse_only(text: str | None, models: tuple[str, ...]) -> tuple[str, ...] | None:
+    """`--only igb,e1000`: the NICs of the hub `models` a shard runs (None: all)."""
+    if not text:
+        return None
+    only = model_list(text)
+    if stray := [m for m in only if m not in models]:
+        raise HarnessError(f"--only {text}: {', '.join(stray)} not on the hub (--nics {','.join(models)})")
+    return only
 
 
 def by_driver(driver: str) -> NicModel | None:

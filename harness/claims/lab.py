@@ -279,8 +279,7 @@ class Lab:
                     g.__exit__(None, None, None)
                     continue
                 why = f"QEMU aborted twice ({abort.fingerprint})" if abort else str(e).splitlines()[0]
-                self._boot_errors[failed] = (f"{variant} kernel, DMA mode {dma_mode}: "
-                                                                f"boot failed: {why}")
+                self._boot_errors[failed] = f"{variant} kernel, DMA mode {dma_mode}: boot failed: {why}"
                 raise
         self._guest, self._guest_key = g, (kernel.base_key or kernel.key, dma_mode, cost, hub)
         self._accounted = 0

@@ -13,7 +13,8 @@ an error). What it measures, per NIC:
 - recovery: after injection stops and RECOVERY_WAIT has passed, every frame of a
   clean burst arrives (a driver that stops refilling after a failure keeps an
   empty ring and loses them).
-Its guest's management NIC never shares the driver (nics.hub_apart): injected into
+Its guest's management NIC never shares the driver (nics.hub_apart, through
+survey.techniques.measure_nic): injected into
 the driver's text, the failures would also hit the harness's own ssh."""
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from harness.measurement import xdp
 from harness.measurement.measure import Measurement, RunContext, to_frame
 from harness.measurement.probes import Observation
 from harness.measurement.traffic import PktgenConfig, TrafficRun, run_pktgen
-from harness.nics import hub_apart, nic
+from harness.nics import nic
 
 # Failures per kind, and the share of the driver's allocations that fail until then.
 # Half, not all: a driver retries a failed buffer on its next poll, so failing every
@@ -171,7 +172,7 @@ def exp_name(model: str) -> str:
 
 
 def fault_experiment(lab: Lab, model: str, peer: str) -> None:
-    from harness.survey.techniques import ring_setup
+    from harness.survey.techniques import measure_nic
 
     def run(g: Guest) -> Measurement:
         started = time.monotonic()
@@ -186,5 +187,4 @@ def fault_experiment(lab: Lab, model: str, peer: str) -> None:
         phases = {"driver text": found, **o.phases}
         return Measurement(o.clean, frame, time.monotonic() - started, {k: round(v, 1) for k, v in phases.items()})
 
-    lab.measure(exp_name(model), "stock", "direct", run, setup=ring_setup(model),
-                nics=hub_apart(lab.nics, model, peer))
+    measure_nic(lab, exp_name(model), model, lab.nics, "direct", run)

@@ -181,12 +181,14 @@ def split_nics(what: str, models: tuple[str, ...], shards: int, t: Timings) -> l
     """The NICs of the survey or the selftests into at most `shards` jobs (each NIC run
     on the whole hub, with the peer one job would give it): the slowest NIC first, each
     into the least loaded job."""
-    bins: list[tuple[list[str], list[float]]] = [([], [0.0]) for _ in range(min(shards, len(models)))]
-    for m in sorted(models, key=lambda m: (-t.nic_share(what, m, models), models.index(m))):
-        nics, total = min(bins, key=lambda b: (b[1][0], len(b[0])))
-        nics.append(m)
-        total[0] += t.nic_share(what, m, models)
-    return [(sorted(nics, key=models.index), total[0]) for nics, total in bins if nics]
+    share = {m: t.nic_share(what, m, models) for m in models}
+    bins: list[list[str]] = [[] for _ in range(min(shards, len(models)))]
+    load = [0.0] * len(bins)
+    for m in sorted(models, key=lambda m: (-share[m], models.index(m))):
+        i = min(range(len(bins)), key=lambda i: (load[i], len(bins[i])))
+        bins[i].append(m)
+        load[i] += share[m]
+    return [(sorted(nics, key=models.index), load[i]) for i, nics in enumerate(bins) if nics]
 
 
 def make_plan(kernels: list[str], claims: list, shards: int, what: tuple[str, ...], t: Timings,

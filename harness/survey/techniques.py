@@ -182,14 +182,21 @@ def ring_setup(model: str) -> Callable[[Guest], None]:
     return setup
 
 
+def measure_nic(lab: Lab, name: str, model: str, models: tuple[str, ...], dma_mode: str,
+                run: Callable[[Guest], Measurement], cost: bool = False) -> None:
+    """Lab.measure for an experiment on `model` of the hub `models`: its ring set up
+    first (ring_setup), on the guest guest_hub gives it (the experiment's probes take
+    that guest's NICs, g.options.nics)."""
+    lab.measure(name, "stock", dma_mode, run, cost=cost, setup=ring_setup(model), nics=guest_hub(model, models))
+
+
 def rx_experiment(lab: Lab, model: str, models: tuple[str, ...]) -> None:
     def run(g: Guest) -> Measurement:
         ctx = RunContext(lab.run_id, g.kernel.key, "stock", "direct", "")
         events = PAGE_POOL_EVENTS + (PAGE_REF_EVENTS if _has_page_ref(g) else ())
-        return measure_rx(g, ctx, probes_for(hub, events), src=peer_of(model, models), dst=model,
+        return measure_rx(g, ctx, probes_for(g.options.nics, events), src=peer_of(model, models), dst=model,
                           pktgen=SURVEY_PKTGEN, max_loss=0.01)
-    hub = guest_hub(model, models)
-    lab.measure(exp_name("rx", model), "stock", "direct", run, setup=ring_setup(model), nics=hub)
+    measure_nic(lab, exp_name("rx", model), model, models, "direct", run)
 
 
 def memory_experiment(lab: Lab, model: str, models: tuple[str, ...], size: int) -> None:
@@ -205,8 +212,7 @@ def memory_experiment(lab: Lab, model: str, models: tuple[str, ...], size: int) 
                                                                                  for r in rows}})
         m.add("rx_truesize_frames", frames, nic(model).driver, how.replace("the sum of skb->truesize", "frames"))
         return m
-    lab.measure(exp_name(f"memory-{size}", model), "stock", "direct", run, setup=ring_setup(model),
-                nics=guest_hub(model, models))
+    measure_nic(lab, exp_name(f"memory-{size}", model), model, models, "direct", run)
 
 
 def detail_rows(m: Measurement, metric: str) -> list[dict]:
@@ -217,10 +223,9 @@ def detail_rows(m: Measurement, metric: str) -> list[dict]:
 def swiotlb_experiment(lab: Lab, model: str, models: tuple[str, ...]) -> None:
     def run(g: Guest) -> Measurement:
         ctx = RunContext(lab.run_id, g.kernel.key, "stock", "swiotlb", "swiotlb=force")
-        return measure_rx(g, ctx, [DmaProbe(drivers=tuple(nic(m).driver for m in hub))],
+        return measure_rx(g, ctx, [DmaProbe(drivers=tuple(nic(m).driver for m in g.options.nics))],
                           src=peer_of(model, models), dst=model, pktgen=SWIOTLB_PKTGEN, max_loss=0.01, retries=3)
-    hub = guest_hub(model, models)
-    lab.measure(exp_name("swiotlb", model), "stock", "swiotlb", run, setup=ring_setup(model), nics=hub)
+    measure_nic(lab, exp_name("swiotlb", model), model, models, "swiotlb", run)
 
 
 def xdp_experiment(lab: Lab, model: str, models: tuple[str, ...], program: str) -> None:
@@ -231,15 +236,15 @@ def xdp_experiment(lab: Lab, model: str, models: tuple[str, ...], program: str) 
         att = xdp.attach(g, ifname, objs[program], mode)
         try:
             ctx = RunContext(lab.run_id, g.kernel.key, "stock", "direct", "")
-            m = measure_rx(g, ctx, probes_for(hub, PAGE_POOL_EVENTS), src=peer_of(model, models), dst=model,
+            m = measure_rx(g, ctx, probes_for(g.options.nics, PAGE_POOL_EVENTS), src=peer_of(model, models),
+                           dst=model,
                            pktgen=XDP_TX_PKTGEN if program == "xdp_tx" else SURVEY_PKTGEN, max_loss=0.01)
             m.add("xdp_attach_mode", 1.0 if att.mode == "native" else 0.0, nic(model).driver,
                   "ip link set xdpdrv (native) or xdpgeneric; the mode the kernel reports", {"mode": att.mode})
             return m
         finally:
             xdp.detach(g, ifname)
-    hub = guest_hub(model, models)
-    lab.measure(exp_name(program, model), "stock", "direct", run, setup=ring_setup(model), nics=hub)
+    measure_nic(lab, exp_name(program, model), model, models, "direct", run)
 
 
 def _native_attaches(g: Guest, ifname: str, obj) -> bool:
@@ -269,8 +274,7 @@ def cost_experiment(lab: Lab, model: str, models: tuple[str, ...]) -> None:
         peer = peer_of(model, models)
         return measure_rx(g, ctx, [CostProbe(model, peer)], src=peer, dst=model, pktgen=COST_PKTGEN,
                           max_loss=0.01)
-    lab.measure(exp_name("cost", model), "stock", "direct", run, cost=True, setup=ring_setup(model),
-                nics=guest_hub(model, models))
+    measure_nic(lab, exp_name("cost", model), model, models, "direct", run, cost=True)
 
 
 def run_survey(lab: Lab, models: tuple[str, ...], cost: bool = False,

@@ -125,3 +125,12 @@ def test_the_nics_that_need_a_guest_of_their_own_are_measured_last():
     assert apart_last(("virtio-net", "igb"), every) == ["igb", "virtio-net"]
     assert apart_last(("virtio-net",), every) == ["virtio-net"]
     assert guest_hub("virtio-net", every) == ("virtio-net", "e1000e") and guest_hub("igb", every) == every
+
+
+def test_a_shard_runs_only_nics_of_its_hub():
+    from harness.nics import parse_only
+
+    assert parse_only(None, DEFAULT_NICS) is None
+    assert parse_only(" e1000e, e1000e", DEFAULT_NICS) == ("e1000e",)
+    with pytest.raises(HarnessError, match=r"--only igb,vmxnet3: vmxnet3 not on the hub \(--nics igb,e1000e\)"):
+        parse_only("igb,vmxnet3", DEFAULT_NICS)
