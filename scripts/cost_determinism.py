@@ -2,7 +2,8 @@
 """How repeatable the cost probe's number is: the same experiment (igb receiving
 from the e1000e, the cost regime of harness.claims.cost_claims) in N separate
 guests, each booted afresh. Prints, per run, igb's rx instructions per frame
-(QEMU's TCG plugin: a NAPI poll that received one frame, and beside it every
+(QEMU's TCG plugin: a NAPI poll that received one frame and completed, not
+rescheduling its NAPI; beside it every
 poll's instructions per frame, batched or idle polls included), the NAPI polls
 per frame and, as the wall-clock
 witness of the same guest, pktgen's elapsed time per frame of the same frames
@@ -29,13 +30,21 @@ from harness.cache import Cache
 from harness.claims.cost_claims import RX, RX_COST, rx_per_frame
 from harness.claims.experiments import EXPERIMENTS, run_experiment
 from harness.claims.lab import Lab
-from harness.measurement.measure import RunContext, measure_rx
+from harness.measurement.measure import Measurement, RunContext, measure_rx
 from harness.nics import nic
 
 
-def one_run(cache: Cache, kernel: str, experiment: str) -> tuple[float, float, float, float]:
-    """(rx instructions per one-frame poll, per frame over all polls, polls per frame,
-    wall seconds per frame) in a fresh guest."""
+def functions_per_frame(m: Measurement, driver: str) -> dict[str, float]:
+    """rx instructions per frame by function (every poll), as listed by the probe."""
+    rows = m.frame[(m.frame.driver == driver) & m.frame.metric.str.startswith(f"{RX}:fn:")]
+    return {metric.removeprefix(f"{RX}:fn:"): value / m.traffic.received
+            for metric, value in zip(rows.metric, rows.value, strict=True)}
+
+
+def one_run(cache: Cache, kernel: str, experiment: str) -> tuple[float, float, float, float, float, dict[str, float]]:
+    """(rx instructions per completed one-frame poll, per frame over all polls, polls per
+    frame, wall seconds per frame, one-frame polls that rescheduled their NAPI per frame) in
+    a fresh guest."""
     exp = EXPERIMENTS[experiment]
     lab = Lab(cache, f"determinism-{uuid.uuid4().hex[:6]}", choice=KernelChoice(kernel))
     try:
@@ -54,7 +63,8 @@ def one_run(cache: Cache, kernel: str, experiment: str) -> tuple[float, float, f
     if one is None:
         sys.exit(f"{experiment}: too few frames had a NAPI poll of their own")
     return (one, m.per_packet(RX, driver), m.per_packet("entries:rx", driver),
-            unpaced.traffic.result.usec / 1e6 / unpaced.traffic.result.sent)
+            unpaced.traffic.result.usec / 1e6 / unpaced.traffic.result.sent,
+            m.per_packet("instances:rx:one-rescheduled", driver) or 0.0, functions_per_frame(m, driver))
 
 
 def spread(values: list[float]) -> float:
@@ -74,18 +84,27 @@ def main() -> None:
             exp, pktgen=dataclasses.replace(exp.pktgen, count=args.frames))
     cache = Cache()
     runs = []
+    by_function: list[dict[str, float]] = []
     for i in range(args.runs):
         started = time.monotonic()
-        insns, all_polls, polls, wall = one_run(cache, args.kernel, args.experiment)
+        insns, all_polls, polls, wall, rescheduled, functions = one_run(cache, args.kernel, args.experiment)
         runs.append((insns, all_polls, polls, wall))
-        print(f"run {i + 1}: {insns:.1f} instructions per one-frame poll ({all_polls:.1f} per frame over all "
-              f"polls), {polls:.3f} polls per frame, "
+        by_function.append(functions)
+        print(f"run {i + 1}: {insns:.1f} instructions per completed one-frame poll ({all_polls:.1f} per frame "
+              f"over all polls), {polls:.3f} polls per frame, {rescheduled:.3f} one-frame polls per frame that "
+              "scheduled their NAPI again, "
               f"{wall * 1e6:.1f} us wall-clock per frame ({time.monotonic() - started:.0f} s with the boot)",
               flush=True)
     print(f"spread {spread([r[0] for r in runs]) * 100:.2f} % instructions per frame "
           f"(median {statistics.median(r[0] for r in runs):.1f})")
     print(f"spread {spread([r[1] for r in runs]) * 100:.2f} % instructions per frame over all polls "
           f"(median {statistics.median(r[1] for r in runs):.1f})")
+    names = {name for functions in by_function for name in functions}
+    # A function under the listing share in a run is a 0 there (it is small anyway).
+    moved = sorted(((max(f.get(n, 0.0) for f in by_function) - min(f.get(n, 0.0) for f in by_function), n)
+                    for n in names), reverse=True)[:8]
+    print("functions whose rx instructions per frame (every poll) moved most between runs: "
+          + ", ".join(f"{n} {d:.1f}" for d, n in moved))
     print(f"spread {spread([r[3] for r in runs]) * 100:.2f} % wall-clock per frame "
           f"(median {statistics.median(r[3] for r in runs) * 1e6:.1f} us)")
 

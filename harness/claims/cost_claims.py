@@ -24,7 +24,11 @@ from .traffic_space import RX_SIZES, Sample, check_id, sampled_name
 # The regime of every cost figure: 2,000 frames at 1,000/s, paced so that most frames have a NAPI poll
 # (measured: polls per frame printed beside each figure).
 COST_PKTGEN = PktgenConfig(count=2_000, rate_pps=1_000)
-COST_REGIME = "2,000 frames at 1,000 frames/s; the cost of a NAPI poll that received one frame"
+# Where the frames end: a UDP socket whose receive buffer is full (harness.measurement.udp_sink),
+# the stack's whole rx path with nothing in it that waits on time.
+COST_SINK = "full"
+COST_REGIME = ("2,000 frames at 1,000 frames/s; the cost of a NAPI poll that received one frame and completed "
+               "(its NAPI not scheduled again)")
 # Instructions per frame repeat within this fraction from run to run in separate
 # guests (scripts/cost_determinism.py; README has the figures): a difference within
 # it says nothing.
@@ -151,9 +155,9 @@ class RxCost:
     id, slide = "rx-cost", "agenda"
     title = ("what each technique saves: instructions per frame on the rx path, page reuse, build_skb, XDP_DROP, "
              "page_pool recycling, igb against e1000e")
-    region = (f"igb receiving from the e1000e at 60 and 1514 bytes (page reuse), 60 bytes otherwise; vmxnet3's "
-              f"page_pool under XDP_PASS; {COST_REGIME}. Not sampled: DMA_ATTR_SKIP_CPU_SYNC (its B kernel corrupts "
-              "skbs: README)")
+    region = (f"igb receiving from the e1000e at 60 and 1514 bytes (page reuse), 60 bytes otherwise, into a UDP socket "
+              f"whose receive buffer is full; vmxnet3's page_pool under XDP_PASS; {COST_REGIME}. Not sampled: "
+              "DMA_ATTR_SKIP_CPU_SYNC (its B kernel corrupts skbs: README)")
     samples = (Sample(RX_COST, RX_SIZES), Sample(NO_REUSE_COST, RX_SIZES), Sample(LEGACY_COST),
                Sample(XDP_DROP_COST), Sample(E1000E_COST), Sample(POOL_COST), Sample(POOL_HELD_COST))
     nics = ("vmxnet3",)  # the page_pool A/B's receiver

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import shlex
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from harness.errors import GuestError, MeasurementFailure, Unmeasurable
 from harness.guest.vm import Guest
-from harness.measurement import gcov, xdp
+from harness.measurement import gcov, udp_sink, xdp
 from harness.measurement.btf import struct_sizes
 from harness.measurement.cost import CostProbe
 from harness.measurement.dma_probe import DmaProbe
@@ -26,12 +25,13 @@ from harness.measurement.netcheck import bring_up
 from harness.measurement.probes import PAGE_REF_FUNCTIONS, RX_PATH_FUNCTIONS, EventCountProbe, GraphProbe, Probe
 from harness.measurement.skb_home import SkbHomeProbe
 from harness.measurement.socket_tx import interrupts_apart, run_socket_tx
-from harness.measurement.traffic import DST_IP, PktgenConfig, run_pktgen
+from harness.measurement.traffic import PktgenConfig, run_pktgen
 from harness.measurement.xsk import XskSnapshot, one_channel, receiver_loss, rx_queue, xsk_receiver
 from harness.nics import nic
 
 from .cost_claims import (
     COST_PKTGEN,
+    COST_SINK,
     E1000E_COST,
     LEGACY_COST,
     NO_REUSE_COST,
@@ -76,10 +76,8 @@ CLAIM_PKTGEN = MEASURE_PKTGEN
 # function_graph on it lost 15 of 5,000 frames before the NIC model counted them
 # (measured with DMA events only now; a lossy run is sent again slower).
 SLOW_RX_PKTGEN = PktgenConfig(count=2_000, rate_pps=5_000)
-# A receiver that holds every skb pins a page per two frames: 2,000 frames hold
-# 4 MB, well inside the socket buffer below and the guest's UDP memory limits.
+# A receiver that holds every skb pins a page per two frames (udp_sink "holds").
 HELD_PKTGEN = PktgenConfig(count=2_000, rate_pps=2_500)
-HELD_RCVBUF = 64 << 20
 # The receive buffer sizes igb_rx_bufsz() chooses between, each provoked on the
 # swiotlb guest (where syncs are real) with fewer frames: the rule is per sync.
 BUFSZ_PKTGEN = PktgenConfig(count=1_000, rate_pps=2_500)
@@ -136,8 +134,9 @@ class Experiment:
     probes: tuple[str, ...] = ("graph", "dma")
     ring: str = "default"
     xdp: str = ""  # an XDP program (bpf/) attached natively to the receiver
-    held: bool = False  # a UDP socket on the receiver holds every skb (and so its page)
-    reads: bool = False  # a UDP socket on the receiver drained every 50 ms (the pages come back)
+    # A UDP socket on the receiver the frames go to (udp_sink.MODES: holds, drains, full); "":
+    # none, and DST_IP is not the guest's (the stack drops each frame at the route lookup).
+    sink: str = ""
     warmup: int = 0  # unmeasured frames first (BQL's limit, a page_pool's first refills)
     link_bounce: bool = False  # the receiver's link down and up with the probes armed (ring teardown and fill)
     needs_config: str = ""  # a kernel option without which it cannot be measured
@@ -174,10 +173,8 @@ class Experiment:
             parts.append(RING_MODES[self.ring])
         if self.xdp:
             parts.append(f"{XDP_ACTIONS.get(self.xdp, self.xdp)} on {self.receiver} (native)")
-        if self.reads:
-            parts.append("into a UDP socket drained every 50 ms")
-        if self.held:
-            parts.append("into a UDP socket that holds every skb")
+        if self.sink:
+            parts.append(udp_sink.describe(self.sink))
         if self.warmup:
             parts.append(f"after {self.warmup:,} unmeasured")
         if self.link_bounce:
@@ -209,8 +206,8 @@ def measure_traffic(exp: Experiment, g: Guest, ctx: RunContext, lab: Lab) -> Mea
         prog = state.enter_context(xdp_attached(g, exp, lab)) if exp.xdp else None
         if exp.warmup:
             warm_up(g, exp.sender, exp.receiver, dataclasses.replace(exp.traffic(), count=exp.warmup))
-        if exp.held or exp.reads:
-            state.enter_context(held_skbs(g, rx_if, read=exp.reads))
+        if exp.sink:
+            state.enter_context(udp_sink.udp_sink(g, rx_if, exp.sink))
         # Run with the probes armed, before each attempt's traffic (a lossy attempt is sent again).
         armed = [h for h in (link_bounce(exp.receiver) if exp.link_bounce else None, prog.mark if prog else None)
                  if h is not None]
@@ -281,44 +278,6 @@ def xdp_attached(g: Guest, exp: Experiment, lab: Lab) -> Iterator[XdpRun]:
         yield XdpRun(g, att, exp.xdp, nic(exp.receiver).driver)
     finally:
         xdp.detach(g, ifname)
-
-
-# The reading socket drains every 50 ms, never sleeping on the socket itself: a reader
-# woken per frame (sock_def_readable -> try_to_wake_up) would add the scheduler's work to
-# every frame's rx path, which the socket that holds them does not pay (measured: a
-# blocking recv() loop made the recycling side 16-20 % dearer per frame than the holding one).
-READER = ("while True:\n"
-          "    time.sleep(0.05)\n"
-          "    try:\n"
-          "        while True:\n"
-          "            s.recv(65536, socket.MSG_DONTWAIT)\n"
-          "    except BlockingIOError:\n"
-          "        pass\n")
-
-
-@contextlib.contextmanager
-def held_skbs(g: Guest, ifname: str, read: bool = False) -> Iterator[None]:
-    """A UDP socket on the frames' destination (pktgen sends to DST_IP port 9) with
-    a large receive buffer that is never read: every received skb, and so its page,
-    stays referenced by the stack until the socket closes. With `read`, the same
-    socket drained every 50 ms (READER): the same stack path, the pages given back."""
-    sink = ("import socket, sys, time\n"
-            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-            # SO_RCVBUFFORCE (33, asm-generic/socket.h; not in Python 3.11): past rmem_max, root only.
-            f"s.setsockopt(socket.SOL_SOCKET, 33, {HELD_RCVBUF})\n"
-            f"s.bind(({DST_IP!r}, 9))\n"
-            "print('bound', flush=True)\n"
-            + (READER if read else "time.sleep(3600)\n"))
-    pidfile = "/run/harness-held-skbs.pid"
-    g.run(f"ip addr add {DST_IP}/24 dev {ifname} && "
-          f"(python3 -c {shlex.quote(sink)} > /run/harness-held-skbs.out 2>&1 & echo $! > {pidfile}) && "
-          "for i in $(seq 50); do grep -q bound /run/harness-held-skbs.out && exit 0; sleep 0.1; done; "
-          "cat /run/harness-held-skbs.out >&2; exit 1")
-    try:
-        yield
-    finally:
-        g.run(f"kill $(cat {pidfile}) 2>/dev/null; sleep 0.2; ip addr del {DST_IP}/24 dev {ifname}; true",
-              check=False)
 
 
 @contextlib.contextmanager
@@ -460,15 +419,17 @@ def pool(name: str, **setting: object) -> Experiment:
 
 def cost(name: str, **setting: object) -> Experiment:
     """On the cost guest: instructions counted by QEMU (the cost probe alone: a tracer in
-    the guest would be counted too), in the one traffic regime of every cost figure."""
-    return dataclasses.replace(Experiment(name, probes=("cost",), pktgen=COST_PKTGEN, cost=True), **setting)
+    the guest would be counted too), in the one traffic regime of every cost figure, the
+    frames ending in the full socket (udp_sink) unless another sink is asked for."""
+    return dataclasses.replace(Experiment(name, probes=("cost",), pktgen=COST_PKTGEN, cost=True, sink=COST_SINK),
+                               **setting)
 
 
 BASE_EXPERIMENTS = [
     Experiment("rx", max_loss=0.0, pktgen=MEASURE_PKTGEN),
     Experiment("rx-control", sender="igb", receiver="e1000e"),
     Experiment("ring-fill", probes=("dma",), link_bounce=True),
-    Experiment("rx-held", pktgen=HELD_PKTGEN, held=True, note="page reuse defeated"),
+    Experiment("rx-held", pktgen=HELD_PKTGEN, sink="holds", note="page reuse defeated"),
     Experiment("legacy-rx", ring="legacy-rx", pktgen=dataclasses.replace(CLAIM_PKTGEN, imix=LEGACY_MIX)),
     Experiment("xdp-drop", xdp="xdp_drop", pktgen=dataclasses.replace(CLAIM_PKTGEN, imix=XDP_MIX)),
     Experiment("xdp-pass", xdp="xdp_pass"),
@@ -497,7 +458,7 @@ BASE_EXPERIMENTS = [
     # pool's start (the ring fill and the first refills), not its steady state.
     pool(PP_EXPERIMENT, xdp="xdp_pass"),
     pool(PP_DROP_EXPERIMENT, xdp="xdp_drop"),
-    pool(PP_HELD_EXPERIMENT, xdp="xdp_pass", held=True, pktgen=HELD_PKTGEN),
+    pool(PP_HELD_EXPERIMENT, xdp="xdp_pass", sink="holds", pktgen=HELD_PKTGEN),
     *[Experiment(name, probes=("graph", "dma"), procedure=xsk_rx,
                  note=f"into an AF_XDP socket bound with {flag} on their rx queue (queue 0: igb reduced to one "
                  "channel)")
@@ -516,11 +477,14 @@ BASE_EXPERIMENTS = [
     cost(XDP_DROP_COST, xdp="xdp_drop"),
     cost(E1000E_COST, sender="igb", receiver="e1000e"),
     # igb transmits the stack's own skbs (pktgen's are never freed on completion): the bulk free.
-    cost(SOCKET_TX_COST, sender="igb", receiver="e1000e", source="socket"),
+    # No sink: with DST_IP the guest's own, the sender's datagrams would go through loopback.
+    cost(SOCKET_TX_COST, sender="igb", receiver="e1000e", source="socket", sink=""),
     # page_pool recycling against a pool that must allocate: vmxnet3 with XDP_PASS (its rx on a
     # pool) into a UDP socket that is read (pages come back) or never read (none does).
-    cost(POOL_COST, sender=POOL_PEER, receiver=POOL_NIC, xdp="xdp_pass", warmup=POOL_WARMUP_FRAMES, reads=True),
-    cost(POOL_HELD_COST, sender=POOL_PEER, receiver=POOL_NIC, xdp="xdp_pass", warmup=POOL_WARMUP_FRAMES, held=True),
+    cost(POOL_COST, sender=POOL_PEER, receiver=POOL_NIC, xdp="xdp_pass", warmup=POOL_WARMUP_FRAMES,
+         sink="drains"),
+    cost(POOL_HELD_COST, sender=POOL_PEER, receiver=POOL_NIC, xdp="xdp_pass", warmup=POOL_WARMUP_FRAMES,
+         sink="holds"),
 ]
 
 

@@ -80,7 +80,8 @@ def point_of(experiment: str) -> TrafficPoint:
 class SkbBulkAlloc:
     id, slide = "skb-bulk-alloc", "agenda"
     title = "skb heads on igb's rx path come from the NAPI skb cache, refilled with kmem_cache_alloc_bulk"
-    region = (f"igb receiving from the e1000e at 60 and 1514 bytes (build_skb ring); {COST_REGIME}. Not sampled: "
+    region = (f"igb receiving from the e1000e at 60 and 1514 bytes (build_skb ring) into a UDP socket whose receive "
+              f"buffer is full; {COST_REGIME}. Not sampled: "
               "legacy-rx (napi_alloc_skb) and XDP_PASS")
     samples = (Sample(RX_COST, RX_SIZES),)
     experiments = tuple(e for s in samples for e in s.experiments())

@@ -6,7 +6,7 @@ through the Lab: a leak from the driver or any kernel report makes the experimen
 an error). What it measures, per NIC:
 - failures injected (fail_page_alloc and failslab, each bounded by FAILURES,
   aimed at the driver's text by the stack filter), while a socket that never
-  reads holds every frame (held_skbs): a driver that recycles its rx pages (igb)
+  reads holds every frame (udp_sink): a driver that recycles its rx pages (igb)
   allocates only for a page the stack still holds, so with frames freed as they
   arrive it may allocate nothing at all, and nothing could fail,
 - the driver's own count of them (its ethtool -S counter, where it has one),
@@ -25,7 +25,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from harness.claims.experiments import held_skbs
 from harness.claims.lab import Lab
 from harness.errors import Unmeasurable
 from harness.faults.inject import DEBUGFS, KINDS, Injection, TextRange, dma_debug_text, text_range, text_symbols
@@ -34,6 +33,7 @@ from harness.measurement import xdp
 from harness.measurement.measure import Measurement, RunContext, to_frame
 from harness.measurement.probes import Observation
 from harness.measurement.traffic import PktgenConfig, TrafficRun, run_pktgen
+from harness.measurement.udp_sink import udp_sink
 from harness.nics import nic
 
 # Failures per kind, and the share of the driver's allocations that fail until then.
@@ -121,7 +121,7 @@ def inject_and_recover(g: Guest, model: str, peer: str, text: TextRange, checker
     # leak check after the experiment sees every page the stack had freed.
     for inj in injections:
         started = time.monotonic()
-        with held_skbs(g, dst):
+        with udp_sink(g, dst, "holds"):
             g.run(inj.arm_script())
             try:
                 during.append(run_pktgen(g, src, dst, FAULT_PKTGEN, require_all=False))

@@ -7,7 +7,10 @@ function, and attributed to the rx path by the code's dynamic extent:
     return to its caller, except its tx clean where the driver has one of its own
     (a region nested in it) and the interrupts taken meanwhile (from the IDT entry
     to the iret: counted apart); each closed poll by what it returned (the frames it
-    received), so a one-frame poll's cost is a figure of its own;
+    received), so a one-frame poll's cost is a figure of its own; a poll during
+    which the NAPI was scheduled again (the device interrupted while it ran, so
+    napi_complete_done reschedules instead of re-enabling the interrupt: timing,
+    not work per frame) is counted apart;
   - tx: the sender's ndo_start_xmit, and its tx completion under its own poll;
   - probed functions (the slab's bulk API): their calls inside those regions, by
     return value and one argument, their instructions staying with the caller's;
@@ -65,7 +68,15 @@ ROLES = (
 # objects allocated, 7.x a bool: the count is `size`) and is flushed with
 # kmem_cache_free_bulk(s, size, p).
 # kmem_cache_free(s, x): an object given back to the slab one at a time.
-PROBED = {"kmem_cache_alloc_bulk_noprof": 3, "kmem_cache_free_bulk": 2, "kmem_cache_free": 1}
+# __napi_schedule(n): the NAPI scheduled again from inside a poll (napi_complete_done found
+# NAPIF_STATE_MISSED: the device interrupted while the poll ran; virtio-net's race with a
+# new buffer). Argument 0: none worth recording (a pointer).
+PROBED = {"kmem_cache_alloc_bulk_noprof": 3, "kmem_cache_free_bulk": 2, "kmem_cache_free": 1, "__napi_schedule": 0}
+# A call of these marks the region instance it was made in: a poll that rescheduled its
+# NAPI ran the same per-frame work plus the reschedule, and skipped re-enabling the
+# interrupt. Whether it happens is the emulated device's timing against the host's, which
+# differs from guest to guest, so such polls are a kind of instance of their own.
+MARKS = frozenset({"__napi_schedule"})
 MAX_REGIONS = 12  # the plugin's; id 0 is "outside every region"
 IRQ_REGION = MAX_REGIONS - 1  # the plugin's region of interrupts
 # The kernel's interrupt entries (x86-64): the per-vector stubs of external interrupts and the
@@ -95,6 +106,8 @@ class Window:
     returned: dict[tuple[int, int], dict[int, tuple[int, int]]] = field(default_factory=dict)
     # (probe id, called from) -> second argument (0..64, 65 for more) -> calls
     arguments: dict[tuple[int, int], dict[int, int]] = field(default_factory=dict)
+    # The same as `returned`, of the instances marked by a marking probe's call only.
+    marked: dict[tuple[int, int], dict[int, tuple[int, int]]] = field(default_factory=dict)
 
     def total(self) -> int:
         return sum(sum(c) for _, _, c in self.blocks)
@@ -102,16 +115,16 @@ class Window:
 
 def parse_dump(text: str) -> Window:
     lines = text.splitlines()
-    if not lines or not lines[0].startswith("harness-cost 2 "):
+    if not lines or not lines[0].startswith("harness-cost 3 "):
         raise HarnessError(f"cost plugin dump: unknown format {lines[0][:60] if lines else '(empty)'!r}")
     w = Window({}, [])
     for line in lines[1:]:
         parts = line.split()
         if parts[0] == "region":
             w.regions[int(parts[1])] = (int(parts[2], 16), int(parts[3]))
-        elif parts[0] == "returned":
+        elif parts[0] in ("returned", "marked"):
             r, parent, k, n, insns = (int(x) for x in parts[1:6])
-            w.returned.setdefault((r, parent), {})[k] = (n, insns)
+            (w.returned if parts[0] == "returned" else w.marked).setdefault((r, parent), {})[k] = (n, insns)
         elif parts[0] == "argument":
             r, parent, k, n = (int(x) for x in parts[1:5])
             w.arguments.setdefault((r, parent), {})[k] = n
@@ -238,11 +251,21 @@ class RoleCost:
     families: dict[str, int] = field(default_factory=dict)
     # Closed instances by their return value (a poll: frames received): (instances, own instructions).
     returned: dict[int, tuple[int, int]] = field(default_factory=dict)
+    marked: dict[int, tuple[int, int]] = field(default_factory=dict)  # those of them a MARKS call marked
 
-    def instances(self, pick: Callable[[int], bool]) -> tuple[int, int]:
-        """(instances, their own instructions) of those whose return value `pick` accepts."""
-        rows = [v for k, v in self.returned.items() if pick(k)]
-        return sum(n for n, _ in rows), sum(i for _, i in rows)
+    def instances(self, pick: Callable[[int], bool], marked: bool | None = None) -> tuple[int, int]:
+        """(instances, their own instructions) of those whose return value `pick` accepts;
+        marked: only the marked ones (True), only the others (False), all (None)."""
+        def total(rows: dict[int, tuple[int, int]]) -> tuple[int, int]:
+            picked = [v for k, v in rows.items() if pick(k)]
+            return sum(n for n, _ in picked), sum(i for _, i in picked)
+        if marked:
+            return total(self.marked)
+        n, insns = total(self.returned)
+        if marked is False:
+            mn, minsns = total(self.marked)
+            return n - mn, insns - minsns
+        return n, insns
 
 
 @dataclass
@@ -260,12 +283,13 @@ def attribute(window: Window, symbols: Symbols, region_roles: dict[int, str], dr
     for rid, (_, entries) in window.regions.items():
         if rid in region_roles:
             by_role[region_roles[rid]].entries += entries
-    for (rid, _parent), by_value in window.returned.items():
-        if rid in region_roles:
-            rc = by_role[region_roles[rid]]
-            for k, (n, insns) in by_value.items():
-                old = rc.returned.get(k, (0, 0))
-                rc.returned[k] = (old[0] + n, old[1] + insns)
+    for source, into in ((window.returned, "returned"), (window.marked, "marked")):
+        for (rid, _parent), by_value in source.items():
+            if rid in region_roles:
+                rows = getattr(by_role[region_roles[rid]], into)
+                for k, (n, insns) in by_value.items():
+                    old = rows.get(k, (0, 0))
+                    rows[k] = (old[0] + n, old[1] + insns)
     outside = 0
     for addr, _n, counts in window.blocks:
         name, module = symbols.at(addr) if addr else ("user space", "")
@@ -354,7 +378,8 @@ class CostProbe:
         for name, found in found_names.items():
             if rid >= IRQ_REGION:
                 raise HarnessError(f"cost probe: more than {IRQ_REGION - 1} regions and probes")
-            commands.append(f"probe {rid} {syms.address(found):x} {self.probes[name]}")
+            mark = " mark" if name in MARKS else ""
+            commands.append(f"probe {rid} {syms.address(found):x} {max(self.probes[name], 1)}{mark}")
             self.probe_ids[rid] = name
             rid += 1
         commands += [f"region {i} 0" for i in range(rid, IRQ_REGION)]
@@ -442,25 +467,31 @@ def probe_observations(window: Window, probe_ids: dict[int, str], region_roles: 
         returned = sum(k * n for k, (n, _) in by_value.items())
         args = window.arguments.get((rid, parent), {})
         where = f"{how} {role}"
+        arg = PROBED.get(fn, 1)
         obs += [
             Observation(f"calls/{WITNESS}:{fn}:under:{role}", calls, driver, f"{where}: calls of {fn}"),
             Observation(f"{METRIC}:{fn}:under:{role}", insns, driver, f"{where}: {fn}'s instructions, inclusive"),
             Observation(f"returned/{WITNESS}:{fn}:under:{role}", returned, driver,
                         f"{where}: the sum of what {fn} returned (65 stands for more than 64)",
                         {"by_value": {str(k): n for k, (n, _) in sorted(by_value.items())}}),
-            Observation(f"argument/{WITNESS}:{fn}:under:{role}", sum(k * n for k, n in args.items()), driver,
-                        f"{where}: the sum of {fn}'s argument {PROBED.get(fn, '?')} at entry (65 stands for more)",
-                        {"by_value": {str(k): n for k, n in sorted(args.items())}}),
         ]
+        if arg:
+            obs.append(Observation(f"argument/{WITNESS}:{fn}:under:{role}", sum(k * n for k, n in args.items()),
+                                   driver, f"{where}: the sum of {fn}'s argument {arg} at entry (65 stands for more)",
+                                   {"by_value": {str(k): n for k, n in sorted(args.items())}}))
     return obs
 
 
 # How a function region's closed instances are split by what they returned (a NAPI poll
-# returns the frames it received): one frame, several, none.
-INSTANCE_KINDS: tuple[tuple[str, str, Callable[[int], bool]], ...] = (
-    ("one", "1 (a poll of one frame)", lambda k: k == 1),
-    ("several", "2 or more (a poll of several frames)", lambda k: k >= 2),
-    ("none", "0 (a poll that found nothing)", lambda k: k == 0),
+# returns the frames it received): one frame, several, none; and one-frame polls by
+# whether they scheduled their NAPI again (marked: see MARKS). The compared figure is a
+# one-frame poll that completed: the same work per frame in every guest.
+INSTANCE_KINDS: tuple[tuple[str, str, Callable[[int], bool], bool | None], ...] = (
+    ("one", "1 (a poll of one frame that completed: its NAPI not scheduled again)", lambda k: k == 1, False),
+    ("one-rescheduled", "1 (a poll of one frame that scheduled its NAPI again: the device interrupted during it)",
+     lambda k: k == 1, True),
+    ("several", "2 or more (a poll of several frames)", lambda k: k >= 2, None),
+    ("none", "0 (a poll that found nothing)", lambda k: k == 0, None),
 )
 
 
@@ -468,8 +499,8 @@ def instance_observations(rc: RoleCost, driver: str, returns: str) -> list[Obser
     """Per kind of instance: how many, and their own instructions (nested regions and
     interrupts apart); for one-frame polls that is the cost of one frame, whatever the batching."""
     obs = []
-    for kind, words, pick in INSTANCE_KINDS:
-        n, insns = rc.instances(pick)
+    for kind, words, pick, marked in INSTANCE_KINDS:
+        n, insns = rc.instances(pick, marked)
         obs.append(Observation(f"instances:{rc.role.name}:{kind}", n, driver, f"{returns} {words}"))
         obs.append(Observation(f"{METRIC}:{rc.role.name}:{kind}", insns, driver,
                                f"{returns} {words}, their own instructions", {"instances": n}))

@@ -38,6 +38,7 @@ from harness.measurement.dma_probe import DmaProbe
 from harness.measurement.measure import MEASURE_PKTGEN, Measurement, RunContext, measure_rx
 from harness.measurement.probes import EventCountProbe, GraphProbe
 from harness.measurement.traffic import PktgenConfig
+from harness.measurement.udp_sink import udp_sink
 from harness.nics import NicModel, hub_apart, nic
 
 PAGE_POOL_EVENTS = ("page_pool:page_pool_state_hold", "page_pool:page_pool_state_release")
@@ -109,7 +110,8 @@ FAULT_TECHNIQUES = (
 # `survey --cost`: instructions per frame on each driver's rx path (QEMU's TCG plugin, the cost guest).
 COST_FAMILIES = ("driver", "page allocator", "slab", "dma api", "skb", "stack", "kernel")
 COST_TECHNIQUES = (
-    Technique("cost-rx", "rx instructions of a NAPI poll that received one frame", "instructions", "cost"),
+    Technique("cost-rx", "rx instructions of a NAPI poll that received one frame and completed", "instructions",
+              "cost"),
     Technique("cost-rx-all", "rx instructions per frame over every poll (batched and empty ones too)",
               "instructions", "cost"),
     Technique("cost-empty-polls", "NAPI polls that found nothing", "per frame", "cost"),
@@ -265,15 +267,16 @@ def _has_page_ref(g: Guest) -> bool:
 
 
 def cost_experiment(lab: Lab, model: str, models: tuple[str, ...]) -> None:
-    """The NIC's rx path in instructions (QEMU's TCG plugin), in rx-cost's regime."""
-    from harness.claims.cost_claims import COST_PKTGEN
+    """The NIC's rx path in instructions (QEMU's TCG plugin), in rx-cost's regime (pace and sink)."""
+    from harness.claims.cost_claims import COST_PKTGEN, COST_SINK
     from harness.measurement.cost import CostProbe
 
     def run(g: Guest) -> Measurement:
         ctx = RunContext(lab.run_id, g.kernel.key, "stock", "direct", " ".join(g.options.cmdline_extra))
         peer = peer_of(model, models)
-        return measure_rx(g, ctx, [CostProbe(model, peer)], src=peer, dst=model, pktgen=COST_PKTGEN,
-                          max_loss=0.01)
+        with udp_sink(g, g.nic(model), COST_SINK):
+            return measure_rx(g, ctx, [CostProbe(model, peer)], src=peer, dst=model, pktgen=COST_PKTGEN,
+                              max_loss=0.01)
     measure_nic(lab, exp_name("cost", model), model, models, "direct", run, cost=True)
 
 
@@ -330,7 +333,8 @@ def cost_cells(lab: Lab, model: str) -> dict[str, Cell]:
     why = why_unmeasured(lab, exp)
     one = rx_per_frame(lab, exp, drv)
     cells = {
-        "cost-rx": Cell(one, how + "; the polls that returned 1 (one frame), per such poll",
+        "cost-rx": Cell(one, how + "; the polls that returned 1 (one frame) without scheduling their NAPI "
+                        "again, per such poll",
                         "" if one is not None else (why if exp not in lab.results else
                                                     "too few frames had a poll of their own")),
         "cost-rx-all": Cell(per_packet(lab, exp, f"{METRIC}:rx", drv), how + ", per frame received", why),

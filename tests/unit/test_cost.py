@@ -32,7 +32,7 @@ ffffffffc0100000 t e1000_xmit_frame\t[e1000e]
 
 # Region 1: igb_poll (rx), 2: igb_clean_tx_irq (rx_tx_clean), 3: e1000_xmit_frame (tx).
 DUMP = """\
-harness-cost 2 vcpus 2 slots 40 max_slots 262144
+harness-cost 3 vcpus 2 slots 40 max_slots 262144
 region 1 ffffffffc0000000 10
 region 2 ffffffffc0000400 10
 region 3 ffffffffc0100000 10
@@ -113,6 +113,30 @@ def test_observations_name_the_witness_and_list_functions_above_the_share():
     assert obs[(f"{METRIC}:rx:none", "igb")].value == 90
     assert obs[("returned:rx", "igb")].value == 8
 
+
+
+def test_one_frame_polls_that_rescheduled_their_napi_are_counted_apart():
+    """A poll whose NAPI was scheduled again (marked by the plugin) is not the compared
+    one-frame figure: it ran the reschedule on top of the frame's work."""
+    dump = DUMP.replace("returned 1 0 1 6 5400\n", "returned 1 0 1 6 5400\nmarked 1 0 1 2 1850\n")
+    b = attribute(parse_dump(dump), parse_kallsyms(KALLSYMS), ROLES, DRIVERS)
+    obs = {(o.metric, o.driver): o for o in observations(b, nic("igb"), nic("e1000e"), [])}
+    assert obs[("instances:rx:one", "igb")].value == 4 and obs[(f"{METRIC}:rx:one", "igb")].value == 3550
+    assert obs[("instances:rx:one-rescheduled", "igb")].value == 2
+    assert obs[(f"{METRIC}:rx:one-rescheduled", "igb")].value == 1850
+    assert obs[("returned:rx", "igb")].value == 8  # every poll's frames, marked or not
+
+
+def test_the_reschedule_probe_marks_and_records_no_argument():
+    from harness.measurement.cost import probe_observations
+
+    dump = DUMP.replace("argument 4 1 16 125\n", "returned 5 1 0 40 960\nargument 5 1 65 40\n"
+                        "argument 4 1 16 125\n")
+    obs = {o.metric for o in probe_observations(parse_dump(dump), {4: "kmem_cache_alloc_bulk_noprof",
+                                                                    5: "__napi_schedule"},
+                                                ROLES, nic("igb"), nic("e1000e"))}
+    assert "calls/tcg-plugin:__napi_schedule:under:rx" in obs
+    assert "argument/tcg-plugin:__napi_schedule:under:rx" not in obs  # a pointer: nothing to sum
 
 def test_a_probed_function_is_counted_by_the_region_it_was_called_from():
     from harness.measurement.cost import probe_observations

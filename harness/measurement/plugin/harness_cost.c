@@ -11,10 +11,12 @@
  * Control (one line per command on the UNIX socket, one line back, "ok ..." or "error ..."):
  *   hello                  -> ok harness-cost <FORMAT> api <QEMU_PLUGIN_VERSION> vcpus <n>
  *   region <id> <hexaddr>  the region id (1..IRQ_REGION-1) starts at the block at that address (0: none)
- *   probe <id> <hexaddr> <arg>  the same, but transparent: its instructions stay with the region it
- *                          was called from; only its calls (inside a region), what they returned,
- *                          their argument number <arg> (1..4: rdi, rsi, rdx, rcx) and their
- *                          instructions (inclusive) are counted
+ *   probe <id> <hexaddr> <arg> [mark]  the same, but transparent: its instructions stay with the
+ *                          region it was called from; only its calls (inside a region), what they
+ *                          returned, their argument number <arg> (1..4: rdi, rsi, rdx, rcx) and their
+ *                          instructions (inclusive) are counted; with "mark", a call also marks the
+ *                          instance of the region it was called from, which is then counted twice:
+ *                          with all instances and with the marked ones
  *   irqentry <hexstart> <hexend> <stride>  interrupt entries: start, and every stride bytes below end
  *                          (the per-vector stubs; stride 0: start only); "irqentry clear": none
  *   arm                    zero every count and region state, then count
@@ -39,7 +41,9 @@
  * (RAX at the caller's resume, 0..64, more counted as 65): a NAPI poll returns the
  * frames it received, so polls of one frame, of several, and polls that found none
  * (the device interrupting again with nothing new) are told apart by their effect. An instance's own
- * instructions are those not in a region nested in it.
+ * instructions are those not in a region nested in it. Instances that called a marking probe
+ * (a NAPI poll that scheduled its NAPI again: the device interrupted during it) are also
+ * counted apart, the same way.
  */
 #include <errno.h>
 #include <glib.h>
@@ -56,7 +60,7 @@
 
 QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 
-#define FORMAT 2
+#define FORMAT 3
 #define MAX_REGIONS 12     /* 0 = outside every region */
 #define IRQ_REGION (MAX_REGIONS - 1)
 #define MAX_IRQ_RANGES 64
@@ -84,6 +88,7 @@ struct frame {
     uint64_t own; /* instructions counted with this frame innermost */
     uint64_t resume_sp; /* the stack pointer where the caller (or the interrupted code) resumes */
     uint64_t ret;       /* where it resumes */
+    bool marked;        /* a marking probe was called from this instance */
 };
 
 #define MAX_RETURNED 65 /* instances by return value 0..64 (NAPI's budget); more in the last */
@@ -99,6 +104,7 @@ struct vcpu {
     struct qemu_plugin_register *ret_reg;
     struct qemu_plugin_register *arg_regs[5]; /* rdi, rsi, rdx, rcx by argument number 1..4 */
     struct instances closed[MAX_REGIONS][MAX_REGIONS]; /* [region][the region it was called from] */
+    struct instances marked[MAX_REGIONS][MAX_REGIONS]; /* the marked ones among them */
     uint64_t executed; /* instructions while armed */
     GByteArray *buf;
     int depth;
@@ -115,6 +121,7 @@ static GMutex slot_lock;
 static uint64_t region_start[MAX_REGIONS];
 static bool region_probe[MAX_REGIONS];
 static int probe_arg[MAX_REGIONS]; /* which argument a probe records */
+static bool probe_marks[MAX_REGIONS]; /* a call of this probe marks the instance it was called from */
 static uint64_t irq_ranges[MAX_IRQ_RANGES][3]; /* start, end, stride */
 static int n_irq_ranges;
 static uint32_t config_gen = 1; /* bumped by every region or irqentry command */
@@ -189,6 +196,10 @@ static void push(struct vcpu *v, int region, uint64_t resume_sp, uint64_t ret)
     f->arg = region_probe[region] ? read_u64_reg(v, v->arg_regs[probe_arg[region]]) : 0;
     f->resume_sp = resume_sp;
     f->ret = ret;
+    f->marked = false;
+    if (probe_marks[region] && f->owner >= 0) {
+        v->stack[f->owner].marked = true;
+    }
     v->depth++;
     v->entries[region]++;
 }
@@ -221,11 +232,14 @@ static void block_exec(unsigned int cpu, void *udata)
             struct frame *f = &v->stack[d];
             if (vaddr == f->ret && sp == f->resume_sp) {
                 if (f->region != IRQ_REGION) {
-                    struct instances *in = &v->closed[f->region][f->parent];
                     int k = clip((int32_t)read_u64_reg(v, v->ret_reg));
-                    in->count[k]++;
-                    in->insns[k] += region_probe[f->region] ? v->executed - f->started : f->own;
-                    in->args[clip((int64_t)f->arg)]++;
+                    uint64_t insns = region_probe[f->region] ? v->executed - f->started : f->own;
+                    for (int m = 0; m <= (int)f->marked; m++) {
+                        struct instances *in = m ? &v->marked[f->region][f->parent] : &v->closed[f->region][f->parent];
+                        in->count[k]++;
+                        in->insns[k] += insns;
+                        in->args[clip((int64_t)f->arg)]++;
+                    }
                 }
                 v->depth = d;
                 break;
@@ -363,6 +377,14 @@ static int dump(const char *path)
                 if (args && region_probe[r]) { /* region, called from, second argument, instances */
                     fprintf(f, "argument %d %d %d %" PRIu64 "\n", r, p, k, args);
                 }
+                uint64_t marked = 0, marked_insns = 0;
+                for (int c = 0; c < vcpus_now; c++) {
+                    marked += vcpus[c].marked[r][p].count[k];
+                    marked_insns += vcpus[c].marked[r][p].insns[k];
+                }
+                if (marked) { /* the same as "returned", of the marked instances only */
+                    fprintf(f, "marked %d %d %d %" PRIu64 " %" PRIu64 "\n", r, p, k, marked, marked_insns);
+                }
             }
         }
     }
@@ -405,6 +427,7 @@ static void command(const char *line, char *reply, size_t len)
     char path[4096];
     int id, arg;
     uint64_t addr, end, stride;
+    char mark[8] = "";
     if (!strcmp(line, "hello")) {
         snprintf(reply, len, "ok harness-cost %d api %d vcpus %d", FORMAT, QEMU_PLUGIN_VERSION,
                  qemu_plugin_num_vcpus());
@@ -415,17 +438,19 @@ static void command(const char *line, char *reply, size_t len)
         }
         region_start[id] = addr;
         region_probe[id] = false;
+        probe_marks[id] = false;
         config_gen++;
         snprintf(reply, len, "ok");
-    } else if (sscanf(line, "probe %d %" SCNx64 " %d", &id, &addr, &arg) == 3) {
-        if (id < 1 || id >= IRQ_REGION || arg < 1 || arg > 4) {
-            snprintf(reply, len, "error probe id %d outside 1..%d or argument %d outside 1..4", id, IRQ_REGION - 1,
-                     arg);
+    } else if (sscanf(line, "probe %d %" SCNx64 " %d %7s", &id, &addr, &arg, mark) >= 3) {
+        if (id < 1 || id >= IRQ_REGION || arg < 1 || arg > 4 || (*mark && strcmp(mark, "mark"))) {
+            snprintf(reply, len, "error probe id %d outside 1..%d, argument %d outside 1..4 or %s not \"mark\"",
+                     id, IRQ_REGION - 1, arg, mark);
             return;
         }
         region_start[id] = addr;
         region_probe[id] = true;
         probe_arg[id] = arg;
+        probe_marks[id] = *mark != 0;
         config_gen++;
         snprintf(reply, len, "ok");
     } else if (!strcmp(line, "irqentry clear")) {
@@ -452,6 +477,7 @@ static void command(const char *line, char *reply, size_t len)
             vcpus[c].lost = 0;
             memset(vcpus[c].entries, 0, sizeof(vcpus[c].entries));
             memset(vcpus[c].closed, 0, sizeof(vcpus[c].closed));
+            memset(vcpus[c].marked, 0, sizeof(vcpus[c].marked));
         }
         set_armed(1);
         snprintf(reply, len, "ok");
