@@ -50,8 +50,8 @@ RX_IDLE = f"{RX}:none"
 # A figure needs this share of the frames received in polls of their own.
 MIN_ONE_FRAME_POLLS = 0.25
 HOW = ("QEMU TCG plugin (witness tcg-plugin): guest instructions executed in the receiver's NAPI polls that "
-       "received exactly one frame (returned 1), entry to the caller's resume, nested tx clean and interrupts "
-       f"excepted, per such poll; {COST_REGIME}")
+       "received exactly one frame (returned 1) and did not schedule their NAPI again, entry to the caller's resume, "
+       f"nested tx clean and interrupts excepted, per such poll; {COST_REGIME}")
 # The families whose share page reuse is about: a page and its DMA mapping per frame.
 REUSE_FAMILIES = ("page allocator", "dma api")
 

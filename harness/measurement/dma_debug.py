@@ -52,6 +52,14 @@ class DmaApiCount:
                 "reports": [{"fingerprint": r.fingerprint, "message": r.message} for r in self.reports]}
 
 
+# The kernel parameter that keeps the checker off for a whole boot (the cost guest's).
+OFF_AT_BOOT = "dma_debug=off"
+
+
+def off_at_boot(guest: Guest) -> bool:
+    return OFF_AT_BOOT in guest.options.cmdline_extra
+
+
 def arm(guest: Guest) -> int | None:
     """Re-arm printing and return the current error_count; None when the kernel has
     no DMA-API debugging (CONFIG_DMA_API_DEBUG off, e.g. Debian's prebuilt kernels)."""
