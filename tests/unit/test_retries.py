@@ -48,6 +48,7 @@ class FakeGuest:
         self.console = FakeConsole(console or [])
         self.status = status
         self.kernel = type("Kernel", (), {"debug": False})()  # not the debug flavour: no leak checks
+        self.options = type("Options", (), {"cmdline_extra": ()})()
 
     def alive(self) -> bool:
         return self.status == "running"
@@ -325,6 +326,17 @@ def test_a_checker_that_switched_itself_off_is_no_count_and_the_guest_is_booted_
     (row,) = lab.results["rx"].frame.query("metric == 'dma_api_errors'").itertuples()
     assert row.value == 0
 
+
+
+def test_the_cost_guests_checker_off_from_boot_is_not_armed_and_the_guest_is_kept(lab, monkeypatch):
+    # dma_debug=off on the cost guest: debugfs says "disabled" from boot, which is not a
+    # checker that switched itself off, and no reason to boot again before every experiment.
+    monkeypatch.setattr(lab_module.dma_debug, "arm", lambda g: pytest.fail("armed on a guest booted without it"))
+    lab.fakes[0].options.cmdline_extra = ("dma_debug=off",)
+    lab.measure("rx-cost", "stock", "direct", lambda g: measurement())
+    (row,) = lab.results["rx-cost"].frame.query("metric == 'dma_api_errors'").itertuples()
+    assert row.value != row.value and "dma_debug=off" in row.method
+    assert lab.booted[0].alive()
 
 class QuietGuest(BootGuest):
     """Boots at once with no report; keeps the options it was booted with."""
