@@ -56,6 +56,10 @@ class NicModel:
     qemu_options: str = ""  # extra -device properties
     rx_ring: int | None = None  # rx descriptors the survey sets (ethtool -G) before measuring; None: the default
     device_trace: DeviceTrace | None = None  # QEMU's trace events for this model, where the harness reads them
+    # QEMU's virtio core traces each descriptor chain it takes from a ring (virtqueue_pop, with
+    # the chain's device-writable and device-readable descriptor counts): virtio-net's only
+    # ring trace. The event does not say which device: read while this is the only virtio NIC.
+    virtqueue_trace: bool = False
     xmit: str = ""  # its ndo_start_xmit (the cost probe's tx region)
     tx_clean: str = ""  # the tx reclaim its poll calls (split off the rx path's cost), "" where inlined
     # What the driver counts when an rx buffer allocation fails (an `ethtool -S` name, a
@@ -113,7 +117,7 @@ CATALOGUE: dict[str, NicModel] = {n.model: n for n in (
     NicModel("virtio-net", "virtio-net-pci", "virtio_net", None, "CONFIG_VIRTIO_NET", "drivers/net",
              "virtio_net.c", ("virtnet_poll",), ("virtnet_receive", "try_fill_recv"), True, 0x7,
              "virtio-net: mergeable rx buffers from page frags, native XDP",
-             "disable-legacy=on,iommu_platform=on", xmit="start_xmit"),
+             "disable-legacy=on,iommu_platform=on", xmit="start_xmit", virtqueue_trace=True),
     NicModel("vmxnet3", "vmxnet3", "vmxnet3", "vmxnet3", "CONFIG_VMXNET3", "drivers/net/vmxnet3",
              "vmxnet3_drv.c", ("vmxnet3_poll_rx_only", "vmxnet3_poll"),
              ("vmxnet3_rq_rx_complete", "vmxnet3_rq_alloc_rx_buf"), True, 0x8,

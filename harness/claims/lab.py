@@ -427,7 +427,7 @@ class Lab:
                 m.add("dma_api_errors", float("nan"), "",
                       f"{dma_debug.OFF_AT_BOOT} on the cost guest's command line: the checker not run"
                       if dma_debug.off_at_boot(g) else "no debugfs dma-api: kernel without CONFIG_DMA_API_DEBUG",
-                      {"unavailable": True})
+                      {"unavailable": True, "off_at_boot": dma_debug.off_at_boot(g)})
         except Unmeasurable as e:
             self._fail(name, UNMEASURABLE, str(e).splitlines()[0])
             self._accounted = g.console.line_count() if g.console else 0

@@ -1,7 +1,9 @@
 """The device's side: QEMU's own trace events of the emulated NIC, counted around
 a measurement, beside the guest's counts. A second witness that does not run in
 the guest: the tail (RDT/TDT) register writes the driver made and the rx buffers
-the model wrote into guest memory.
+the model wrote into guest memory (igb, e1000e), and the descriptor chains QEMU's
+virtio core took from a virtio-net's rings. From either, the descriptors the
+device consumed per frame.
 
 Debian's QEMU is built with the `log` trace backend: an enabled event prints one
 line to QEMU's log (`-D <file>`, which every harness guest has). Events are
@@ -16,12 +18,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from harness.errors import GuestError
+from harness.errors import GuestError, HarnessError, Unmeasurable
 from harness.guest.qmp import QMPError
 from harness.guest.vm import Guest
 from harness.measurement.netcheck import ring_sizes
 from harness.measurement.probes import Observation
-from harness.nics import NicModel, nic
+from harness.nics import NicModel, management_model, nic
 
 # e1000e_core_write: "Write to register 0x%x, %d byte(s), value: 0x%x" (hw/net/trace-events)
 REGISTER_WRITE = re.compile(r"register 0x(?P<offset>[0-9a-fA-F]+), (?P<size>\d+) byte\(s\), "
@@ -32,6 +34,11 @@ EVENT_LINE = re.compile(r"^(?:\d+@[\d.]+:)?(?P<event>[a-z0-9_]+) (?P<args>.*)$")
 # of its first buffer.
 FRAME_START = re.compile(r"(?:^|, )offset: 0(?:,|$)")
 LATER_BUFFER = re.compile(r"buffer #[1-9]")
+# hw/virtio/trace-events: virtqueue_pop "vq %p elem %p in_num %u out_num %u". A chain of
+# device-writable descriptors only is an rx buffer, of device-readable ones only a frame to
+# send; virtio-blk's and 9p's requests carry both, so they are not counted.
+VIRTQUEUE_POP = "virtqueue_pop"
+POP_ARGS = re.compile(r"in_num (?P<in_num>\d+) out_num (?P<out_num>\d+)")
 
 
 @dataclass
@@ -41,6 +48,9 @@ class DeviceCounts:
 
     rx_frames_written: Counter = field(default_factory=Counter)
     tail_values: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (model, rx|tx) -> values written
+    # virtqueue chains taken, rx (device-writable only) and tx (device-readable only): chains, descriptors
+    chains: Counter = field(default_factory=Counter)
+    chain_descriptors: Counter = field(default_factory=Counter)
 
     def _writes(self, ring: str) -> Counter:
         return Counter({model: len(v) for (model, r), v in self.tail_values.items() if r == ring})
@@ -78,6 +88,13 @@ def count_device_events(log: str, models: list[NicModel]) -> DeviceCounts:
         if not ev:
             continue
         name = ev["event"]
+        if name == VIRTQUEUE_POP and (pop := POP_ARGS.search(ev["args"])):
+            writable, readable = int(pop["in_num"]), int(pop["out_num"])
+            if bool(writable) != bool(readable):
+                ring = "rx" if writable else "tx"
+                out.chains[ring] += 1
+                out.chain_descriptors[ring] += writable + readable
+            continue
         if name in buffer_events and FRAME_START.search(ev["args"]) and not LATER_BUFFER.search(ev["args"]):
             out.rx_frames_written[buffer_events[name]] += 1
         w = REGISTER_WRITE.search(ev["args"]) if name in tails else None
@@ -93,8 +110,12 @@ class DeviceTraceProbe:
 
     def __init__(self, models: tuple[str, ...] = ("igb", "e1000e")) -> None:
         self.models = [nic(m) for m in models if nic(m).device_trace is not None]
+        self.virtio = [nic(m) for m in models if nic(m).virtqueue_trace]
+        if len(self.virtio) > 1:
+            raise HarnessError(f"virtqueue chains cannot be told apart by device: {len(self.virtio)} virtio NICs")
         self.events = sorted({e for m in self.models for e in (m.device_trace.register_write,  # type: ignore[union-attr]
-                                                               m.device_trace.rx_buffer_write)})  # type: ignore[union-attr]
+                                                               m.device_trace.rx_buffer_write)}  # type: ignore[union-attr]
+                             | ({VIRTQUEUE_POP} if self.virtio else set()))
         self.offset = 0
         self.rings: dict[str, dict[str, int]] = {}  # model -> {"rx": size, "tx": size}
 
@@ -109,6 +130,8 @@ class DeviceTraceProbe:
                              guest.console_tail()) from e
 
     def arm(self, guest: Guest) -> None:
+        if self.virtio and management_model(guest.options.nics) in (m.model for m in self.virtio):
+            raise Unmeasurable("the management NIC is a virtio-net too: its rx and tx chains would be counted")
         self.rings = ring_sizes(guest, {m.model: guest.nic(m.model) for m in self.models})
         self.offset = guest.trace_log.stat().st_size if guest.trace_log.exists() else 0
         self._set(guest, True)
@@ -130,13 +153,24 @@ class DeviceTraceProbe:
                 values = counts.tail_values.get((m.model, ring), [])
                 size = self.rings.get(m.model, {}).get(ring)
                 advances = tail_advances(values, size) if size else Counter()
+                tail = f"{'RDT' if ring == 'rx' else 'TDT'} at {regs.base:#x} + {regs.stride:#x}·queue"
                 obs.append(Observation(
-                    f"device:{ring}_tail_writes", len(values), m.driver,
-                    f"{where}: writes to {'RDT' if ring == 'rx' else 'TDT'} at {regs.base:#x} + {regs.stride:#x}·queue",
+                    f"device:{ring}_tail_writes", len(values), m.driver, f"{where}: writes to {tail}",
                     {"ring": size, "advances": {str(k): v for k, v in sorted(advances.items())}} if values else {}))
+                if size:
+                    obs.append(Observation(
+                        f"device:{ring}_descriptors", sum(k * v for k, v in advances.items()), m.driver,
+                        f"{where}: descriptors handed to the device, the advances of {tail} summed (the window's "
+                        "first write left out: the tail before it is not in the trace)", {"ring": size}))
             obs.append(Observation("device:rx_frames_written", counts.rx_frames_written[m.model], m.driver,
                                    f"QEMU trace event {trace.rx_buffer_write} at offset 0 of a frame's first "
                                    "buffer: frames the device model wrote into guest memory"))
+        for m in self.virtio:
+            for ring, kind in (("rx", "device-writable (rx buffers)"), ("tx", "device-readable (frames to send)")):
+                obs.append(Observation(
+                    f"device:{ring}_descriptors", counts.chain_descriptors[ring], m.driver,
+                    f"QEMU trace event {VIRTQUEUE_POP} (log backend, QMP-toggled around the traffic): descriptors "
+                    f"of the chains QEMU took that are {kind} only", {"chains": counts.chains[ring]}))
         return obs
 
     def cleanup(self, guest: Guest) -> None:

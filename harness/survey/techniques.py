@@ -34,6 +34,7 @@ from harness.faults.experiment import exp_name as fault_exp_name
 from harness.faults.experiment import fault_experiment
 from harness.guest.vm import Guest
 from harness.measurement import xdp
+from harness.measurement.device_trace import DeviceTraceProbe
 from harness.measurement.dma_probe import DmaProbe
 from harness.measurement.measure import MEASURE_PKTGEN, Measurement, RunContext, measure_rx
 from harness.measurement.probes import EventCountProbe, GraphProbe
@@ -62,7 +63,9 @@ class Technique:
 # The memory a driver spends per received frame (the Mellanox part of the agenda: striding RQ,
 # many frames in one large buffer, has no QEMU model; what it is about is measured instead):
 # skb->truesize at the hand-off to GRO, the memory the frame is charged for, at both ends of
-# the frame sizes. Descriptors per frame are not a row yet.
+# the frame sizes; and the descriptors the device consumed per frame, rx and tx (a striding
+# RQ takes less than one rx descriptor a frame, a multi-packet tx descriptor less than one
+# tx descriptor), counted by QEMU itself where its model has a ring trace (DESCRIPTOR_TRACE).
 GRO_HANDOFF = "net:napi_gro_receive_entry"
 MEMORY_SIZES = (60, 1514)
 MEMORY_TECHNIQUES = (
@@ -70,7 +73,16 @@ MEMORY_TECHNIQUES = (
                 "bytes", "memory per frame") for size in MEMORY_SIZES],
     Technique("rx-truesize-per-byte", f"rx memory per received byte at {MEMORY_SIZES[-1]} bytes", "ratio",
               "memory per frame"),
+    *[Technique(f"rx-descriptors-{size}", f"rx descriptors the device consumed per {size}-byte frame (QEMU's trace)",
+                "per frame", "memory per frame") for size in MEMORY_SIZES],
+    *[Technique(f"tx-descriptors-{size}", f"tx descriptors per {size}-byte frame sent"
+                + (", UDP checksum offloaded" if csum else "") + " (QEMU's trace)", "per frame", "memory per frame")
+      for size, csum in zip(MEMORY_SIZES, (False, True), strict=True)],
 )
+# The tx points: the smallest frame as pktgen sends it (no checksum), the largest with its UDP
+# checksum left to the NIC (CHECKSUM_PARTIAL: Intel's drivers then write a context descriptor).
+TX_POINTS = tuple(zip(MEMORY_SIZES, (False, True), strict=True))
+NO_RING_TRACE = "QEMU's {model} model traces neither its descriptor rings nor its register writes"
 TECHNIQUES = (
     Technique("rx-maps", "rx DMA maps", "per frame", "page reuse"),
     Technique("rx-unmaps", "rx DMA unmaps", "per frame", "page reuse"),
@@ -201,12 +213,26 @@ def rx_experiment(lab: Lab, model: str, models: tuple[str, ...]) -> None:
     measure_nic(lab, exp_name("rx", model), model, models, "direct", run)
 
 
+def ring_traced(model: str) -> bool:
+    """QEMU reports this model's descriptor consumption (its tail writes, or its virtqueue chains)."""
+    return nic(model).device_trace is not None or nic(model).virtqueue_trace
+
+
+def ring_probes(*models: str) -> list:
+    """QEMU's trace of the models that have one (a virtio NIC's only if it is the one asked first)."""
+    traced = tuple(m for i, m in enumerate(models) if nic(m).device_trace is not None
+                   or (nic(m).virtqueue_trace and i == 0))
+    return [DeviceTraceProbe(traced)] if traced else []
+
+
 def memory_experiment(lab: Lab, model: str, models: tuple[str, ...], size: int) -> None:
-    """skb->truesize of the NIC's frames at the GRO hand-off (a hist trigger keyed by device)."""
+    """skb->truesize of the NIC's frames at the GRO hand-off (a hist trigger keyed by device),
+    and the rx descriptors its QEMU model consumed."""
     def run(g: Guest) -> Measurement:
         ctx = RunContext(lab.run_id, g.kernel.key, "stock", "direct", "")
-        m = measure_rx(g, ctx, [EventCountProbe([GRO_HANDOFF], keys="name,truesize")], src=peer_of(model, models),
-                       dst=model, pktgen=replace(SURVEY_PKTGEN, pkt_size=size), max_loss=0.01)
+        peer = peer_of(model, models)
+        m = measure_rx(g, ctx, [EventCountProbe([GRO_HANDOFF], keys="name,truesize"), *ring_probes(model, peer)],
+                       src=peer, dst=model, pktgen=replace(SURVEY_PKTGEN, pkt_size=size), max_loss=0.01)
         rows = [r for r in detail_rows(m, f"event:{GRO_HANDOFF}") if r.get("name") == g.nic(model)]
         frames, total = sum(r["count"] for r in rows), sum(int(r["truesize"]) * r["count"] for r in rows)
         how = f"hist trigger on {GRO_HANDOFF} keyed by device and truesize: the sum of skb->truesize"
@@ -215,6 +241,16 @@ def memory_experiment(lab: Lab, model: str, models: tuple[str, ...], size: int) 
         m.add("rx_truesize_frames", frames, nic(model).driver, how.replace("the sum of skb->truesize", "frames"))
         return m
     measure_nic(lab, exp_name(f"memory-{size}", model), model, models, "direct", run)
+
+
+def tx_experiment(lab: Lab, model: str, models: tuple[str, ...], size: int, csum: bool) -> None:
+    """The NIC sending to its peer: the tx descriptors its QEMU model took per frame."""
+    def run(g: Guest) -> Measurement:
+        ctx = RunContext(lab.run_id, g.kernel.key, "stock", "direct", "")
+        peer = peer_of(model, models)
+        return measure_rx(g, ctx, ring_probes(model, peer), src=model, dst=peer,
+                          pktgen=replace(SURVEY_PKTGEN, pkt_size=size, udp_csum=csum), max_loss=0.01)
+    measure_nic(lab, exp_name(f"tx-{size}", model), model, models, "direct", run)
 
 
 def detail_rows(m: Measurement, metric: str) -> list[dict]:
@@ -293,6 +329,8 @@ def run_survey(lab: Lab, models: tuple[str, ...], cost: bool = False,
                 xdp_experiment(lab, model, models, program)
             for size in MEMORY_SIZES:
                 memory_experiment(lab, model, models, size)
+            for size, csum in TX_POINTS if ring_traced(model) else ():
+                tx_experiment(lab, model, models, size, csum)
         for model in rows:
             swiotlb_experiment(lab, model, models)
         for model in rows if lab.kernel("stock").debug else ():
@@ -320,6 +358,28 @@ def memory_cells(lab: Lab, model: str) -> dict[str, Cell]:
     cells["rx-truesize-per-byte"] = Cell(_ratio(per_frame if isinstance(per_frame, float) else None, received),
                                          "truesize per frame / bytes received per frame (ip -s link)",
                                          cells[f"rx-truesize-{MEMORY_SIZES[-1]}"].why_not)
+    cells.update(descriptor_cells(lab, model))
+    return cells
+
+
+def descriptor_cells(lab: Lab, model: str) -> dict[str, Cell]:
+    """Descriptors the NIC's QEMU model consumed per frame: rx per frame received, tx per frame sent."""
+    drv, cells = nic(model).driver, {}
+    how = ("QEMU trace events around the traffic: "
+           + ("the RDT/TDT advances summed (descriptors handed to the device; the window's first write left out)"
+              if nic(model).device_trace is not None else
+              "descriptors of the virtqueue chains taken, device-writable only (rx) or device-readable only (tx)"))
+    for ring, kind in (("rx", "memory"), ("tx", "tx")):
+        for size in MEMORY_SIZES:
+            exp, key = exp_name(f"{kind}-{size}", model), f"{ring}-descriptors-{size}"
+            if not ring_traced(model):
+                cells[key] = Cell(None, "", NO_RING_TRACE.format(model=model))
+                continue
+            total, m = value(lab, exp, f"device:{ring}_descriptors", drv), lab.results.get(exp)
+            frames = (m.traffic.received if ring == "rx" else m.traffic.result.sent) if m is not None else 0
+            cells[key] = Cell(total / frames if total is not None and frames else None,
+                              f"{how}, per frame {'received' if ring == 'rx' else 'sent'}",
+                              why_unmeasured(lab, exp) if total is None or not frames else "")
     return cells
 
 

@@ -359,3 +359,23 @@ def test_a_guest_with_its_own_hub_is_booted_for_it_and_the_labs_again_after(tmp_
     assert apart.options.nics == ("virtio-net", "e1000e") and BootGuest.started[0].status != "running"
     assert lab.guest("stock", "direct", nics=("virtio-net", "e1000e")) is apart  # kept while asked for
     assert lab.guest("stock", "direct").options.nics == lab.nics and len(BootGuest.started) == 3
+
+
+def test_the_cost_guests_experiments_leave_the_dma_api_error_count_to_the_others(lab):
+    # A run with --cost: the cost guest's NaN (checker off on purpose) must not make
+    # skip-cpu-sync inconclusive; a kernel with no checker at all still does.
+    import json as _json
+
+    from harness.claims.rules import dma_api_errors
+
+    def with_errors(value: float, detail: dict) -> Measurement:
+        m = measurement()
+        m.frame = pd.DataFrame([{"metric": "dma_api_errors", "driver": "", "value": value,
+                                 "detail": _json.dumps(detail)}])
+        return m
+
+    lab.results["rx"] = with_errors(0.0, {"by_driver": {}, "unattributed": 0})
+    lab.results["rx-cost"] = with_errors(float("nan"), {"unavailable": True, "off_at_boot": True})
+    assert dma_api_errors(lab, ("rx", "rx-cost"), "igb") == (0.0, [])
+    lab.results["rx-cost"] = with_errors(float("nan"), {"unavailable": True, "off_at_boot": False})
+    assert dma_api_errors(lab, ("rx", "rx-cost"), "igb") == (None, [])
