@@ -67,17 +67,20 @@ ROLES = (
 # NAPI skb cache refills with kmem_cache_alloc_bulk(s, flags, size, p) (6.12 returns the
 # objects allocated, 7.x a bool: the count is `size`) and is flushed with
 # kmem_cache_free_bulk(s, size, p).
-# kmem_cache_free(s, x): an object given back to the slab one at a time.
+# kmem_cache_free(s, x): an object given back to the slab one at a time; kmem_cache_alloc(s, flags)
+# and kmem_cache_alloc_node(s, flags, node): one taken from it (__alloc_skb's head and small
+# data outside the NAPI cache). Argument 0: none recorded (the first is a pointer).
 # __napi_schedule(n): the NAPI scheduled again from inside a poll (napi_complete_done found
 # NAPIF_STATE_MISSED: the device interrupted while the poll ran; virtio-net's race with a
 # new buffer). Argument 0: none worth recording (a pointer).
-PROBED = {"kmem_cache_alloc_bulk_noprof": 3, "kmem_cache_free_bulk": 2, "kmem_cache_free": 1, "__napi_schedule": 0}
+PROBED = {"kmem_cache_alloc_bulk_noprof": 3, "kmem_cache_free_bulk": 2, "kmem_cache_free": 1,
+          "kmem_cache_alloc_noprof": 0, "kmem_cache_alloc_node_noprof": 0, "__napi_schedule": 0}
 # A call of these marks the region instance it was made in: a poll that rescheduled its
 # NAPI ran the same per-frame work plus the reschedule, and skipped re-enabling the
 # interrupt. Whether it happens is the emulated device's timing against the host's, which
 # differs from guest to guest, so such polls are a kind of instance of their own.
 MARKS = frozenset({"__napi_schedule"})
-MAX_REGIONS = 12  # the plugin's; id 0 is "outside every region"
+MAX_REGIONS = 16  # the plugin's; id 0 is "outside every region"
 IRQ_REGION = MAX_REGIONS - 1  # the plugin's region of interrupts
 # The kernel's interrupt entries (x86-64): the per-vector stubs of external interrupts and the
 # system vectors (timer, IPIs). No error code on the stack: the CPU's frame starts at [sp].

@@ -61,7 +61,7 @@
 QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 
 #define FORMAT 3
-#define MAX_REGIONS 12     /* 0 = outside every region */
+#define MAX_REGIONS 16     /* 0 = outside every region */
 #define IRQ_REGION (MAX_REGIONS - 1)
 #define MAX_IRQ_RANGES 64
 #define MAX_DEPTH 16
