@@ -65,9 +65,12 @@ class Technique:
 # skb->truesize at the hand-off to GRO, the memory the frame is charged for, at both ends of
 # the frame sizes; and the descriptors the device consumed per frame, rx and tx (a striding
 # RQ takes less than one rx descriptor a frame, a multi-packet tx descriptor less than one
-# tx descriptor), counted by QEMU itself where its model has a ring trace (DESCRIPTOR_TRACE).
+# tx descriptor), counted by QEMU itself where its model has a ring trace (ring_traced).
 GRO_HANDOFF = "net:napi_gro_receive_entry"
 MEMORY_SIZES = (60, 1514)
+# The tx points: the smallest frame as pktgen sends it (no checksum), the largest with its UDP
+# checksum left to the NIC (CHECKSUM_PARTIAL: Intel's drivers then write a context descriptor).
+TX_POINTS = ((MEMORY_SIZES[0], False), (MEMORY_SIZES[-1], True))
 MEMORY_TECHNIQUES = (
     *[Technique(f"rx-truesize-{size}", f"rx memory per {size}-byte frame (skb->truesize at the GRO hand-off)",
                 "bytes", "memory per frame") for size in MEMORY_SIZES],
@@ -77,11 +80,8 @@ MEMORY_TECHNIQUES = (
                 "per frame", "memory per frame") for size in MEMORY_SIZES],
     *[Technique(f"tx-descriptors-{size}", f"tx descriptors per {size}-byte frame sent"
                 + (", UDP checksum offloaded" if csum else "") + " (QEMU's trace)", "per frame", "memory per frame")
-      for size, csum in zip(MEMORY_SIZES, (False, True), strict=True)],
+      for size, csum in TX_POINTS],
 )
-# The tx points: the smallest frame as pktgen sends it (no checksum), the largest with its UDP
-# checksum left to the NIC (CHECKSUM_PARTIAL: Intel's drivers then write a context descriptor).
-TX_POINTS = tuple(zip(MEMORY_SIZES, (False, True), strict=True))
 NO_RING_TRACE = "QEMU's {model} model traces neither its descriptor rings nor its register writes"
 TECHNIQUES = (
     Technique("rx-maps", "rx DMA maps", "per frame", "page reuse"),
