@@ -27,8 +27,8 @@ COST_PKTGEN = PktgenConfig(count=2_000, rate_pps=1_000)
 # Where the frames end: a UDP socket whose receive buffer is full (harness.measurement.udp_sink),
 # the stack's whole rx path with nothing in it that waits on time.
 COST_SINK = "full"
-COST_REGIME = ("2,000 frames at 1,000 frames/s; the cost of a NAPI poll that received one frame and completed "
-               "(its NAPI not scheduled again)")
+COST_REGIME = ("2,000 frames at 1,000 frames/s, the receiver's interrupts on the CPU the sender does not use; "
+               "the cost of a NAPI poll that received one frame and completed (its NAPI not scheduled again)")
 # Instructions per frame repeat within this fraction from run to run in separate
 # guests (scripts/cost_determinism.py; README has the figures): a difference within
 # it says nothing.

@@ -20,11 +20,12 @@ from harness.measurement import gcov, udp_sink, xdp
 from harness.measurement.btf import struct_sizes
 from harness.measurement.cost import CostProbe
 from harness.measurement.dma_probe import DmaProbe
+from harness.measurement.irq_affinity import PKTGEN_CPU, SOCKET_SENDER_CPU, interrupts_apart
 from harness.measurement.measure import MEASURE_PKTGEN, PACING_RETRIES, Measurement, RunContext, measure_rx
 from harness.measurement.netcheck import bring_up
 from harness.measurement.probes import PAGE_REF_FUNCTIONS, RX_PATH_FUNCTIONS, EventCountProbe, GraphProbe, Probe
 from harness.measurement.skb_home import SkbHomeProbe
-from harness.measurement.socket_tx import interrupts_apart, run_socket_tx
+from harness.measurement.socket_tx import run_socket_tx
 from harness.measurement.traffic import PktgenConfig, run_pktgen
 from harness.measurement.xsk import XskSnapshot, one_channel, receiver_loss, rx_queue, xsk_receiver
 from harness.nics import nic
@@ -119,6 +120,9 @@ PROBES: dict[str, tuple[Callable[[Experiment], Probe], str]] = {
 RING_MODES = {"default": "", "legacy-rx": "priv-flag legacy-rx on", "large": f"MTU {LARGE_MTU} (3K buffers)"}
 DMA_MODE_TEXT = {"swiotlb": "swiotlb=force", "iommu": "behind QEMU's intel-iommu (intel_iommu=on)"}
 SOURCES = {"pktgen": run_pktgen, "socket": run_socket_tx}
+# Where each source sends from: its sender's interrupts go there, the receiver's to the other CPU
+# (for a socket always, for the cost experiments with either: irq_affinity says why).
+SENDER_CPUS = {"pktgen": PKTGEN_CPU, "socket": SOCKET_SENDER_CPU}
 XDP_ACTIONS = {"xdp_pass": "XDP_PASS", "xdp_drop": "XDP_DROP", "xdp_tx": "XDP_TX"}
 
 
@@ -197,8 +201,9 @@ def measure_traffic(exp: Experiment, g: Guest, ctx: RunContext, lab: Lab) -> Mea
     with contextlib.ExitStack() as state:
         if exp.point.queue:
             state.enter_context(rx_queue(g, rx_if, exp.point.queue))
-        if exp.source == "socket":
-            state.enter_context(interrupts_apart(g, nic(exp.sender).pci_address, nic(exp.receiver).pci_address))
+        if exp.source == "socket" or exp.cost:
+            state.enter_context(interrupts_apart(g, nic(exp.sender).pci_address, nic(exp.receiver).pci_address,
+                                                 SENDER_CPUS[exp.source]))
         if exp.ring == "legacy-rx":
             state.enter_context(legacy_rx_on(g))
         elif exp.ring == "large":

@@ -11,21 +11,14 @@ pktgen run, so measure_rx takes it as its sender."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 from harness.errors import GuestError
 from harness.guest.vm import Guest
+from harness.measurement.irq_affinity import SOCKET_SENDER_CPU
 from harness.measurement.traffic import DST_IP, SRC_IP, PktgenConfig, PktgenResult, TrafficRun, counted_run
 
 UDP_OVERHEAD = 14 + 20 + 8  # Ethernet, IPv4 and UDP headers: a payload of pkt_size - 42 bytes
 
 
-# The sender's interrupts and the sending process on one CPU, the receiver's interrupts on
-# the other: from 7.x napi_consume_skb() hands an skb completed on another CPU than the one
-# that allocated it back to that CPU (skb_attempt_defer_free), and on one CPU the receiver's
-# rx takes heads from the very cache the completions fill (it never fills: no bulk free).
-SENDER_CPU, RECEIVER_CPU = 1, 0
 
 
 def sender_script(src_if: str, cfg: PktgenConfig) -> str:
@@ -33,7 +26,7 @@ def sender_script(src_if: str, cfg: PktgenConfig) -> str:
     pause = 1.0 / cfg.rate_pps if cfg.rate_pps else 0.0
     return (
         "import os, socket, time\n"
-        f"os.sched_setaffinity(0, {{{SENDER_CPU}}})\n"
+        f"os.sched_setaffinity(0, {{{SOCKET_SENDER_CPU}}})\n"
         "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
         f"s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'{src_if}')\n"
         f"s.bind(('{SRC_IP}', 0))\n"
@@ -70,18 +63,3 @@ def run_socket_tx(guest: Guest, src_if: str, dst_if: str, cfg: PktgenConfig, *,
     if require_all and run.missed:
         raise GuestError(run.loss_report(), guest.console_tail())
     return run
-
-
-@contextlib.contextmanager
-def interrupts_apart(guest: Guest, sender_pci: str, receiver_pci: str) -> Iterator[None]:
-    """The sender's interrupts on SENDER_CPU, the receiver's on RECEIVER_CPU (and back to
-    all CPUs after): see SENDER_CPU."""
-    def pin(pci: str, mask: str) -> str:
-        return (f"for irq in $(awk '/{pci}/ {{ sub(\":\", \"\", $1); print $1 }}' /proc/interrupts); do "
-                f"echo {mask} > /proc/irq/$irq/smp_affinity; done")
-
-    guest.run(f"set -e\n{pin(sender_pci, f'{1 << SENDER_CPU:x}')}\n{pin(receiver_pci, f'{1 << RECEIVER_CPU:x}')}")
-    try:
-        yield
-    finally:
-        guest.run(f"{pin(sender_pci, '3')}\n{pin(receiver_pci, '3')}\ntrue", check=False)

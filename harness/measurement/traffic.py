@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from harness.errors import GuestError
 from harness.guest.vm import Guest
 from harness.measurement.counters import delta, losses, parse_snapshots, snapshot_script, snapshots
+from harness.measurement.irq_affinity import PKTGEN_CPU
 
 PG = "/proc/net/pktgen"
 # pktgen's pkt_size excludes the 4-byte FCS: 60 is a minimum-size 64-byte frame.
@@ -63,7 +64,7 @@ def parse_pktgen_result(text: str) -> PktgenResult:
 
 
 def pktgen_script(src_if: str, dst_mac: str, cfg: PktgenConfig) -> str:
-    """Shell that configures pktgen on CPU 0's thread and runs it to completion."""
+    """Shell that configures pktgen on PKTGEN_CPU's thread and runs it to completion."""
     settings = [
         f"count {cfg.count}", f"pkt_size {cfg.pkt_size}", f"clone_skb {cfg.clone_skb}",
         f"burst {cfg.burst}", f"delay {cfg.delay_ns}", f"dst_mac {dst_mac}",
@@ -78,12 +79,12 @@ def pktgen_script(src_if: str, dst_mac: str, cfg: PktgenConfig) -> str:
     lines = [
         "set -e",
         f"[ -d {PG} ] || modprobe pktgen",
-        f"echo rem_device_all > {PG}/kpktgend_0",
-        f"echo add_device {src_if} > {PG}/kpktgend_0",
+        f"echo rem_device_all > {PG}/kpktgend_{PKTGEN_CPU}",
+        f"echo add_device {src_if} > {PG}/kpktgend_{PKTGEN_CPU}",
         *[f"echo '{s}' > {PG}/{src_if}" for s in settings],
         f"echo start > {PG}/pgctrl",  # returns when the count is reached
         f"cat {PG}/{src_if}",
-        f"echo rem_device_all > {PG}/kpktgend_0",
+        f"echo rem_device_all > {PG}/kpktgend_{PKTGEN_CPU}",
     ]
     return "\n".join(lines)
 

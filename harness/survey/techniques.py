@@ -36,6 +36,7 @@ from harness.guest.vm import Guest
 from harness.measurement import xdp
 from harness.measurement.device_trace import DeviceTraceProbe
 from harness.measurement.dma_probe import DmaProbe
+from harness.measurement.irq_affinity import PKTGEN_CPU, interrupts_apart
 from harness.measurement.measure import MEASURE_PKTGEN, Measurement, RunContext, measure_rx
 from harness.measurement.probes import EventCountProbe, GraphProbe
 from harness.measurement.traffic import PktgenConfig
@@ -303,14 +304,16 @@ def _has_page_ref(g: Guest) -> bool:
 
 
 def cost_experiment(lab: Lab, model: str, models: tuple[str, ...]) -> None:
-    """The NIC's rx path in instructions (QEMU's TCG plugin), in rx-cost's regime (pace and sink)."""
+    """The NIC's rx path in instructions (QEMU's TCG plugin), in rx-cost's regime (pace, sink and
+    the interrupts' CPUs)."""
     from harness.claims.cost_claims import COST_PKTGEN, COST_SINK
     from harness.measurement.cost import CostProbe
 
     def run(g: Guest) -> Measurement:
         ctx = RunContext(lab.run_id, g.kernel.key, "stock", "direct", " ".join(g.options.cmdline_extra))
         peer = peer_of(model, models)
-        with udp_sink(g, g.nic(model), COST_SINK):
+        with (udp_sink(g, g.nic(model), COST_SINK),
+              interrupts_apart(g, nic(peer).pci_address, nic(model).pci_address, PKTGEN_CPU)):
             return measure_rx(g, ctx, [CostProbe(model, peer)], src=peer, dst=model, pktgen=COST_PKTGEN,
                               max_loss=0.01)
     measure_nic(lab, exp_name("cost", model), model, models, "direct", run, cost=True)

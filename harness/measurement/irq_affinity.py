@@ -1,0 +1,46 @@
+"""The sender's and the receiver's interrupts pinned to CPUs of their own for an
+experiment, and back to every CPU after.
+
+Where they run changes what a frame costs: the per-CPU NAPI skb cache and the
+slab's per-CPU slabs are shared by whatever runs on a CPU. From 7.x
+napi_consume_skb() hands an skb completed on another CPU than its allocator's
+back to that CPU (skb_attempt_defer_free), and __alloc_skb() in process context
+(pktgen's thread, a sending socket) takes heads from the NAPI cache; on one CPU
+the receiver's rx then takes heads from the very cache the sender drains or the
+completions fill. Left to the kernel, the placement differs from boot to boot:
+6.12.95's igb rx cost moved by 3 % between guests (the slab's refill slow path,
+`__slab_alloc_node`, about 60 instructions a frame), 7.3.4's by 2.9 %
+(`___slab_alloc`, 76)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from harness.guest.vm import Guest
+
+# pktgen runs on this CPU's thread (traffic.pktgen_script: kpktgend_0); a sending socket's
+# process is pinned to SOCKET_SENDER_CPU (socket_tx). The receiver's interrupts go to the other.
+PKTGEN_CPU = 0
+SOCKET_SENDER_CPU = 1
+
+
+def other_cpu(cpu: int) -> int:
+    """The harness guest's other vCPU (it has two: GuestOptions.cpus)."""
+    return 1 - cpu
+
+
+@contextlib.contextmanager
+def interrupts_apart(guest: Guest, sender_pci: str, receiver_pci: str, sender_cpu: int) -> Iterator[None]:
+    """The sender's interrupts on sender_cpu (where it sends from), the receiver's on the other."""
+    def pin(pci: str, mask: str) -> str:
+        return (f"for irq in $(awk '/{pci}/ {{ sub(\":\", \"\", $1); print $1 }}' /proc/interrupts); do "
+                f"echo {mask} > /proc/irq/$irq/smp_affinity; done")
+
+    every = f"{(1 << guest.options.cpus) - 1:x}"
+    guest.run(f"set -e\n{pin(sender_pci, f'{1 << sender_cpu:x}')}\n"
+              f"{pin(receiver_pci, f'{1 << other_cpu(sender_cpu):x}')}")
+    try:
+        yield
+    finally:
+        guest.run(f"{pin(sender_pci, every)}\n{pin(receiver_pci, every)}\ntrue", check=False)
