@@ -7,10 +7,12 @@ napi_consume_skb() hands an skb completed on another CPU than its allocator's
 back to that CPU (skb_attempt_defer_free), and __alloc_skb() in process context
 (pktgen's thread, a sending socket) takes heads from the NAPI cache; on one CPU
 the receiver's rx then takes heads from the very cache the sender drains or the
-completions fill. Left to the kernel, the placement differs from boot to boot:
-6.12.95's igb rx cost moved by 3 % between guests (the slab's refill slow path,
-`__slab_alloc_node`, about 60 instructions a frame), 7.3.4's by 2.9 %
-(`___slab_alloc`, 76)."""
+completions fill. Measured (scripts/cost_determinism.py, igb's rx cost in five
+guests): with the interrupts left where the kernel put them, one guest in five
+read 3 % less on 6.12.95, the slab's refill slow path (`__slab_alloc_node`)
+about 60 instructions a frame apart, and 7.3.4's spread was 2.9 % (`___slab_alloc`,
+76); pinned, 0.24-0.35 % on 6.12.95 in three series (`__slab_alloc_node` within 0.7)
+and 0.61-1.26 % on 7.3.4 (`___slab_alloc` within 4)."""
 
 from __future__ import annotations
 
