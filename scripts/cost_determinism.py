@@ -61,7 +61,7 @@ def one_run(cache: Cache, kernel: str, experiment: str) -> tuple[float, float, f
     driver = nic(exp.receiver).driver
     one = rx_per_frame(lab, experiment, driver)
     if one is None:
-        sys.exit(f"{experiment}: too few frames had a NAPI poll of their own")
+        sys.exit(f"{experiment}: too few frames had a completed NAPI poll of their own")
     return (one, m.per_packet(RX, driver), m.per_packet("entries:rx", driver),
             unpaced.traffic.result.usec / 1e6 / unpaced.traffic.result.sent,
             m.per_packet("instances:rx:one-rescheduled", driver) or 0.0, functions_per_frame(m, driver))

@@ -86,7 +86,7 @@ SAVINGS = (
 
 
 def rx_per_frame(lab: Lab, experiment: str, driver: str) -> float | None:
-    """Instructions of a one-frame poll (None when too few frames had a poll of their own)."""
+    """Instructions of a completed one-frame poll (None when too few frames had such a poll)."""
     insns, polls = value(lab, experiment, RX_ONE, driver), value(lab, experiment, "instances:rx:one", driver)
     n = frames(lab, experiment)
     if insns is None or not polls or not n or polls < MIN_ONE_FRAME_POLLS * n:
@@ -114,8 +114,8 @@ def saving_check(lab: Lab, s: Saving) -> tuple[Check, str]:
     a, b = rx_per_frame(lab, s.cheaper, s.driver_a), rx_per_frame(lab, s.dearer, s.driver_b)
     why = why_unmeasured(lab, s.cheaper, s.dearer)
     if (a is None or b is None) and all(e in lab.results for e in (s.cheaper, s.dearer)):
-        why = (f"fewer than {MIN_ONE_FRAME_POLLS:.0%} of the frames had a NAPI poll of their own (the regime was "
-               "not held: the guest batched)")
+        why = (f"fewer than {MIN_ONE_FRAME_POLLS:.0%} of the frames had a NAPI poll of their own that completed "
+               "(the regime was not held: the guest batched, or its polls scheduled their NAPI again)")
     rel = None if a is None or b is None or not b else (b - a) / b
     if rel is not None and abs(rel) <= SPREAD:
         why, rel = f"{fmt(a, 0)} vs {fmt(b, 0)} instructions per frame: within the run-to-run spread", None

@@ -19,8 +19,6 @@ from harness.measurement.traffic import DST_IP, SRC_IP, PktgenConfig, PktgenResu
 UDP_OVERHEAD = 14 + 20 + 8  # Ethernet, IPv4 and UDP headers: a payload of pkt_size - 42 bytes
 
 
-
-
 def sender_script(src_if: str, cfg: PktgenConfig) -> str:
     payload = max(1, cfg.pkt_size - UDP_OVERHEAD)
     pause = 1.0 / cfg.rate_pps if cfg.rate_pps else 0.0

@@ -399,7 +399,7 @@ def cost_cells(lab: Lab, model: str) -> dict[str, Cell]:
         "cost-rx": Cell(one, how + "; the polls that returned 1 (one frame) without scheduling their NAPI "
                         "again, per such poll",
                         "" if one is not None else (why if exp not in lab.results else
-                                                    "too few frames had a poll of their own")),
+                                                    "too few frames had a completed poll of their own")),
         "cost-rx-all": Cell(per_packet(lab, exp, f"{METRIC}:rx", drv), how + ", per frame received", why),
         "cost-empty-polls": Cell(idle_per_frame(lab, exp, drv)[0], how + "; polls that returned 0, per frame", why),
     }
