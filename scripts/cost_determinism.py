@@ -43,8 +43,8 @@ def functions_per_frame(m: Measurement, driver: str) -> dict[str, float]:
 
 def one_run(cache: Cache, kernel: str, experiment: str) -> tuple[float, float, float, float, float, dict[str, float]]:
     """(rx instructions per completed one-frame poll, per frame over all polls, polls per
-    frame, wall seconds per frame, one-frame polls that rescheduled their NAPI per frame) in
-    a fresh guest."""
+    frame, wall seconds per frame, one-frame polls that rescheduled their NAPI per frame (NaN:
+    not told apart), rx instructions per frame by function) in a fresh guest."""
     exp = EXPERIMENTS[experiment]
     lab = Lab(cache, f"determinism-{uuid.uuid4().hex[:6]}", choice=KernelChoice(kernel))
     try:
@@ -64,7 +64,7 @@ def one_run(cache: Cache, kernel: str, experiment: str) -> tuple[float, float, f
         sys.exit(f"{experiment}: too few frames had a completed NAPI poll of their own")
     return (one, m.per_packet(RX, driver), m.per_packet("entries:rx", driver),
             unpaced.traffic.result.usec / 1e6 / unpaced.traffic.result.sent,
-            m.per_packet("instances:rx:one-rescheduled", driver) or 0.0, functions_per_frame(m, driver))
+            m.per_packet("instances:rx:one-rescheduled", driver), functions_per_frame(m, driver))
 
 
 def spread(values: list[float]) -> float:

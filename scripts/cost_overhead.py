@@ -20,6 +20,7 @@ from harness.artifacts.kernel_choice import KernelChoice
 from harness.cache import Cache
 from harness.claims.lab import Lab
 from harness.guest.vm import Guest, GuestOptions
+from harness.measurement import dma_debug
 from harness.measurement.cost import CostProbe
 from harness.measurement.measure import RunContext, measure_rx
 from harness.measurement.traffic import PktgenConfig
@@ -47,7 +48,7 @@ def rates(g: Guest, run_id: str, armed: bool, cfg: PktgenConfig, runs: int) -> t
 
 def without_plugin(lab: Lab, cfg: PktgenConfig, runs: int) -> tuple[float, float]:
     """The cost guest's options but the plugin (a Guest of its own: no lab guest is like it)."""
-    opts = GuestOptions(accel="tcg", nics=lab.nics, cmdline_extra=("dma_debug=off",))
+    opts = GuestOptions(accel="tcg", nics=lab.nics, cmdline_extra=(dma_debug.OFF_AT_BOOT,))
     with Guest(lab.kernel("stock"), lab.image(), opts, lab.cache) as g:
         return rates(g, lab.run_id, False, cfg, runs)
 

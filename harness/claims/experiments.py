@@ -179,6 +179,8 @@ class Experiment:
             parts.append(f"{XDP_ACTIONS.get(self.xdp, self.xdp)} on {self.receiver} (native)")
         if self.sink:
             parts.append(udp_sink.describe(self.sink))
+        if self.source == "socket" or self.cost:
+            parts.append(f"the sender's interrupts on CPU {SENDER_CPUS[self.source]}, the receiver's on the next")
         if self.warmup:
             parts.append(f"after {self.warmup:,} unmeasured")
         if self.link_bounce:
@@ -479,7 +481,7 @@ BASE_EXPERIMENTS = [
     cost(RX_COST),
     cost(NO_REUSE_COST, variant="no-reuse"),
     cost(LEGACY_COST, ring="legacy-rx"),
-    cost(XDP_DROP_COST, xdp="xdp_drop"),
+    cost(XDP_DROP_COST, xdp="xdp_drop", sink=""),  # no frame gets past XDP: no sink to describe
     cost(E1000E_COST, sender="igb", receiver="e1000e"),
     # igb transmits the stack's own skbs (pktgen's are never freed on completion): the bulk free.
     # No sink: with DST_IP the guest's own, the sender's datagrams would go through loopback.

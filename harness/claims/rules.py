@@ -133,7 +133,7 @@ def dma_api_errors(lab: Lab, experiments: tuple[str, ...], driver: str) -> tuple
     for e in experiments:
         m = measured(lab, e)
         if m is None or detail(lab, e, "dma_api_errors", "").get("off_at_boot"):
-            continue  # the cost guest's: the checker kept off on purpose, its experiments checked elsewhere
+            continue  # the cost guest's: the checker kept off on purpose (its variants go unchecked)
         v = value(lab, e, "dma_api_errors", "")
         if v is None or v != v:  # NaN: no DMA-API debugging in this kernel, or it switched itself off
             return None, []

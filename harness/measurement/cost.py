@@ -8,9 +8,9 @@ function, and attributed to the rx path by the code's dynamic extent:
     (a region nested in it) and the interrupts taken meanwhile (from the IDT entry
     to the iret: counted apart); each closed poll by what it returned (the frames it
     received), so a one-frame poll's cost is a figure of its own; a poll during
-    which the NAPI was scheduled again (the device interrupted while it ran, so
-    napi_complete_done reschedules instead of re-enabling the interrupt: timing,
-    not work per frame) is counted apart;
+    which the NAPI was scheduled again (napi_complete_done found it missed because
+    the device interrupted while it ran, or the driver found more work after
+    completing: timing, not work per frame) is counted apart;
   - tx: the sender's ndo_start_xmit, and its tx completion under its own poll;
   - probed functions (the slab's bulk API): their calls inside those regions, by
     return value and one argument, their instructions staying with the caller's;
@@ -80,6 +80,8 @@ PROBED = {"kmem_cache_alloc_bulk_noprof": 3, "kmem_cache_free_bulk": 2, "kmem_ca
 # interrupt. Whether it happens is the emulated device's timing against the host's, which
 # differs from guest to guest, so such polls are a kind of instance of their own.
 MARKS = frozenset({"__napi_schedule"})
+# Probed functions that return void: what RAX held at their return means nothing.
+RETURNS_NOTHING = frozenset({"kmem_cache_free_bulk", "kmem_cache_free", "__napi_schedule"})
 MAX_REGIONS = 16  # the plugin's; id 0 is "outside every region"
 IRQ_REGION = MAX_REGIONS - 1  # the plugin's region of interrupts
 # The kernel's interrupt entries (x86-64): the per-vector stubs of external interrupts and the
@@ -370,8 +372,8 @@ class CostProbe:
                 if addr is None:
                     self.absent.append(f"{fn} ({model.model} {role.name})")
                     continue
-                if rid >= MAX_REGIONS:
-                    raise HarnessError(f"cost probe: more than {MAX_REGIONS - 1} regions")
+                if rid >= IRQ_REGION:
+                    raise HarnessError(f"cost probe: more than {IRQ_REGION - 1} regions")
                 commands.append(f"region {rid} {addr:x}")
                 self.region_roles[rid] = role.name
                 rid += 1
@@ -415,8 +417,10 @@ class CostProbe:
         builtin = {fn: f"driver {m.model}" for m in (self.receiver, self.sender) if not m.module
                    for fn in driver_functions(g.kernel, m)}
         b = attribute(window, guest_symbols(g), self.region_roles, drivers, builtin)
-        return (observations(b, self.receiver, self.sender, self.absent)
-                + probe_observations(window, self.probe_ids, self.region_roles, self.receiver, self.sender)
+        unmarked = [fn for fn in self.probes_absent if fn in MARKS]
+        return (observations(b, self.receiver, self.sender, self.absent, unmarked)
+                + probe_observations(window, self.probe_ids, self.region_roles, self.receiver, self.sender,
+                                     self.probes)
                 + [Observation(f"calls/{WITNESS}:{fn}:under:{role.name}", float("nan"),
                                (self.receiver if role.side == "receiver" else self.sender).driver,
                                f"{fn} is not in this kernel's kallsyms (inlined or another name): not counted",
@@ -424,7 +428,10 @@ class CostProbe:
                    for fn in self.probes_absent for role in ROLES if role.side])
 
 
-def observations(b: Breakdown, receiver: NicModel, sender: NicModel, absent: list[str]) -> list[Observation]:
+def observations(b: Breakdown, receiver: NicModel, sender: NicModel, absent: list[str],
+                 unmarked: list[str] | None = None) -> list[Observation]:
+    """unmarked: marking functions (MARKS) this kernel lacks: rescheduled polls could not be
+    told apart, so the one-frame kinds say so (NaN for the rescheduled ones)."""
     how = (f"QEMU TCG plugin harness_cost.so (witness {WITNESS}): guest instructions of the translation blocks "
            "executed while armed around the traffic")
     obs = [Observation(f"{METRIC}:guest", b.guest_total, "", f"{how}: every vCPU, user space included",
@@ -442,7 +449,7 @@ def observations(b: Breakdown, receiver: NicModel, sender: NicModel, absent: lis
                                f"{how}: times {entry} was entered"))
         if rc.role.functions:
             obs += instance_observations(rc, driver, f"{how}: {rc.role.what}, in the instances of {entry} that "
-                                         "returned")
+                                         "returned", unmarked or [])
         for fam, count in sorted(rc.families.items()):
             obs.append(Observation(f"{METRIC}:{rc.role.name}:family:{fam}", count, driver,
                                    f"{how}: {rc.role.what}, in functions of the family {fam!r}"))
@@ -454,7 +461,7 @@ def observations(b: Breakdown, receiver: NicModel, sender: NicModel, absent: lis
 
 
 def probe_observations(window: Window, probe_ids: dict[int, str], region_roles: dict[int, str],
-                       receiver: NicModel, sender: NicModel) -> list[Observation]:
+                       receiver: NicModel, sender: NicModel, probes: dict[str, int] = PROBED) -> list[Observation]:
     """Per probed function and the role it was called from: calls, the sum of what they
     returned and of the argument recorded (each with its histogram), their instructions."""
     obs = []
@@ -470,14 +477,15 @@ def probe_observations(window: Window, probe_ids: dict[int, str], region_roles: 
         returned = sum(k * n for k, (n, _) in by_value.items())
         args = window.arguments.get((rid, parent), {})
         where = f"{how} {role}"
-        arg = PROBED.get(fn, 1)
+        arg = probes.get(fn, 1)
         obs += [
             Observation(f"calls/{WITNESS}:{fn}:under:{role}", calls, driver, f"{where}: calls of {fn}"),
             Observation(f"{METRIC}:{fn}:under:{role}", insns, driver, f"{where}: {fn}'s instructions, inclusive"),
-            Observation(f"returned/{WITNESS}:{fn}:under:{role}", returned, driver,
-                        f"{where}: the sum of what {fn} returned (65 stands for more than 64)",
-                        {"by_value": {str(k): n for k, (n, _) in sorted(by_value.items())}}),
         ]
+        if fn not in RETURNS_NOTHING:
+            obs.append(Observation(f"returned/{WITNESS}:{fn}:under:{role}", returned, driver,
+                                   f"{where}: the sum of what {fn} returned (65 stands for more than 64)",
+                                   {"by_value": {str(k): n for k, (n, _) in sorted(by_value.items())}}))
         if arg:
             obs.append(Observation(f"argument/{WITNESS}:{fn}:under:{role}", sum(k * n for k, n in args.items()),
                                    driver, f"{where}: the sum of {fn}'s argument {arg} at entry (65 stands for more)",
@@ -491,19 +499,22 @@ def probe_observations(window: Window, probe_ids: dict[int, str], region_roles: 
 # one-frame poll that completed: the same work per frame in every guest.
 INSTANCE_KINDS: tuple[tuple[str, str, Callable[[int], bool], bool | None], ...] = (
     ("one", "1 (a poll of one frame that completed: its NAPI not scheduled again)", lambda k: k == 1, False),
-    ("one-rescheduled", "1 (a poll of one frame that scheduled its NAPI again: the device interrupted during it)",
-     lambda k: k == 1, True),
+    ("one-rescheduled", "1 (a poll of one frame that scheduled its NAPI again: NAPIF_STATE_MISSED, or the driver "
+     "found more work after completing)", lambda k: k == 1, True),
     ("several", "2 or more (a poll of several frames)", lambda k: k >= 2, None),
     ("none", "0 (a poll that found nothing)", lambda k: k == 0, None),
 )
 
 
-def instance_observations(rc: RoleCost, driver: str, returns: str) -> list[Observation]:
+def instance_observations(rc: RoleCost, driver: str, returns: str, unmarked: list[str]) -> list[Observation]:
     """Per kind of instance: how many, and their own instructions (nested regions and
     interrupts apart); for one-frame polls that is the cost of one frame, whatever the batching."""
     obs = []
     for kind, words, pick, marked in INSTANCE_KINDS:
         n, insns = rc.instances(pick, marked)
+        if unmarked and marked is not None:  # nothing marked: rescheduled polls are among the others
+            words += f" ({', '.join(unmarked)} not in this kernel's kallsyms: rescheduled polls not told apart)"
+            n, insns = (float("nan"), float("nan")) if marked else (n, insns)
         obs.append(Observation(f"instances:{rc.role.name}:{kind}", n, driver, f"{returns} {words}"))
         obs.append(Observation(f"{METRIC}:{rc.role.name}:{kind}", insns, driver,
                                f"{returns} {words}, their own instructions", {"instances": n}))

@@ -22,27 +22,30 @@ from collections.abc import Iterator
 from harness.guest.vm import Guest
 
 # pktgen runs on this CPU's thread (traffic.pktgen_script: kpktgend_0); a sending socket's
-# process is pinned to SOCKET_SENDER_CPU (socket_tx). The receiver's interrupts go to the other.
+# process is pinned to SOCKET_SENDER_CPU (socket_tx). The receiver's interrupts go to the next
+# CPU (the harness guest has two: GuestOptions.cpus).
 PKTGEN_CPU = 0
 SOCKET_SENDER_CPU = 1
 
 
-def other_cpu(cpu: int) -> int:
-    """The harness guest's other vCPU (it has two: GuestOptions.cpus)."""
-    return 1 - cpu
+def irqs_script(pci: str, mask: str) -> str:
+    """Shell that sets every interrupt of the PCI device to `mask`: its MSI/MSI-X vectors
+    (sysfs msi_irqs), else its INTx line (sysfs irq; a shared line moves its other users
+    too); no interrupt at all fails, rather than leaving the regime unpinned unsaid."""
+    dev = f"/sys/bus/pci/devices/{pci}"
+    return (f"irqs=$(ls {dev}/msi_irqs 2>/dev/null); [ -n \"$irqs\" ] || irqs=$(cat {dev}/irq); "
+            f"[ -n \"$irqs\" ] && [ \"$irqs\" != 0 ] || {{ echo 'no interrupt for {pci}' >&2; exit 1; }}; "
+            f"for irq in $irqs; do echo {mask} > /proc/irq/$irq/smp_affinity; done")
 
 
 @contextlib.contextmanager
 def interrupts_apart(guest: Guest, sender_pci: str, receiver_pci: str, sender_cpu: int) -> Iterator[None]:
-    """The sender's interrupts on sender_cpu (where it sends from), the receiver's on the other."""
-    def pin(pci: str, mask: str) -> str:
-        return (f"for irq in $(awk '/{pci}/ {{ sub(\":\", \"\", $1); print $1 }}' /proc/interrupts); do "
-                f"echo {mask} > /proc/irq/$irq/smp_affinity; done")
-
-    every = f"{(1 << guest.options.cpus) - 1:x}"
-    guest.run(f"set -e\n{pin(sender_pci, f'{1 << sender_cpu:x}')}\n"
-              f"{pin(receiver_pci, f'{1 << other_cpu(sender_cpu):x}')}")
+    """The sender's interrupts on sender_cpu (where it sends from), the receiver's on the next CPU."""
+    cpus = guest.options.cpus
+    every = f"{(1 << cpus) - 1:x}"
+    guest.run(f"set -e\n{irqs_script(sender_pci, f'{1 << sender_cpu:x}')}\n"
+              f"{irqs_script(receiver_pci, f'{1 << (sender_cpu + 1) % cpus:x}')}")
     try:
         yield
     finally:
-        guest.run(f"{pin(sender_pci, every)}\n{pin(receiver_pci, every)}\ntrue", check=False)
+        guest.run(f"{irqs_script(sender_pci, every)}; {irqs_script(receiver_pci, every)}; true", check=False)

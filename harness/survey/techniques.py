@@ -372,8 +372,8 @@ def descriptor_cells(lab: Lab, model: str) -> dict[str, Cell]:
            + ("the RDT/TDT advances summed (descriptors handed to the device; the window's first write left out)"
               if nic(model).device_trace is not None else
               "descriptors of the virtqueue chains taken, device-writable only (rx) or device-readable only (tx)"))
-    for ring, kind in (("rx", "memory"), ("tx", "tx")):
-        for size in MEMORY_SIZES:
+    for ring, kind, sizes in (("rx", "memory", MEMORY_SIZES), ("tx", "tx", tuple(s for s, _ in TX_POINTS))):
+        for size in sizes:
             exp, key = exp_name(f"{kind}-{size}", model), f"{ring}-descriptors-{size}"
             if not ring_traced(model):
                 cells[key] = Cell(None, "", NO_RING_TRACE.format(model=model))

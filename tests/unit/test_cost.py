@@ -263,3 +263,33 @@ def test_a_bulk_function_the_kernel_lacks_is_unmeasured_not_zero():
     checks = {c.id: c for c in SkbBulkAlloc().evaluate(lab).checks}
     assert checks["heads-alloc-in-bulk-per-frame"].holds() is None  # no such function: not a measured 0
     assert checks["heads-alloc-in-bulk-per-frame@1514B+csum"].holds() is False  # probed, never called: 0
+
+
+def test_baseline_figures_take_a_one_frame_poll_per_poll_and_leave_timing_kinds_out():
+    # How many polls were batched, empty or rescheduled is the host's timing: a baseline held
+    # to 1 % must not compare those, and the one-frame kind per frame would move with them.
+    from harness.claims.cost_claims import figures
+
+    lab = fake_lab({"rx-cost": {**one_frame_polls(3750, polls=1900), f"{METRIC}:rx": 2000 * 3900,
+                                f"{METRIC}:rx:one-rescheduled": 100 * 3800, "instances:rx:one-rescheduled": 100,
+                                f"{METRIC}:rx:none": 2000 * 200}})
+    got = figures(lab, ("rx-cost",))
+    assert got[f"rx-cost/{METRIC}:rx:one/igb"] == 3750
+    assert got[f"rx-cost/{METRIC}:rx/igb"] == 3900
+    assert not any(k.endswith((":one-rescheduled/igb", ":none/igb")) for k in got)
+
+
+def test_without_the_marking_function_rescheduled_polls_are_said_not_told_apart():
+    b = attribute(parse_dump(DUMP), parse_kallsyms(KALLSYMS), ROLES, DRIVERS)
+    obs = {(o.metric, o.driver): o for o in observations(b, nic("igb"), nic("e1000e"), [], ["__napi_schedule"])}
+    one = obs[(f"{METRIC}:rx:one", "igb")]
+    assert one.value == 5400 and "not told apart" in one.method
+    assert obs[("instances:rx:one-rescheduled", "igb")].value != obs[("instances:rx:one-rescheduled", "igb")].value
+
+
+def test_pinned_interrupts_are_found_in_sysfs_and_none_found_fails():
+    from harness.measurement.irq_affinity import irqs_script
+
+    script = irqs_script("0000:00:06.0", "2")
+    assert "/sys/bus/pci/devices/0000:00:06.0/msi_irqs" in script and "/sys/bus/pci/devices/0000:00:06.0/irq" in script
+    assert "exit 1" in script and "/proc/irq/$irq/smp_affinity" in script
