@@ -33,7 +33,8 @@ def irqs_script(pci: str, mask: str) -> str:
     (sysfs msi_irqs), else its INTx line (sysfs irq; a shared line moves its other users
     too); no interrupt at all fails, rather than leaving the regime unpinned unsaid."""
     dev = f"/sys/bus/pci/devices/{pci}"
-    return (f"irqs=$(ls {dev}/msi_irqs 2>/dev/null); [ -n \"$irqs\" ] || irqs=$(cat {dev}/irq); "
+    # `|| true`: a device without MSI has no msi_irqs, and `set -e` would end the script there.
+    return (f"irqs=$(ls {dev}/msi_irqs 2>/dev/null || true); [ -n \"$irqs\" ] || irqs=$(cat {dev}/irq); "
             f"[ -n \"$irqs\" ] && [ \"$irqs\" != 0 ] || {{ echo 'no interrupt for {pci}' >&2; exit 1; }}; "
             f"for irq in $irqs; do echo {mask} > /proc/irq/$irq/smp_affinity; done")
 
