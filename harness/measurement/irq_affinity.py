@@ -11,7 +11,7 @@ completions fill. Measured (scripts/cost_determinism.py, igb's rx cost in five
 guests): with the interrupts left where the kernel put them, one guest in five
 read 3 % less on 6.12.95, the slab's refill slow path (`__slab_alloc_node`)
 about 60 instructions a frame apart, and 7.3.4's spread was 2.9 % (`___slab_alloc`,
-76); pinned, 0.24-0.35 % on 6.12.95 in three series (`__slab_alloc_node` within 0.7)
+76); pinned, 0.24-0.35 % on 6.12.95 in four series (`__slab_alloc_node` within 0.7)
 and 0.61-1.26 % on 7.3.4 (`___slab_alloc` within 4)."""
 
 from __future__ import annotations
