@@ -397,7 +397,8 @@ class Lab:
                 setup(g)
             # The cost guest's checker is off from boot (debugfs says "disabled" all along): not
             # a checker that switched itself off mid-run, and no reason to boot again.
-            dma_before = None if dma_debug.off_at_boot(g) else dma_debug.arm(g)
+            checker_off = dma_debug.off_at_boot(g)
+            dma_before = None if checker_off else dma_debug.arm(g)
             pages_before = leaks.arm(g)
             m = run(g)
             reports = g.console.reports(mark) if g.console else []
@@ -426,8 +427,8 @@ class Lab:
             elif not crashes:
                 m.add("dma_api_errors", float("nan"), "",
                       f"{dma_debug.OFF_AT_BOOT} on the cost guest's command line: the checker not run"
-                      if dma_debug.off_at_boot(g) else "no debugfs dma-api: kernel without CONFIG_DMA_API_DEBUG",
-                      {"unavailable": True, "off_at_boot": dma_debug.off_at_boot(g)})
+                      if checker_off else "no debugfs dma-api: kernel without CONFIG_DMA_API_DEBUG",
+                      {"unavailable": True, "off_at_boot": checker_off})
         except Unmeasurable as e:
             self._fail(name, UNMEASURABLE, str(e).splitlines()[0])
             self._accounted = g.console.line_count() if g.console else 0

@@ -36,11 +36,9 @@ from harness.guest.vm import Guest
 from harness.measurement import xdp
 from harness.measurement.device_trace import DeviceTraceProbe
 from harness.measurement.dma_probe import DmaProbe
-from harness.measurement.irq_affinity import PKTGEN_CPU, interrupts_apart
 from harness.measurement.measure import MEASURE_PKTGEN, Measurement, RunContext, measure_rx
 from harness.measurement.probes import EventCountProbe, GraphProbe
 from harness.measurement.traffic import PktgenConfig
-from harness.measurement.udp_sink import udp_sink
 from harness.nics import NicModel, hub_apart, nic
 
 PAGE_POOL_EVENTS = ("page_pool:page_pool_state_hold", "page_pool:page_pool_state_release")
@@ -304,19 +302,16 @@ def _has_page_ref(g: Guest) -> bool:
 
 
 def cost_experiment(lab: Lab, model: str, models: tuple[str, ...]) -> None:
-    """The NIC's rx path in instructions (QEMU's TCG plugin), in rx-cost's regime (pace, sink and
-    the interrupts' CPUs)."""
-    from harness.claims.cost_claims import COST_PKTGEN, COST_SINK
-    from harness.measurement.cost import CostProbe
+    """The NIC's rx path in instructions (QEMU's TCG plugin): the cost experiment of the
+    claims (claims.experiments.cost: the one regime of every cost figure, its pace, sink
+    and interrupts' CPUs) with this NIC receiving from its peer."""
+    from harness.claims.experiments import cost
+
+    exp = cost(exp_name("cost", model), sender=peer_of(model, models), receiver=model)
 
     def run(g: Guest) -> Measurement:
-        ctx = RunContext(lab.run_id, g.kernel.key, "stock", "direct", " ".join(g.options.cmdline_extra))
-        peer = peer_of(model, models)
-        with (udp_sink(g, g.nic(model), COST_SINK),
-              interrupts_apart(g, nic(peer).pci_address, nic(model).pci_address, PKTGEN_CPU)):
-            return measure_rx(g, ctx, [CostProbe(model, peer)], src=peer, dst=model, pktgen=COST_PKTGEN,
-                              max_loss=0.01)
-    measure_nic(lab, exp_name("cost", model), model, models, "direct", run, cost=True)
+        return exp.run(g, RunContext.for_guest(g, lab.run_id), lab)
+    measure_nic(lab, exp.name, model, models, "direct", run, cost=True)
 
 
 def run_survey(lab: Lab, models: tuple[str, ...], cost: bool = False,
